@@ -1,0 +1,56 @@
+"""Graph datasets: file parsers, named datasets, synthetic generators, splits and downloads.
+
+Typical use::
+
+    ds = sparsegnn_jax.data.load("email-eu-temporal")          # root from $SPARSEGNN_DATA
+    split = sparsegnn_jax.data.temporal_link_split(ds)
+    keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
+    neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
+"""
+from .datasets import DATASET_FILES, Dataset, available, data_root, load, register
+from .parsers import (
+    EdgeList,
+    PlanetoidData,
+    load_planetoid,
+    parse_dense_adjacency,
+    parse_edge_list,
+    parse_letter_labels,
+    parse_node_labels,
+    read_text,
+    remap_nodes,
+)
+from .splits import (
+    LinkSplit,
+    NodeSplit,
+    edge_keys,
+    node_split,
+    sample_negatives,
+    temporal_link_split,
+)
+from .synthetic import sbm, temporal_sbm
+
+__all__ = [
+    "DATASET_FILES",
+    "Dataset",
+    "EdgeList",
+    "LinkSplit",
+    "NodeSplit",
+    "PlanetoidData",
+    "available",
+    "data_root",
+    "edge_keys",
+    "load",
+    "load_planetoid",
+    "node_split",
+    "parse_dense_adjacency",
+    "parse_edge_list",
+    "parse_letter_labels",
+    "parse_node_labels",
+    "read_text",
+    "register",
+    "remap_nodes",
+    "sample_negatives",
+    "sbm",
+    "temporal_link_split",
+    "temporal_sbm",
+]

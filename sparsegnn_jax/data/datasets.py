@@ -1,0 +1,254 @@
+"""The Dataset type, the registry of named datasets and :func:`load`."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Callable
+
+import numpy as np
+
+from . import parsers
+from .splits import NodeSplit, node_split
+
+__all__ = ["Dataset", "load", "register", "available", "DATASET_FILES", "data_root"]
+
+ENV_VAR = "SPARSEGNN_DATA"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A graph dataset, as NumPy arrays with nodes numbered 0..N-1.
+
+    Attributes:
+      name: registry name (or ``"file:PATH"``).
+      num_nodes: N.
+      senders, receivers: [E] int32 raw directed edges (self-loops and repeats kept).
+      times: [E] int64 timestamps or None (static graph).
+      edge_weights: [E] float32 or None.
+      features: [N, F] float32 or None (models then learn an embedding table).
+      labels: [N] int32 class ids or None.
+      num_classes: number of classes (0 without labels).
+      split: NodeSplit; Planetoid's standard split, a stratified ``node_split(labels, seed)``
+        for other labelled datasets, None without labels.
+      node_ids: [N] int64 original id of each node (the remapping), or None.
+      class_names: original label names by class id, or None.
+    """
+
+    name: str
+    num_nodes: int
+    senders: np.ndarray
+    receivers: np.ndarray
+    times: np.ndarray | None = None
+    edge_weights: np.ndarray | None = None
+    features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    num_classes: int = 0
+    split: NodeSplit | None = None
+    node_ids: np.ndarray | None = None
+    class_names: tuple | None = None
+
+    @property
+    def num_edges(self) -> int:
+        """Number of raw edges E."""
+        return int(self.senders.size)
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", f"num_nodes={self.num_nodes}", f"num_edges={self.num_edges}"]
+        if self.times is not None:
+            parts.append("temporal")
+        if self.features is not None:
+            parts.append(f"features={self.features.shape[1]}")
+        if self.labels is not None:
+            parts.append(f"num_classes={self.num_classes}")
+        return f"Dataset({', '.join(parts)})"
+
+
+# Files each named dataset needs, relative to the data root (the downloader writes these).
+DATASET_FILES: dict[str, list[str]] = {
+    "email-eu-temporal": ["email_eu_core_temporal/email-Eu-core-temporal.txt.gz"],
+    "email-eu": ["email_eu_core/email-Eu-core.txt",
+                 "email_eu_core/email-Eu-core-department-labels.txt"],
+    "stackoverflow-prefix": ["stackoverflow_a2q_prefix/sx-stackoverflow-a2q.first50k.txt"],
+    "cora": [f"planetoid/ind.cora.{k}"
+             for k in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")],
+    "citeseer": [f"planetoid/ind.citeseer.{k}"
+                 for k in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")],
+    "drosophila-left": ["drosophila/left_adjacency.csv", "drosophila/left_cell_labels.csv"],
+    "drosophila-right": ["drosophila/right_adjacency.csv", "drosophila/right_cell_labels.csv"],
+}
+
+_Loader = Callable[[pathlib.Path | None, int], Dataset]
+_REGISTRY: dict[str, tuple[_Loader, bool]] = {}
+
+
+def register(name: str, loader: _Loader, needs_files: bool = True) -> None:
+    """Add a named dataset.
+
+    Args:
+      name: the name for :func:`load`.
+      loader: ``loader(root, seed) -> Dataset``; root is the resolved data root (None when
+        ``needs_files`` is False).
+      needs_files: whether the loader reads files under the data root.
+    """
+    _REGISTRY[name] = (loader, needs_files)
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`load` (plus ``"file:PATH"``)."""
+    return sorted(_REGISTRY)
+
+
+def _download_hint(name: str) -> str:
+    return (f"set {ENV_VAR} (or pass root=) to the folder holding the datasets; to fetch "
+            f"'{name}' run: python -m sparsegnn_jax.data.download {name} --root DIR")
+
+
+def data_root(root=None, name: str = "DATASET") -> pathlib.Path:
+    """Resolve the data root: the argument, else ``$SPARSEGNN_DATA``.
+
+    Raises:
+      FileNotFoundError: neither is set, or the folder does not exist (with a hint).
+    """
+    if root is None:
+        root = os.environ.get(ENV_VAR) or None
+    if root is None:
+        raise FileNotFoundError(f"dataset {name!r} needs data files: {_download_hint(name)}")
+    root = pathlib.Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} is not a directory: {_download_hint(name)}")
+    return root
+
+
+def _check_files(root: pathlib.Path, name: str) -> None:
+    missing = [str(root / f) for f in DATASET_FILES.get(name, []) if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"dataset {name!r}: missing {', '.join(missing)}; "
+                                f"{_download_hint(name)}")
+
+
+def _compact_labels(raw) -> tuple[np.ndarray, tuple]:
+    """Map arbitrary label values onto 0..C-1 (sorted order)."""
+    names, labels = np.unique(np.asarray(raw), return_inverse=True)
+    return labels.astype(np.int32), tuple(names.tolist())
+
+
+def _edge_dataset(name: str, path, seed: int) -> Dataset:
+    edges = parsers.parse_edge_list(path)
+    node_ids, (src, dst) = parsers.remap_nodes(edges.src, edges.dst)
+    return Dataset(name=name, num_nodes=int(node_ids.size), senders=src, receivers=dst,
+                   times=edges.times, node_ids=node_ids)
+
+
+def _load_email_eu_temporal(root, seed):
+    return _edge_dataset("email-eu-temporal", root / DATASET_FILES["email-eu-temporal"][0], seed)
+
+
+def _load_stackoverflow(root, seed):
+    return _edge_dataset("stackoverflow-prefix",
+                         root / DATASET_FILES["stackoverflow-prefix"][0], seed)
+
+
+def _load_email_eu(root, seed):
+    edge_path, label_path = (root / f for f in DATASET_FILES["email-eu"])
+    edges = parsers.parse_edge_list(edge_path, columns=2)
+    lab_nodes, lab_values = parsers.parse_node_labels(label_path)
+    # The node set is the union: a labelled node may have no edge.
+    node_ids, (src, dst, lab_idx) = parsers.remap_nodes(edges.src, edges.dst, lab_nodes)
+    compact, names = _compact_labels(lab_values)
+    labels = np.full(node_ids.size, -1, dtype=np.int32)
+    labels[lab_idx] = compact
+    return Dataset(name="email-eu", num_nodes=int(node_ids.size), senders=src, receivers=dst,
+                   labels=labels, num_classes=len(names), split=node_split(labels, seed),
+                   node_ids=node_ids, class_names=names)
+
+
+def _load_planetoid(name):
+    def loader(root, seed):
+        p = parsers.load_planetoid(root / "planetoid", name)
+        n = p.features.shape[0]
+        return Dataset(name=name, num_nodes=n, senders=p.senders.astype(np.int32),
+                       receivers=p.receivers.astype(np.int32), features=p.features,
+                       labels=p.labels, num_classes=p.num_classes,
+                       split=NodeSplit(p.train, p.val, p.test),
+                       node_ids=np.arange(n, dtype=np.int64))
+    return loader
+
+
+def _load_drosophila(side):
+    name = f"drosophila-{side}"
+
+    def loader(root, seed):
+        adj_path, lab_path = (root / f for f in DATASET_FILES[name])
+        adj = parsers.parse_dense_adjacency(adj_path)
+        letters = parsers.parse_letter_labels(lab_path)
+        if len(letters) != adj.shape[0]:
+            raise ValueError(f"{lab_path}: {len(letters)} labels but {adj_path} has "
+                             f"{adj.shape[0]} nodes")
+        src, dst = np.nonzero(adj > 0)  # row -> column, weight = synapse count
+        labels, names = _compact_labels(letters)
+        n = adj.shape[0]
+        return Dataset(name=name, num_nodes=n, senders=src.astype(np.int32),
+                       receivers=dst.astype(np.int32),
+                       edge_weights=adj[src, dst].astype(np.float32), labels=labels,
+                       num_classes=len(names), split=node_split(labels, seed),
+                       node_ids=np.arange(n, dtype=np.int64), class_names=names)
+    return loader
+
+
+def _load_synthetic_temporal(root, seed):
+    from .synthetic import temporal_sbm
+    return temporal_sbm(seed)
+
+
+def _load_synthetic_sbm(root, seed):
+    from .synthetic import sbm
+    return sbm(seed)
+
+
+register("synthetic-temporal", _load_synthetic_temporal, needs_files=False)
+register("synthetic-sbm", _load_synthetic_sbm, needs_files=False)
+register("email-eu-temporal", _load_email_eu_temporal)
+register("email-eu", _load_email_eu)
+register("stackoverflow-prefix", _load_stackoverflow)
+register("cora", _load_planetoid("cora"))
+register("citeseer", _load_planetoid("citeseer"))
+register("drosophila-left", _load_drosophila("left"))
+register("drosophila-right", _load_drosophila("right"))
+
+
+def load(name: str = "synthetic-temporal", root=None, seed: int = 0) -> Dataset:
+    """Load a dataset by name.
+
+    Args:
+      name: one of :func:`available` (``synthetic-temporal``, ``synthetic-sbm``,
+        ``email-eu-temporal``, ``email-eu``, ``stackoverflow-prefix``, ``cora``, ``citeseer``,
+        ``drosophila-left``, ``drosophila-right``) or ``"file:PATH"`` for any SNAP edge list
+        (``src dst t`` or ``src dst``; plain or .gz).
+      root: data root holding the dataset folders; default ``$SPARSEGNN_DATA``. Not needed for
+        the synthetic datasets and ``file:PATH``.
+      seed: seed of the synthetic generators and of stratified node splits.
+
+    Returns:
+      Dataset.
+
+    Raises:
+      ValueError: unknown name (lists the known ones) or a malformed file.
+      FileNotFoundError: data root or files missing (with the download command).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}")
+    if name.startswith("file:"):
+        path = pathlib.Path(name[len("file:"):]).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset {name!r}: file not found: {path}")
+        return _edge_dataset(name, path, seed)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(available())}, "
+                         "or file:PATH for a SNAP edge list")
+    loader, needs_files = _REGISTRY[name]
+    if not needs_files:
+        return loader(None, seed)
+    resolved = data_root(root, name)
+    _check_files(resolved, name)
+    return loader(resolved, seed)

@@ -1,0 +1,338 @@
+"""Download the real datasets from their public addresses into a data root.
+
+Usage::
+
+    python -m sparsegnn_jax.data.download NAME [NAME ...] --root DIR [--base-url URL]
+
+NAME is a dataset name of :func:`sparsegnn_jax.data.load` (or ``all``). Downloads resume from
+a ``.part`` file with an HTTP Range request, are checked against known SHA-256 digests (an
+unknown digest is printed instead) and are renamed into place only when complete and correct.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import os
+import pathlib
+import sys
+import urllib.error
+import urllib.request
+
+from tqdm.auto import tqdm
+
+from .datasets import ENV_VAR
+
+__all__ = ["ChecksumError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
+
+_SNAP = "https://snap.stanford.edu/data"
+_PLANETOID = "https://github.com/kimiyoung/planetoid/raw/master/data"
+_GRASPOLOGIC = ("https://github.com/graspologic-org/graspologic/raw/main/graspologic/"
+                "datasets/drosophila")
+_PREFIX_LINES = 50_000
+
+# SHA-256 of the files as they are laid out in a data root (SNAP, Planetoid and graspologic
+# releases). A None digest is unknown: the downloader prints the digest it computed.
+KNOWN_SHA256 = {
+    "drosophila/left_adjacency.csv":
+        "f23ba630f10dff95164ddbbdccf7d4fe1ac01a9a8ed77db26069af4a6248a1cf",
+    "drosophila/left_cell_labels.csv":
+        "a733652a33d5dde5c7cbdc9d8c0e679680cd000dc11edf3ea762a4da43b764c9",
+    "drosophila/right_adjacency.csv":
+        "b9684d323e3f91ac5bf8c3691ff3e0635ef40fa2dee8e048161633760c84791d",
+    "drosophila/right_cell_labels.csv":
+        "80547ac9df6b3fc5abe5844c04bc5da56b48c7cac5eb13ab3cc2f8695cd6de1d",
+    "email_eu_core/email-Eu-core-department-labels.txt":
+        "8724324273873bba3b4ba79444d5113bf8122cb76a51d5396b50f80c29b63f35",
+    "email_eu_core/email-Eu-core.txt":
+        "275afe50e65b7cb3caadaa9e465e89e9b495b0e7b5a75058b29d70708cd73540",
+    "email_eu_core_temporal/email-Eu-core-temporal.txt.gz":
+        "ad0af2f9375214590b34b472b3d8ff4e7bbe7432d3653841bbaaeadae230fc13",
+    "planetoid/ind.citeseer.allx":
+        "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668",
+    "planetoid/ind.citeseer.ally":
+        "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95",
+    "planetoid/ind.citeseer.graph":
+        "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7",
+    "planetoid/ind.citeseer.test.index":
+        "2af990671580b6b2df5d158d1038f8292e30c9cd821b5453f399659b25b723d4",
+    "planetoid/ind.citeseer.tx":
+        "539a8906a2da97628d212f2fdd668c109a8b3f0d36574b59e5d3fd5b5303da21",
+    "planetoid/ind.citeseer.ty":
+        "55e5bd1ba1e733a04598753ad1a8d57957f4b8f89e74519f41f4f4938767e4ce",
+    "planetoid/ind.citeseer.x":
+        "d20de19150741e555de0ed037195630fc194114ebc7fd72ced62810148aa22f6",
+    "planetoid/ind.citeseer.y":
+        "8ba87e515d8e3ee3cf52f6d2c5b86aa73f11ecad825a808455209ec26cd54924",
+    "planetoid/ind.cora.allx":
+        "9419ba2f26f5c35243db64aba110e0f35a04851609e0dc5433450676ca6b8543",
+    "planetoid/ind.cora.ally":
+        "2b998f5cc7fedc86e7f97ca2498f47a1ffc1462c29e2d578b23bf3f62b6e7d71",
+    "planetoid/ind.cora.graph":
+        "58f13302f39dde8852dad6fe6d15b89b077b6d7f837626bce671ef80344b383d",
+    "planetoid/ind.cora.test.index":
+        "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875",
+    "planetoid/ind.cora.tx":
+        "b9afbaa4a400df991f6f02ef677e1e44da55ffc04801fd02f9e673987829226a",
+    "planetoid/ind.cora.ty":
+        "41f5ac76596a1699cc33f53084a2419e92961c42bb75f36fc38e616d348532ad",
+    "planetoid/ind.cora.x":
+        "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
+    "planetoid/ind.cora.y":
+        "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
+    "stackoverflow_a2q_prefix/sx-stackoverflow-a2q.first50k.txt":
+        "9fcecd4a865aea886abaa02ca1b8baf0c619ab61325083a86961427427b1cae7",
+}
+
+
+class ChecksumError(ValueError):
+    """A downloaded or derived file does not have the expected SHA-256 digest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One file to fetch, and optionally a file derived from it.
+
+    Attributes:
+      url: public address of the original.
+      path: where the download goes, relative to the data root.
+      derive: None, ``"gunzip"`` (decompress to ``target``) or ``"head"`` (the first
+        ``_PREFIX_LINES`` lines of the gzipped download, without the last newline, to
+        ``target``).
+      target: relative path of the derived file.
+    """
+
+    url: str
+    path: str
+    derive: str | None = None
+    target: str | None = None
+
+    @property
+    def final(self) -> str:
+        """Relative path of the file the loader reads."""
+        return self.target or self.path
+
+
+def _planetoid(name: str) -> list[Source]:
+    return [Source(f"{_PLANETOID}/ind.{name}.{k}", f"planetoid/ind.{name}.{k}")
+            for k in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")]
+
+
+def _drosophila(side: str) -> list[Source]:
+    return [Source(f"{_GRASPOLOGIC}/{side}_{k}.csv", f"drosophila/{side}_{k}.csv")
+            for k in ("adjacency", "cell_labels")]
+
+
+SOURCES: dict[str, list[Source]] = {
+    "email-eu-temporal": [
+        Source(f"{_SNAP}/email-Eu-core-temporal.txt.gz",
+               "email_eu_core_temporal/email-Eu-core-temporal.txt.gz")],
+    "email-eu": [
+        Source(f"{_SNAP}/email-Eu-core.txt.gz", "email_eu_core/email-Eu-core.txt.gz",
+               "gunzip", "email_eu_core/email-Eu-core.txt"),
+        Source(f"{_SNAP}/email-Eu-core-department-labels.txt.gz",
+               "email_eu_core/email-Eu-core-department-labels.txt.gz",
+               "gunzip", "email_eu_core/email-Eu-core-department-labels.txt")],
+    "stackoverflow-prefix": [
+        Source(f"{_SNAP}/sx-stackoverflow-a2q.txt.gz",
+               "stackoverflow_a2q_prefix/sx-stackoverflow-a2q.txt.gz",
+               "head", "stackoverflow_a2q_prefix/sx-stackoverflow-a2q.first50k.txt")],
+    "cora": _planetoid("cora"),
+    "citeseer": _planetoid("citeseer"),
+    "drosophila-left": _drosophila("left"),
+    "drosophila-right": _drosophila("right"),
+}
+
+
+def sha256sum(path) -> str:
+    """Hex SHA-256 digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_good(path: pathlib.Path, sha256: str | None) -> bool:
+    """Whether a finished file exists with the expected digest (any digest when unknown)."""
+    return path.is_file() and (sha256 is None or sha256sum(path) == sha256)
+
+
+def _verify(path: pathlib.Path, sha256: str | None, label: str, log) -> None:
+    """Check a finished file's digest; on a mismatch remove it and raise ChecksumError."""
+    digest = sha256sum(path)
+    if sha256 is None:
+        log(f"sha256 {digest}  {label} (no known digest to check against)")
+        return
+    if digest != sha256:
+        path.unlink(missing_ok=True)
+        raise ChecksumError(f"{label}: sha256 mismatch: expected {sha256}, got {digest}; "
+                            f"the file was removed, run the command again to retry")
+
+
+def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
+          timeout: float = 60.0, log=print) -> pathlib.Path:
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming a partial download.
+
+    An existing ``dest`` with the right digest (or any ``dest`` when no digest is known) is
+    kept. A ``.part`` file is continued with an HTTP Range request; a server that ignores the
+    Range header makes the download start over. The finished file is checked and only then
+    renamed onto ``dest`` (atomic on one file system).
+
+    Args:
+      url: address to fetch (http, https or file).
+      dest: destination path.
+      sha256: expected hex digest, or None to print the computed one.
+      progress: show a tqdm progress bar.
+      timeout: socket timeout in seconds.
+      log: function used for messages.
+
+    Returns:
+      ``dest`` as a Path.
+
+    Raises:
+      ChecksumError: the download's digest differs (the ``.part`` file is removed).
+      OSError: the server or network failed (message names the URL).
+    """
+    dest = pathlib.Path(dest)
+    if _is_good(dest, sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "sparsegnn_jax-downloader"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            # Range not satisfiable: the partial file already holds the whole download.
+            response = None
+        else:
+            raise OSError(f"could not download {url}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise OSError(f"could not download {url}: {getattr(err, 'reason', err)}") from err
+    if response is not None:
+        with response:
+            if offset and getattr(response, "status", 200) != 206:
+                offset = 0  # the server sent the whole file: start over
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length is not None else None
+            mode = "ab" if offset else "wb"
+            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B",
+                                               unit_scale=True, unit_divisor=1024,
+                                               desc=dest.name, disable=not progress,
+                                               leave=False) as bar:
+                try:
+                    for chunk in iter(lambda: response.read(1 << 16), b""):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                except OSError as err:
+                    raise OSError(f"download of {url} interrupted ({err}); run again to "
+                                  f"resume from {part}") from err
+    _verify(part, sha256, f"{url} -> {dest}", log)
+    os.replace(part, dest)
+    return dest
+
+
+def _derive(source: Source, root: pathlib.Path, log) -> pathlib.Path:
+    """Write the derived file (decompressed, or the line prefix) atomically and check it."""
+    src, target = root / source.path, root / source.target
+    expected = KNOWN_SHA256.get(source.target)
+    if _is_good(target, expected):
+        return target
+    tmp = target.with_name(target.name + ".part")
+    try:
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as out:
+            if source.derive == "gunzip":
+                for chunk in iter(lambda: fin.read(1 << 20), b""):
+                    out.write(chunk)
+            else:
+                for i, line in enumerate(fin):
+                    if i == _PREFIX_LINES - 1:
+                        # The published prefix file ends without a final newline.
+                        out.write(line.rstrip(b"\n"))
+                        break
+                    out.write(line)
+    except (OSError, EOFError) as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not decompress {src}: {err}; delete it and download again") from err
+    _verify(tmp, expected, f"{target} (from {src.name})", log)
+    os.replace(tmp, target)
+    return target
+
+
+def download(name: str, root=None, base_url: str | None = None, progress: bool = True,
+             log=print) -> list[pathlib.Path]:
+    """Download one named dataset into ``root`` (the layout :func:`load` reads).
+
+    Args:
+      name: a dataset name of :data:`SOURCES`.
+      root: data root; default ``$SPARSEGNN_DATA``.
+      base_url: fetch every file from ``BASE_URL/<original file name>`` instead (a mirror).
+      progress: show progress bars.
+      log: function used for messages.
+
+    Returns:
+      Paths of the dataset's files as the loader reads them.
+
+    Raises:
+      ValueError: unknown name or no root. ChecksumError / OSError: as :func:`fetch`.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(SOURCES))} "
+                         "(the synthetic datasets need no download)")
+    if root is None:
+        root = os.environ.get(ENV_VAR) or None
+    if root is None:
+        raise ValueError(f"no data root: pass --root DIR or set {ENV_VAR}")
+    root = pathlib.Path(root).expanduser()
+    out = []
+    for source in SOURCES[name]:
+        url = source.url
+        if base_url:
+            url = base_url.rstrip("/") + "/" + url.rsplit("/", 1)[-1]
+        final = root / source.final
+        if source.derive and _is_good(final, KNOWN_SHA256.get(source.final)):
+            out.append(final)  # already derived: no need for the (possibly large) original
+            continue
+        fetch(url, root / source.path, KNOWN_SHA256.get(source.path), progress=progress, log=log)
+        out.append(_derive(source, root, log) if source.derive else root / source.path)
+    return out
+
+
+def main(argv=None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sparsegnn_jax.data.download",
+        description="Download real graph datasets into a data root (the folder that "
+                    f"{ENV_VAR} names).")
+    parser.add_argument("names", nargs="+", metavar="NAME",
+                        help=f"dataset(s): {', '.join(sorted(SOURCES))}, or all")
+    parser.add_argument("--root", default=os.environ.get(ENV_VAR),
+                        help=f"data root (default: ${ENV_VAR})")
+    parser.add_argument("--base-url", default=None,
+                        help="fetch files from BASE_URL/<file name> instead (a mirror)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    names = sorted(SOURCES) if "all" in args.names else args.names
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(sorted(SOURCES))} or all")
+    if not args.root:
+        parser.error(f"no data root: pass --root DIR or set {ENV_VAR}")
+    for name in names:
+        try:
+            paths = download(name, args.root, args.base_url, progress=not args.quiet)
+        except (OSError, ValueError) as err:
+            print(f"error: {name}: {err}", file=sys.stderr)
+            return 1
+        print(f"{name}: ok ({len(paths)} file{'s' if len(paths) != 1 else ''} in {args.root})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

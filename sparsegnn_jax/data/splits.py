@@ -1,0 +1,231 @@
+"""Train/val/test splits: chronological link splits, negative sampling, stratified node splits."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "NodeSplit",
+    "LinkSplit",
+    "temporal_link_split",
+    "edge_keys",
+    "sample_negatives",
+    "node_split",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NodeSplit:
+    """Node index sets of a node-classification split.
+
+    Attributes:
+      train, val, test: sorted int32 node indices (disjoint).
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LinkSplit:
+    """A chronological link-prediction split.
+
+    Attributes:
+      num_nodes: number of nodes N.
+      train_edges, val_edges, test_edges: [E_s, 2] int32 (src, dst) pairs in time order, each
+        split deduplicated keeping the first occurrence. A pair may appear in several splits
+        (a repeated interaction is a legitimate future link).
+      graph_senders, graph_receivers: [E_t] int32 edges of the message-passing graph: the
+        training edges only, so no validation or test link leaks into the encoder.
+      train_times, val_times, test_times: [E_s] int64 time of each pair's first occurrence in
+        its split, or None for a static dataset.
+    """
+
+    num_nodes: int
+    train_edges: np.ndarray
+    val_edges: np.ndarray
+    test_edges: np.ndarray
+    graph_senders: np.ndarray
+    graph_receivers: np.ndarray
+    train_times: np.ndarray | None = None
+    val_times: np.ndarray | None = None
+    test_times: np.ndarray | None = None
+
+    @property
+    def all_edges(self) -> np.ndarray:
+        """[E, 2] every known positive pair (train, val and test) - the set negatives avoid."""
+        return np.concatenate([self.train_edges, self.val_edges, self.test_edges], axis=0)
+
+
+def _dedupe_first(edges: np.ndarray, times, num_nodes: int):
+    """Drop repeated (src, dst) pairs, keeping the first occurrence and the original order."""
+    keys = edges[:, 0].astype(np.int64) * num_nodes + edges[:, 1]
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return edges[first], (None if times is None else times[first])
+
+
+def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
+    """Split a dataset's edges chronologically into train / val / test.
+
+    Edges are sorted by time with a stable sort (file order breaks ties; a static dataset keeps
+    its file order); the first ``train`` fraction are training edges, the next ``val`` fraction
+    validation, the rest test. So no test edge is earlier than any training edge.
+
+    Args:
+      ds: a Dataset (needs ``num_nodes``, ``senders``, ``receivers``, ``times``).
+      train: fraction of edges (by count, before dedup) used for training.
+      val: fraction used for validation; the remaining ``1 - train - val`` is test.
+
+    Returns:
+      LinkSplit; the message-passing graph holds the training edges only.
+
+    Raises:
+      ValueError: fractions outside (0, 1) or summing to more than 1, or too few edges.
+    """
+    if not (0.0 < train < 1.0) or not (0.0 <= val < 1.0) or train + val > 1.0 + 1e-9:
+        raise ValueError(f"need 0 < train < 1, 0 <= val < 1 and train + val <= 1; "
+                         f"got train={train}, val={val}")
+    src = np.asarray(ds.senders, dtype=np.int32)
+    dst = np.asarray(ds.receivers, dtype=np.int32)
+    n = src.size
+    if n < 3:
+        raise ValueError(f"dataset {ds.name!r} has {n} edges: too few to split")
+    times = None if ds.times is None else np.asarray(ds.times, dtype=np.int64)
+    order = np.arange(n) if times is None else np.argsort(times, kind="stable")
+    edges = np.stack([src[order], dst[order]], axis=1)
+    times = None if times is None else times[order]
+    # The epsilon keeps 10 * (0.7 + 0.1) = 7.999... from losing an edge to rounding.
+    n_train = int(np.floor(n * train + 1e-9))
+    n_val = int(np.floor(n * (train + val) + 1e-9)) - n_train
+    cuts = [slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, n)]
+    parts = [_dedupe_first(edges[c], None if times is None else times[c], ds.num_nodes)
+             for c in cuts]
+    (tr, tr_t), (va, va_t), (te, te_t) = parts
+    return LinkSplit(
+        num_nodes=int(ds.num_nodes),
+        train_edges=tr, val_edges=va, test_edges=te,
+        graph_senders=tr[:, 0].copy(), graph_receivers=tr[:, 1].copy(),
+        train_times=tr_t, val_times=va_t, test_times=te_t,
+    )
+
+
+def edge_keys(edges, num_nodes: int) -> np.ndarray:
+    """Sorted unique keys ``src * N + dst`` of directed edges, for membership tests.
+
+    Args:
+      edges: [E, 2] integer (src, dst) pairs (or a tuple (senders, receivers)).
+      num_nodes: N.
+
+    Returns:
+      [U] sorted unique int64 keys. Use int32 under JAX's default config only when
+      ``N * N < 2**31`` (:func:`sample_negatives` checks this).
+    """
+    if isinstance(edges, (tuple, list)) and len(edges) == 2:
+        src, dst = (np.asarray(a, dtype=np.int64).ravel() for a in edges)
+    else:
+        edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        src, dst = edges[:, 0], edges[:, 1]
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
+        raise ValueError(f"edges hold node ids outside [0, num_nodes={num_nodes})")
+    return np.unique(src * num_nodes + dst)
+
+
+def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16) -> jax.Array:
+    """Uniformly random non-edges (src != dst) by rejection against known edge keys.
+
+    Each round draws a fresh pair for every slot whose pair is a known edge (looked up with a
+    binary search in the sorted ``edge_keys``). After ``rounds`` rounds a slot still holding an
+    edge has probability ``density**(rounds + 1)``: negligible for sparse graphs. Jit-able with
+    ``num_nodes``, ``num`` and ``rounds`` static; the result depends only on ``key``.
+
+    Args:
+      key: jax PRNG key.
+      num_nodes: N (static).
+      num: number of pairs to return (static).
+      edge_keys: sorted array of ``src * N + dst`` of all known edges (see :func:`edge_keys`).
+      rounds: resampling rounds for rejected pairs (static).
+
+    Returns:
+      [num, 2] int32 pairs.
+    """
+    if num_nodes < 2:
+        raise ValueError(f"num_nodes must be >= 2 to sample pairs with src != dst, got {num_nodes}")
+    if num_nodes * num_nodes >= 2**31 and not jax.config.jax_enable_x64:
+        raise ValueError(f"num_nodes={num_nodes}: keys src*N+dst overflow int32; enable "
+                         "jax_enable_x64 for graphs with more than 46340 nodes")
+    return _sample_negatives(key, jnp.asarray(edge_keys), num_nodes, num, rounds)
+
+
+@functools.partial(jax.jit, static_argnames=("num_nodes", "num", "rounds"))
+def _sample_negatives(key, keys_arr, num_nodes: int, num: int, rounds: int):
+    # Jitted once per (shapes, N, num, rounds): eager dispatch of the loop is slow.
+    kdt = keys_arr.dtype if keys_arr.size else jnp.int32
+    has_edges = keys_arr.size > 0
+    last = max(keys_arr.size - 1, 0)
+
+    def draw(k):
+        k_src, k_dst = jax.random.split(k)
+        src = jax.random.randint(k_src, (num,), 0, num_nodes, dtype=jnp.int32)
+        # Draw dst from N-1 values and skip src: src != dst without rejection.
+        dst = jax.random.randint(k_dst, (num,), 0, num_nodes - 1, dtype=jnp.int32)
+        dst = dst + (dst >= src).astype(jnp.int32)
+        return src, dst
+
+    def is_edge(src, dst):
+        if not has_edges:
+            return jnp.zeros((num,), dtype=bool)
+        k = src.astype(kdt) * num_nodes + dst.astype(kdt)
+        pos = jnp.clip(jnp.searchsorted(keys_arr, k), 0, last)
+        return keys_arr[pos] == k
+
+    key, sub = jax.random.split(key)
+    src, dst = draw(sub)
+
+    def body(_, carry):
+        src, dst, key = carry
+        key, sub = jax.random.split(key)
+        new_src, new_dst = draw(sub)
+        bad = is_edge(src, dst)
+        return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst), key
+
+    src, dst, _ = jax.lax.fori_loop(0, rounds, body, (src, dst, key))
+    return jnp.stack([src, dst], axis=1)
+
+
+def node_split(labels, seed: int = 0, train: float = 0.6, val: float = 0.2) -> NodeSplit:
+    """Stratified random node split: every class is split in the given proportions.
+
+    Per class with n nodes: ``round(n * train)`` train, ``round(n * val)`` val (capped by what
+    is left), the rest test. Nodes with a negative label are left out of every set.
+
+    Args:
+      labels: [N] integer class ids.
+      seed: seed of the permutation (same seed, same split).
+      train: fraction of each class for training.
+      val: fraction of each class for validation.
+
+    Returns:
+      NodeSplit of sorted int32 index arrays.
+    """
+    if not (0.0 < train <= 1.0) or not (0.0 <= val <= 1.0) or train + val > 1.0 + 1e-9:
+        raise ValueError(f"need 0 < train <= 1, 0 <= val <= 1 and train + val <= 1; "
+                         f"got train={train}, val={val}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts = ([], [], [])
+    for c in np.unique(labels[labels >= 0]):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_tr = int(round(idx.size * train))
+        n_va = min(int(round(idx.size * val)), idx.size - n_tr)
+        parts[0].append(idx[:n_tr])
+        parts[1].append(idx[n_tr:n_tr + n_va])
+        parts[2].append(idx[n_tr + n_va:])
+    tr, va, te = (np.sort(np.concatenate(p)).astype(np.int32) if p else np.zeros(0, np.int32)
+                  for p in parts)
+    return NodeSplit(tr, va, te)
