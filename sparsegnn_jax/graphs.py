@@ -1,0 +1,284 @@
+"""Graph construction, GCN normalisation and padding to size buckets.
+
+Graphs are built on the host with NumPy (edge lists are small, and deduplication is a sort) and
+handed to models as a single ``jraph.GraphsTuple`` holding ``jnp`` arrays. Padding to power-of-two
+buckets lets a series of graphs of different sizes reuse one compiled program: padding edges
+connect padding nodes only, and every layer computes degrees from edges, so real-node outputs are
+unchanged by padding.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+__all__ = [
+    "PaddedGraph",
+    "from_edges",
+    "gcn_norm_weights",
+    "next_power_of_two",
+    "num_nodes_of",
+    "pad_to_bucket",
+]
+
+_DUPLICATE_MODES = ("first", "sum")
+
+
+class PaddedGraph(NamedTuple):
+    """A graph padded to bucket sizes, with masks telling real entries from padding.
+
+    Attributes:
+      graph: the padded ``jraph.GraphsTuple``; ``n_node``/``n_edge`` hold the real graph's counts
+        followed by one padding graph's counts (jraph's convention).
+      node_mask: bool ``[node_bucket]``, True for real nodes.
+      edge_mask: bool ``[edge_bucket]``, True for real edges.
+    """
+
+    graph: jraph.GraphsTuple
+    node_mask: jax.Array
+    edge_mask: jax.Array
+
+
+def next_power_of_two(n: int) -> int:
+    """Smallest power of two that is >= ``n`` (1 for ``n <= 1``).
+
+    Args:
+      n: a non-negative integer.
+
+    Returns:
+      The power of two as a Python int.
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"next_power_of_two: n must be >= 0, got {n}")
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _as_index_array(values, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"from_edges: {name} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"from_edges: {name} must hold integer node ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def from_edges(
+    senders,
+    receivers,
+    num_nodes: int,
+    node_features=None,
+    symmetric: bool = True,
+    self_loops: bool = True,
+    edge_weights=None,
+    *,
+    duplicates: str = "first",
+) -> jraph.GraphsTuple:
+    """Builds a single-graph ``GraphsTuple`` from an edge list.
+
+    Edges are made symmetric (each ``s -> r`` also gives ``r -> s`` with the same weight) when
+    ``symmetric``, self loops ``i -> i`` are added for every node when ``self_loops`` (weight 1 for
+    nodes that had none), then duplicates are removed. Edges come out sorted by receiver, then
+    sender, which makes the result deterministic and segment reductions cache-friendly.
+
+    Args:
+      senders: ``[E]`` integer source node ids in ``[0, num_nodes)``.
+      receivers: ``[E]`` integer destination node ids in ``[0, num_nodes)``.
+      num_nodes: number of nodes ``N`` (nodes without edges are allowed).
+      node_features: optional ``[N, F]`` array stored in ``graph.nodes`` (None leaves it None).
+      symmetric: add the reverse of every edge.
+      self_loops: add a self loop to every node.
+      edge_weights: optional ``[E]`` weights stored in ``graph.edges`` as float32; None gives
+        ``graph.edges = None`` (layers treat that as unit weights).
+      duplicates: how weights of repeated edges combine: ``"first"`` keeps the first occurrence
+        (input edges, then reversed edges, then added self loops), ``"sum"`` adds them (a
+        multigraph's interaction counts). Ignored without ``edge_weights``.
+
+    Returns:
+      ``jraph.GraphsTuple`` with ``n_node=[N]``, ``n_edge=[E']``, int32 senders/receivers,
+      ``globals=None``.
+    """
+    if duplicates not in _DUPLICATE_MODES:
+        raise ValueError(f"from_edges: duplicates must be one of {_DUPLICATE_MODES}, got {duplicates!r}")
+    num_nodes = int(num_nodes)
+    if num_nodes < 0:
+        raise ValueError(f"from_edges: num_nodes must be >= 0, got {num_nodes}")
+    s = _as_index_array(senders, "senders")
+    r = _as_index_array(receivers, "receivers")
+    if s.shape != r.shape:
+        raise ValueError(f"from_edges: senders {s.shape} and receivers {r.shape} differ in length")
+    for name, arr in (("senders", s), ("receivers", r)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_nodes):
+            raise ValueError(
+                f"from_edges: {name} hold ids in [{arr.min()}, {arr.max()}], outside [0, {num_nodes})"
+            )
+    w = None
+    if edge_weights is not None:
+        w = np.asarray(edge_weights, dtype=np.float32)
+        if w.shape != s.shape:
+            raise ValueError(f"from_edges: edge_weights shape {w.shape} != senders shape {s.shape}")
+
+    if symmetric:
+        s, r = np.concatenate([s, r]), np.concatenate([r, s])
+        if w is not None:
+            w = np.concatenate([w, w])
+    if self_loops:
+        loops = np.arange(num_nodes, dtype=np.int64)
+        if w is not None and duplicates == "sum":
+            # Only nodes without an explicit self loop get one, so "sum" does not add 1 to theirs.
+            has_loop = np.zeros(num_nodes, dtype=bool)
+            has_loop[s[s == r]] = True
+            loops = loops[~has_loop]
+        s, r = np.concatenate([s, loops]), np.concatenate([r, loops])
+        if w is not None:
+            w = np.concatenate([w, np.ones(loops.shape, np.float32)])
+
+    # Key by (receiver, sender): np.unique sorts by it and gives first occurrences.
+    keys = r * max(num_nodes, 1) + s
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    s_out, r_out = s[first], r[first]
+    w_out = None
+    if w is not None:
+        if duplicates == "sum":
+            w_out = np.zeros(uniq.shape, np.float32)
+            np.add.at(w_out, inverse.reshape(-1), w)
+        else:
+            w_out = w[first]
+
+    nodes = None
+    if node_features is not None:
+        nodes = jnp.asarray(node_features)
+        if nodes.ndim < 1 or nodes.shape[0] != num_nodes:
+            raise ValueError(
+                f"from_edges: node_features has shape {nodes.shape}; expected first dimension {num_nodes}"
+            )
+    return jraph.GraphsTuple(
+        nodes=nodes,
+        edges=None if w_out is None else jnp.asarray(w_out, jnp.float32),
+        senders=jnp.asarray(s_out, jnp.int32),
+        receivers=jnp.asarray(r_out, jnp.int32),
+        n_node=jnp.asarray([num_nodes], jnp.int32),
+        n_edge=jnp.asarray([s_out.shape[0]], jnp.int32),
+        globals=None,
+    )
+
+
+def num_nodes_of(graph: jraph.GraphsTuple) -> int:
+    """Static number of nodes of a graph, for ``num_segments`` in segment reductions.
+
+    Args:
+      graph: a ``GraphsTuple``.
+
+    Returns:
+      ``graph.nodes.shape[0]`` when nodes are present, else ``sum(n_node)`` (needs a concrete
+      ``n_node``, so pass ``num_nodes`` explicitly when calling under ``jit`` without nodes).
+    """
+    if graph.nodes is not None:
+        return int(jax.tree.leaves(graph.nodes)[0].shape[0])
+    try:
+        return int(np.sum(np.asarray(graph.n_node)))
+    except jax.errors.ConcretizationTypeError as err:
+        raise ValueError(
+            "graph.nodes is None and graph.n_node is traced: pass num_nodes explicitly"
+        ) from err
+
+
+def gcn_norm_weights(graph: jraph.GraphsTuple, num_nodes: Optional[int] = None) -> jax.Array:
+    """Symmetric GCN coefficients ``w_sr / sqrt(d_s d_r)`` for every edge of ``graph``.
+
+    Degrees are weighted in-degrees at receivers over the graph's own edges, so self loops count
+    only when the graph has them (``from_edges`` adds them by default, giving Kipf & Welling's
+    ``D^-1/2 (A + I) D^-1/2``). Nodes of zero degree give coefficient 0, never NaN. Padding edges
+    only touch padding nodes, so real-node coefficients do not change with padding.
+
+    Args:
+      graph: ``GraphsTuple``; ``graph.edges`` (``[E]``) are edge weights, None means 1.
+      num_nodes: static node count; defaults to ``num_nodes_of(graph)``.
+
+    Returns:
+      float32 ``[E]`` coefficients.
+    """
+    n = num_nodes_of(graph) if num_nodes is None else int(num_nodes)
+    weights = _edge_weights(graph)
+    return _sym_norm(weights, graph.senders, graph.receivers, n)
+
+
+def _edge_weights(graph: jraph.GraphsTuple) -> jax.Array:
+    if graph.edges is None:
+        return jnp.ones(graph.senders.shape, jnp.float32)
+    weights = jnp.asarray(graph.edges, jnp.float32)
+    if weights.ndim != 1:
+        raise ValueError(f"graph.edges must be [E] edge weights for GCN normalisation, got shape {weights.shape}")
+    return weights
+
+
+def _sym_norm(weights, senders, receivers, num_nodes: int) -> jax.Array:
+    deg = jax.ops.segment_sum(weights, receivers, num_segments=num_nodes)
+    # Double where: keeps both the value and its gradient finite at zero degree.
+    positive = deg > 0
+    inv_sqrt = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, deg, 1.0)), 0.0)
+    return inv_sqrt[senders] * weights * inv_sqrt[receivers]
+
+
+def pad_to_bucket(
+    graph: jraph.GraphsTuple,
+    node_bucket: Optional[int] = None,
+    edge_bucket: Optional[int] = None,
+) -> PaddedGraph:
+    """Pads a graph to bucket sizes so graphs of similar size share one compiled program.
+
+    Padding nodes get zero features; padding edges all point from and to the first padding node
+    (weight 0 when the graph has edge weights), so they never reach a real node. ``n_node`` and
+    ``n_edge`` get one extra entry for the padding graph.
+
+    Args:
+      graph: the graph to pad (host side; its arrays are read with NumPy).
+      node_bucket: total node count after padding; default ``next_power_of_two(n + 1)`` (at least
+        one padding node, which padding edges need).
+      edge_bucket: total edge count after padding; default ``next_power_of_two(e)``.
+
+    Returns:
+      ``PaddedGraph(graph, node_mask, edge_mask)``. Graphs without node features get
+      ``nodes = zeros([node_bucket, 0])`` so the node count stays static under ``jit``.
+    """
+    n = num_nodes_of(graph)
+    e = int(np.asarray(graph.senders).shape[0])
+    node_bucket = next_power_of_two(n + 1) if node_bucket is None else int(node_bucket)
+    edge_bucket = next_power_of_two(e) if edge_bucket is None else int(edge_bucket)
+    if edge_bucket < e:
+        raise ValueError(f"pad_to_bucket: edge_bucket={edge_bucket} is smaller than the graph's {e} edges")
+    needs_pad_node = edge_bucket > e
+    if node_bucket < n + int(needs_pad_node):
+        raise ValueError(
+            f"pad_to_bucket: node_bucket={node_bucket} is too small for {n} nodes"
+            + (" plus the padding node that padding edges need" if needs_pad_node else "")
+        )
+    pad_n, pad_e = node_bucket - n, edge_bucket - e
+
+    def pad_rows(x, rows, fill=0):
+        x = np.asarray(x)
+        pad = np.full((rows,) + x.shape[1:], fill, dtype=x.dtype)
+        return jnp.asarray(np.concatenate([x, pad], axis=0))
+
+    if graph.nodes is None:
+        nodes = jnp.zeros((node_bucket, 0), jnp.float32)
+    else:
+        nodes = jax.tree.map(lambda x: pad_rows(x, pad_n), graph.nodes)
+    edges = None if graph.edges is None else jax.tree.map(lambda x: pad_rows(x, pad_e), graph.edges)
+    padded = jraph.GraphsTuple(
+        nodes=nodes,
+        edges=edges,
+        senders=pad_rows(np.asarray(graph.senders, np.int32), pad_e, fill=n),
+        receivers=pad_rows(np.asarray(graph.receivers, np.int32), pad_e, fill=n),
+        n_node=jnp.asarray(np.append(np.asarray(graph.n_node), pad_n), jnp.int32),
+        n_edge=jnp.asarray(np.append(np.asarray(graph.n_edge), pad_e), jnp.int32),
+        # The padding graph gets a zero globals row, as in jraph's padding utilities.
+        globals=None if graph.globals is None else jax.tree.map(lambda x: pad_rows(x, 1), graph.globals),
+    )
+    node_mask = jnp.arange(node_bucket) < n
+    edge_mask = jnp.arange(edge_bucket) < e
+    return PaddedGraph(padded, node_mask, edge_mask)

@@ -1,0 +1,154 @@
+"""Node encoders: a stack of message-passing layers, and the identity for precomputed embeddings."""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import jraph
+from flax import nnx
+
+from .. import graphs as _graphs
+from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
+
+__all__ = ["Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS"]
+
+NUM_STRUCTURAL_FEATURES = 3
+
+LAYER_KINDS = {"gcn": GCNConv, "sage": SAGEConv, "gat": GATConv, "gin": GINConv}
+
+
+def structural_features(graph: jraph.GraphsTuple, num_nodes: Optional[int] = None) -> jax.Array:
+    """Fixed structural node features: ``log1p`` of in-degree, out-degree and weighted in-degree.
+
+    Computed from edges, so padding edges (between padding nodes) leave real nodes unchanged.
+
+    Args:
+      graph: ``GraphsTuple``; ``graph.edges`` are edge weights (None means 1).
+      num_nodes: static node count; defaults to ``graphs.num_nodes_of(graph)``.
+
+    Returns:
+      float32 ``[N, NUM_STRUCTURAL_FEATURES]``.
+    """
+    n = _graphs.num_nodes_of(graph) if num_nodes is None else int(num_nodes)
+    ones = jnp.ones(graph.senders.shape, jnp.float32)
+    weights = _graphs._edge_weights(graph)
+    in_deg = jax.ops.segment_sum(ones, graph.receivers, num_segments=n)
+    out_deg = jax.ops.segment_sum(ones, graph.senders, num_segments=n)
+    strength = jax.ops.segment_sum(weights, graph.receivers, num_segments=n)
+    # log1p tames heavy-tailed degree distributions; abs keeps negative weights finite.
+    return jnp.log1p(jnp.stack([in_deg, out_deg, jnp.abs(strength)], axis=-1))
+
+
+class Identity(nnx.Module):
+    """Encoder that returns ``graph.nodes`` unchanged: precomputed embeddings (the paper's pipeline)."""
+
+    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+        del dropout_key  # No parameters, nothing to drop.
+        if graph.nodes is None:
+            raise ValueError("Identity encoder: graph.nodes is None; it must hold the node embeddings")
+        return graph.nodes
+
+
+class Encoder(nnx.Module):
+    """``num_layers`` message-passing layers with ReLU and dropout between them (none after the last).
+
+    Input features are ``graph.nodes`` (``[N, in_dim]``), or a learnable embedding table when
+    ``num_nodes`` is given, optionally followed by ``structural_features`` columns.
+
+    Params: ``layers/<i>/...`` per layer, and ``embedding [num_nodes, in_dim]`` with a table.
+
+    Args:
+      kind: "gcn", "sage", "gat" or "gin".
+      in_dim: input feature width (embedding width with a table; 0 allowed with ``structural``).
+      hidden: width of hidden layers (total width over heads for GAT).
+      out_dim: output width.
+      num_layers: number of layers (>= 1).
+      dropout: dropout rate between layers, active only when a ``dropout_key`` is passed.
+      num_nodes: if given, use a learnable ``[num_nodes, in_dim]`` table instead of graph.nodes;
+        graphs with more nodes (padding) get zero rows for the extra nodes.
+      structural: append ``NUM_STRUCTURAL_FEATURES`` structural columns to the input.
+      heads: attention heads (GAT only).
+      use_bias: biases in every layer.
+      rngs: ``nnx.Rngs``.
+      **layer_opts: extra keyword arguments for every layer (e.g. ``add_self_loops`` for GCN,
+        ``train_eps`` for GIN, ``negative_slope`` for GAT).
+    """
+
+    def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
+                 dropout: float = 0.0, num_nodes: Optional[int] = None, structural: bool = False,
+                 heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
+        if kind not in LAYER_KINDS:
+            raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
+        if int(num_layers) < 1:
+            raise ValueError(f"Encoder: num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"Encoder: dropout must be in [0, 1), got {dropout}")
+        if kind != "gat" and heads != 1:
+            raise ValueError(f"Encoder: heads={heads} is only supported for kind='gat', got kind={kind!r}")
+        self.kind = kind
+        self.in_dim = int(in_dim)
+        self.hidden = int(hidden)
+        self.out_dim = int(out_dim)
+        self.num_layers = int(num_layers)
+        self.dropout = float(dropout)
+        self.structural = bool(structural)
+        self.num_nodes = None if num_nodes is None else int(num_nodes)
+        if self.num_nodes is not None:
+            self.embedding = nnx.Param(
+                nnx.initializers.normal(1.0)(rngs.params(), (self.num_nodes, self.in_dim), jnp.float32))
+        else:
+            self.embedding = None
+
+        first = self.in_dim + (NUM_STRUCTURAL_FEATURES if self.structural else 0)
+        if first < 1:
+            raise ValueError("Encoder: in_dim is 0 and structural=False: the layers would have no input")
+        dims = [first] + [self.hidden] * (self.num_layers - 1) + [self.out_dim]
+        layer_cls = LAYER_KINDS[kind]
+        layers = []
+        for i in range(self.num_layers):
+            last = i == self.num_layers - 1
+            opts = dict(layer_opts, use_bias=use_bias, rngs=rngs)
+            if kind == "gat":
+                opts.update(heads=heads, concat=not last)
+            layers.append(layer_cls(dims[i], dims[i + 1], **opts))
+        self.layers = nnx.List(layers)
+
+    def input_features(self, graph: jraph.GraphsTuple) -> jax.Array:
+        """The first layer's input ``[N, in]``: features or embedding table, plus structure columns."""
+        parts = []
+        if self.embedding is not None:
+            table = self.embedding[...]
+            rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
+            if rows < self.num_nodes:
+                raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
+            parts.append(jnp.pad(table, ((0, rows - self.num_nodes), (0, 0))))
+        elif self.in_dim > 0:
+            if graph.nodes is None:
+                raise ValueError("Encoder: graph.nodes is None; pass node features or build with num_nodes=N")
+            if graph.nodes.shape[-1] != self.in_dim:
+                raise ValueError(f"Encoder: graph.nodes has width {graph.nodes.shape[-1]}, expected in_dim={self.in_dim}")
+            parts.append(graph.nodes.astype(jnp.float32))
+        if self.structural:
+            n = parts[0].shape[0] if parts else None
+            parts.append(structural_features(graph, n))
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+        """Encodes every node.
+
+        Args:
+          graph: ``GraphsTuple``.
+          dropout_key: PRNG key; dropout is active iff it is given.
+
+        Returns:
+          ``[N, out_dim]``.
+        """
+        x = self.input_features(graph)
+        for i, layer in enumerate(self.layers):
+            x = layer(graph, x)
+            if i < self.num_layers - 1:
+                x = jax.nn.relu(x)
+                key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+                x = dropout(x, self.dropout, key)
+        return x

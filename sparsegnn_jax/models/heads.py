@@ -1,0 +1,144 @@
+"""Link decoders and task wrappers: ``LinkPredictor(encoder, decoder)``, ``NodeClassifier(encoder, head)``."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import jraph
+from flax import nnx
+
+from .mlp import MLP
+
+__all__ = ["DotDecoder", "LinkPredictor", "MLPDecoder", "NodeClassifier"]
+
+_MODES = ("hadamard", "concat")
+
+
+def _split(key, n: int):
+    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+
+
+class DotDecoder(nnx.Module):
+    """Link logit ``<z_src, z_dst>``; no parameters."""
+
+    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None) -> jax.Array:
+        """Scores pairs.
+
+        Args:
+          z_src, z_dst: ``[P, D]`` embeddings of the pair endpoints.
+          dropout_key: unused (no parameters).
+
+        Returns:
+          ``[P]`` logits.
+        """
+        del dropout_key
+        return jnp.sum(z_src * z_dst, axis=-1)
+
+
+class MLPDecoder(nnx.Module):
+    """Link logit from an MLP on ``z_src * z_dst`` ("hadamard") or ``[z_src, z_dst]`` ("concat").
+
+    ``MLPDecoder(8, 128, mode="concat")`` is the paper's ``Linear(16,128) -> ReLU -> Linear(128,1)``.
+
+    Params: ``mlp/layers/<i>/kernel`` and biases.
+
+    Args:
+      in_dim: embedding width ``D``.
+      hidden: hidden width(s) of the MLP.
+      mode: "hadamard" or "concat".
+      num_layers: Linear layers when ``hidden`` is an int.
+      use_bias: biases in the MLP.
+      dropout: dropout rate between MLP layers.
+      init: MLP init, "glorot" or "torch".
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(self, in_dim: int, hidden: Union[int, Sequence[int]], mode: str = "hadamard",
+                 num_layers: int = 2, *, use_bias: bool = True, dropout: float = 0.0,
+                 init: str = "glorot", rngs: nnx.Rngs):
+        if mode not in _MODES:
+            raise ValueError(f"MLPDecoder: mode must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        self.in_dim = int(in_dim)
+        width = self.in_dim * (2 if mode == "concat" else 1)
+        self.mlp = MLP(width, hidden, 1, num_layers, use_bias=use_bias, dropout=dropout, init=init, rngs=rngs)
+
+    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None) -> jax.Array:
+        """Scores pairs.
+
+        Args:
+          z_src, z_dst: ``[P, D]``.
+          dropout_key: PRNG key; dropout is active iff it is given.
+
+        Returns:
+          ``[P]`` logits.
+        """
+        x = z_src * z_dst if self.mode == "hadamard" else jnp.concatenate([z_src, z_dst], axis=-1)
+        return self.mlp(x, dropout_key=dropout_key)[..., 0]
+
+
+class LinkPredictor(nnx.Module):
+    """Encoder + pair decoder.
+
+    Args:
+      encoder: ``encoder(graph, dropout_key=None) -> [N, D]`` (e.g. ``Encoder`` or ``Identity``).
+      decoder: ``decoder(z_src, z_dst, dropout_key=None) -> [P]``.
+    """
+
+    def __init__(self, encoder, decoder):
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+        """Node embeddings ``[N, D]``."""
+        return self.encoder(graph, dropout_key=dropout_key)
+
+    def decode(self, z: jax.Array, pairs: jax.Array, dropout_key=None) -> jax.Array:
+        """Logits ``[P]`` for ``pairs [P, 2]`` (source, destination) from embeddings ``z``."""
+        pairs = jnp.asarray(pairs)
+        if pairs.ndim != 2 or pairs.shape[-1] != 2:
+            raise ValueError(f"LinkPredictor: pairs must have shape [P, 2], got {pairs.shape}")
+        return self.decoder(z[pairs[:, 0]], z[pairs[:, 1]], dropout_key=dropout_key)
+
+    def __call__(self, graph: jraph.GraphsTuple, pairs: jax.Array, dropout_key=None) -> jax.Array:
+        """Link logits.
+
+        Args:
+          graph: ``GraphsTuple``.
+          pairs: ``[P, 2]`` int node pairs.
+          dropout_key: PRNG key; dropout is active iff it is given.
+
+        Returns:
+          ``[P]`` logits.
+        """
+        enc_key, dec_key = _split(dropout_key, 2)
+        return self.decode(self.encode(graph, enc_key), pairs, dec_key)
+
+
+class NodeClassifier(nnx.Module):
+    """Encoder + per-node head.
+
+    Args:
+      encoder: ``encoder(graph, dropout_key=None) -> [N, D]``.
+      head: ``head(h, dropout_key=None) -> [N, C]`` (e.g. ``MLP``), or None to use the encoder's
+        output as logits.
+    """
+
+    def __init__(self, encoder, head: Optional[nnx.Module] = None):
+        self.encoder = encoder
+        self.head = head
+
+    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+        """Node logits.
+
+        Args:
+          graph: ``GraphsTuple``.
+          dropout_key: PRNG key; dropout is active iff it is given.
+
+        Returns:
+          ``[N, C]`` logits.
+        """
+        enc_key, head_key = _split(dropout_key, 2)
+        h = self.encoder(graph, dropout_key=enc_key)
+        return h if self.head is None else self.head(h, dropout_key=head_key)
