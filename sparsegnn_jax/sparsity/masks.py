@@ -1,0 +1,487 @@
+"""Pure functions on sparsity masks for any parameter pytree.
+
+A *mask* pytree has exactly the tree structure of the parameters it masks (a Flax NNX
+``nnx.State``, a Linen-style nested dict, a plain dict of arrays, ...) with a bool array per
+leaf. Leaves that are not prunable (biases and norms under the default filter) hold an
+all-True mask - never ``None`` - so masks and params can always be zipped with
+``jax.tree.map``.
+
+Layers are named by a path string such as ``"layers/0/kernel"`` (see :func:`path_str`); the
+same names are used by :mod:`sparsegnn_jax.sparsity.distributions` and by
+:func:`layer_sparsity`.
+
+Every function here is pure and jit-able; keep counts may be traced values so that masks can
+be built inside ``jax.vmap`` over sparsity levels. Selection is exact: :func:`topk_mask`
+returns exactly ``k`` True entries, ties going to the lower flat index.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+FilterFn = Callable[[str, Any], bool]
+
+__all__ = [
+    "path_str",
+    "default_filter",
+    "prunable",
+    "check_sparsity",
+    "init",
+    "apply",
+    "sparsity",
+    "layer_sparsity",
+    "keep_count",
+    "topk_mask",
+    "drop",
+    "grow",
+    "magnitude_masks",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Paths and filters
+# --------------------------------------------------------------------------------------------
+
+
+def _key_str(entry) -> str:
+    if isinstance(entry, jax.tree_util.DictKey):
+        return str(entry.key)
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return str(entry.idx)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return str(entry.name)
+    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        return str(entry.key)
+    return str(entry)
+
+
+def path_str(keypath) -> str:
+    """Formats a pytree key path as a ``/``-separated layer name.
+
+    The trailing ``GetAttrKey('value')`` that Flax NNX Variables add is dropped, so an NNX
+    ``nnx.State`` and the equivalent nested dict give the same names.
+
+    Args:
+      keypath: a key path from ``jax.tree_util.tree_flatten_with_path`` (a tuple of keys),
+        or an already formatted string (returned unchanged).
+
+    Returns:
+      The path string, e.g. ``"layers/0/kernel"``.
+    """
+    if isinstance(keypath, str):
+        return keypath
+    entries = list(keypath)
+    if (
+        entries
+        and isinstance(entries[-1], jax.tree_util.GetAttrKey)
+        and entries[-1].name == "value"
+    ):
+        entries = entries[:-1]
+    return "/".join(_key_str(e) for e in entries)
+
+
+def default_filter(path: str, leaf) -> bool:
+    """Default choice of prunable leaves: weight matrices and kernels (``ndim >= 2``).
+
+    Args:
+      path: the leaf's path string (unused; part of the filter signature).
+      leaf: the parameter (or mask) array.
+
+    Returns:
+      True when the leaf has at least two dimensions.
+    """
+    del path
+    return jnp.ndim(leaf) >= 2
+
+
+def _flatten(tree: PyTree):
+    """(paths, leaves, treedef) of a pytree, paths as strings."""
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = [path_str(kp) for kp, _ in with_path]
+    leaves = [leaf for _, leaf in with_path]
+    return paths, leaves, treedef
+
+
+def _flags(paths, leaves, filter_fn: FilterFn | None) -> list[bool]:
+    filter_fn = default_filter if filter_fn is None else filter_fn
+    return [bool(filter_fn(p, leaf)) for p, leaf in zip(paths, leaves)]
+
+
+def prunable(params: PyTree, filter_fn: FilterFn | None = None) -> PyTree:
+    """Which leaves are pruned.
+
+    Args:
+      params: any parameter pytree.
+      filter_fn: ``filter_fn(path, leaf) -> bool``; defaults to :func:`default_filter`.
+
+    Returns:
+      A pytree with the structure of ``params`` holding a Python bool per leaf.
+    """
+    paths, leaves, treedef = _flatten(params)
+    return jax.tree_util.tree_unflatten(treedef, _flags(paths, leaves, filter_fn))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_sparsity(value, name: str = "sparsity"):
+    """Raises ``ValueError`` unless a concrete ``value`` lies in ``[0, 1)``.
+
+    Traced values (inside ``jit``/``vmap``) cannot be inspected and pass through unchecked.
+
+    Args:
+      value: the sparsity (fraction of zeros) to check.
+      name: the argument's name, used in the error message.
+
+    Returns:
+      ``value`` unchanged.
+    """
+    if not _is_concrete(value):
+        return value
+    arr = np.asarray(value)
+    if arr.ndim != 0:
+        # A concrete batch of sparsities (e.g. a sweep grid) is checked element-wise.
+        bad = arr[~((arr >= 0) & (arr < 1))]
+        if bad.size:
+            raise ValueError(f"{name} must be in [0, 1), got {bad.tolist()} in {arr.tolist()}")
+        return value
+    v = float(arr)
+    if not 0.0 <= v < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Exact top-k selection and the RigL drop / grow primitives
+# --------------------------------------------------------------------------------------------
+
+
+def keep_count(size, density):
+    """Number of weights a layer keeps: ``clip(round(size * density), 1, size)``.
+
+    Rounding is half-to-even (Python ``round`` and ``jnp.round`` agree). A non-empty layer
+    always keeps at least one weight.
+
+    Args:
+      size: number of entries of the layer (int).
+      density: fraction of entries kept; a float or a traced scalar.
+
+    Returns:
+      A Python int when both arguments are concrete, else an int32 jnp scalar.
+    """
+    if _is_concrete(size) and _is_concrete(density) and np.ndim(density) == 0:
+        size = int(size)
+        if size <= 0:
+            return 0
+        return min(max(int(round(size * float(density))), 1), size)
+    k = jnp.round(jnp.asarray(size) * jnp.asarray(density))
+    # min(max(k, 1), size): an empty layer gets 0, any other layer at least one weight.
+    return jnp.minimum(jnp.maximum(k, 1), size).astype(jnp.int32)
+
+
+# Jitted as a whole: one compilation per shape instead of one per primitive when called
+# eagerly; inside an outer jit/vmap it simply inlines.
+@jax.jit
+def topk_mask(scores, k):
+    """Bool mask of the ``k`` highest scores, exactly ``k`` True.
+
+    Ties are broken deterministically: the lower flat (row-major) index wins. NaN scores
+    rank lowest, and ``-0.0`` ties with ``0.0``. ``k`` is clipped to ``[0, scores.size]`` by
+    construction and may be a traced integer, so the function works under ``jax.jit`` and
+    under ``jax.vmap`` with ``k`` varying along the mapped axis. One stable sort.
+
+    Args:
+      scores: array of any shape; higher is better.
+      k: number of entries to select (int or traced int scalar).
+
+    Returns:
+      A bool array with the shape of ``scores``.
+    """
+    scores = jnp.asarray(scores)
+    flat = scores.reshape(-1)
+    if jnp.issubdtype(flat.dtype, jnp.inexact):
+        # Canonicalise so every tie is a real tie and NaN cannot outrank real scores.
+        flat = jnp.where(flat == 0, jnp.zeros_like(flat), flat)
+        flat = jnp.where(jnp.isnan(flat), jnp.full_like(flat, -jnp.inf), flat)
+    elif flat.dtype == jnp.bool_:
+        flat = flat.astype(jnp.int32)
+    order = jnp.argsort(flat, descending=True, stable=True)
+    # rank[i] = position of entry i in the sorted order; scatter instead of a second sort.
+    rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(
+        jnp.arange(flat.size, dtype=jnp.int32)
+    )
+    return (rank < k).reshape(scores.shape)
+
+
+def _eligible_scores(scores, eligible):
+    """Scores where eligible, ``-inf`` elsewhere, with eligible scores made finite.
+
+    Clamping eligible scores to the finite range (NaN to the lowest finite value) makes every
+    eligible entry strictly greater than every excluded one, so a top-k with
+    ``k <= #eligible`` never selects an excluded entry, whatever the scores are.
+    """
+    scores = jnp.asarray(scores)
+    if not jnp.issubdtype(scores.dtype, jnp.floating):
+        scores = scores.astype(jnp.float32)
+    info = jnp.finfo(scores.dtype)
+    finite = jnp.nan_to_num(scores, nan=info.min, posinf=info.max, neginf=info.min)
+    return jnp.where(eligible, finite, jnp.full_like(finite, -jnp.inf))
+
+
+@jax.jit
+def drop(mask, weights, n_drop):
+    """Removes the ``n_drop`` smallest-magnitude active weights from a layer's mask.
+
+    RigL's drop step. Exactly ``min(max(n_drop, 0), #active)`` entries are switched off; ties
+    in ``|weights|`` drop the higher flat index first (the lower index is kept).
+
+    Args:
+      mask: bool array, the layer's current mask.
+      weights: array of the mask's shape; magnitudes rank the active entries.
+      n_drop: number of weights to drop (int or traced int).
+
+    Returns:
+      The new bool mask, a subset of ``mask``.
+    """
+    mask = jnp.asarray(mask, dtype=bool)
+    n_active = jnp.sum(mask, dtype=jnp.int32)
+    n_keep = n_active - jnp.clip(n_drop, 0, n_active)
+    return topk_mask(_eligible_scores(jnp.abs(weights), mask), n_keep)
+
+
+@jax.jit
+def grow(mask, scores, n_grow):
+    """Adds the ``n_grow`` highest-scoring inactive entries to a layer's mask.
+
+    RigL's grow step (pass ``jnp.abs(grad)`` as ``scores``; SET passes random scores).
+    Exactly ``min(max(n_grow, 0), #inactive)`` entries are switched on; ties go to the lower
+    flat index.
+
+    Args:
+      mask: bool array, the layer's current mask.
+      scores: array of the mask's shape; higher is grown first.
+      n_grow: number of weights to grow (int or traced int).
+
+    Returns:
+      The new bool mask, a superset of ``mask``.
+    """
+    mask = jnp.asarray(mask, dtype=bool)
+    inactive = ~mask
+    n_inactive = jnp.sum(inactive, dtype=jnp.int32)
+    n = jnp.clip(n_grow, 0, n_inactive)
+    return mask | topk_mask(_eligible_scores(scores, inactive), n)
+
+
+# --------------------------------------------------------------------------------------------
+# Mask pytrees
+# --------------------------------------------------------------------------------------------
+
+
+def _as_key(key):
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    return key
+
+
+def _counts_leaves(counts, paths, treedef, flags, sizes):
+    """Per-leaf keep counts from a params-shaped pytree or a ``{path: count}`` dict."""
+    if jax.tree.structure(counts) == treedef:
+        return jax.tree.leaves(counts)
+    if isinstance(counts, Mapping) and all(isinstance(k, str) for k in counts):
+        valid = [p for p, f in zip(paths, flags) if f]
+        unknown = sorted(set(counts) - set(paths))
+        if unknown:
+            raise ValueError(
+                f"counts names unknown layers {unknown}; valid layer paths: {valid}"
+            )
+        return [counts.get(p, n) for p, n in zip(paths, sizes)]
+    raise ValueError(
+        "counts must have the tree structure of params or be a {path: count} dict;\n"
+        f"  params structure: {treedef}\n  counts structure: {jax.tree.structure(counts)}"
+    )
+
+
+def magnitude_masks(params: PyTree, counts, filter_fn: FilterFn | None = None) -> PyTree:
+    """Per-leaf masks keeping the ``count`` largest-magnitude entries of each prunable leaf.
+
+    Args:
+      params: any parameter pytree.
+      counts: keep counts, either a pytree with the structure of ``params`` (as returned by
+        :func:`sparsegnn_jax.sparsity.distributions.keep_counts`) or a dict
+        ``{path: count}`` (unlisted leaves keep everything). Counts may be traced.
+      filter_fn: chooses prunable leaves (default :func:`default_filter`); non-prunable
+        leaves get all-True masks whatever their count.
+
+    Returns:
+      A bool mask pytree with the structure of ``params``.
+    """
+    paths, leaves, treedef = _flatten(params)
+    flags = _flags(paths, leaves, filter_fn)
+    sizes = [int(np.size(leaf)) for leaf in leaves]
+    ks = _counts_leaves(counts, paths, treedef, flags, sizes)
+    out = [
+        topk_mask(jnp.abs(leaf), k) if f else jnp.ones(jnp.shape(leaf), bool)
+        for leaf, k, f in zip(leaves, ks, flags)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def init(
+    key,
+    params: PyTree,
+    sparsity=0.9,
+    distribution="uniform",
+    scores="random",
+    filter_fn: FilterFn | None = None,
+) -> PyTree:
+    """Initial masks with exact per-layer keep counts.
+
+    Per-layer densities come from :func:`sparsegnn_jax.sparsity.distributions.layer_densities`
+    and each prunable layer keeps exactly ``keep_count(size, density)`` weights (at least one).
+
+    Args:
+      key: a JAX PRNG key (or an int seed) for ``scores="random"``.
+      params: any parameter pytree.
+      sparsity: target fraction of zeros in ``[0, 1)``; may be traced for the ``"uniform"``
+        and ``"uniform_dense_first"`` distributions (e.g. ``jax.vmap`` over a sparsity grid).
+      distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a dict
+        ``{path: sparsity}``.
+      scores: ``"random"`` (a uniformly random subset per layer: leaf ``i`` in flattening
+        order keeps the top-k of ``jax.random.uniform(jax.random.split(key, n_leaves)[i])``),
+        ``"magnitude"`` (keep the largest ``|w|``), or a pytree of score arrays with the
+        structure of ``params``.
+      filter_fn: chooses prunable leaves (default :func:`default_filter`).
+
+    Returns:
+      A bool mask pytree with the structure of ``params``; non-prunable leaves all True.
+    """
+    # Imported here because distributions builds on this module's helpers.
+    from sparsegnn_jax.sparsity import distributions
+
+    counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
+    paths, leaves, treedef = _flatten(params)
+    flags = tuple(_flags(paths, leaves, filter_fn))
+    ks = jax.tree.leaves(counts)
+
+    if isinstance(scores, str):
+        if scores not in ("random", "magnitude"):
+            raise ValueError(
+                f"scores must be 'random', 'magnitude' or a pytree of arrays, got {scores!r}"
+            )
+        mode, score_leaves = scores, leaves
+    else:
+        if jax.tree.structure(scores) != treedef:
+            raise ValueError(
+                "scores tree structure does not match params:\n"
+                f"  params: {treedef}\n  scores: {jax.tree.structure(scores)}"
+            )
+        mode, score_leaves = "given", jax.tree.leaves(scores)
+    out = _init_leaves(_as_key(key), score_leaves, ks, flags=flags, mode=mode)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@functools.partial(jax.jit, static_argnames=("flags", "mode"))
+def _init_leaves(key, leaves, ks, *, flags, mode):
+    """Masks for a list of leaves in one compiled function (counts stay traced)."""
+    keys = jax.random.split(key, max(len(leaves), 1))
+    out = []
+    for i, (leaf, k, f) in enumerate(zip(leaves, ks, flags)):
+        if not f:
+            out.append(jnp.ones(jnp.shape(leaf), bool))
+            continue
+        if mode == "random":
+            s = jax.random.uniform(keys[i], jnp.shape(leaf))
+        elif mode == "magnitude":
+            s = jnp.abs(leaf)
+        else:
+            s = leaf
+        out.append(topk_mask(s, k))
+    return out
+
+
+def _check_same_structure(params, masks):
+    ps, ms = jax.tree.structure(params), jax.tree.structure(masks)
+    if ps != ms:
+        raise ValueError(
+            "masks tree structure does not match params:\n"
+            f"  params: {ps}\n  masks:  {ms}"
+        )
+
+
+def apply(params: PyTree, masks: PyTree) -> PyTree:
+    """Zeros the parameters where the mask is False.
+
+    Args:
+      params: any parameter pytree.
+      masks: bool pytree with the same tree structure.
+
+    Returns:
+      Params of the same structure and dtypes, exactly zero where masked out.
+
+    Raises:
+      ValueError: naming both tree structures when they differ.
+    """
+    _check_same_structure(params, masks)
+    return _apply(params, masks)
+
+
+@jax.jit
+def _apply(params, masks):
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
+
+
+def _maybe_float(x):
+    return float(x) if _is_concrete(x) else x
+
+
+def sparsity(masks: PyTree, filter_fn: FilterFn | None = None):
+    """Global sparsity (fraction of False) over the prunable leaves of a mask pytree.
+
+    Args:
+      masks: bool mask pytree.
+      filter_fn: chooses prunable leaves; it sees the mask leaves (same paths and shapes as
+        the params). Default :func:`default_filter`.
+
+    Returns:
+      A Python float (a jnp scalar when traced); 0.0 when nothing is prunable.
+    """
+    paths, leaves, _ = _flatten(masks)
+    flags = _flags(paths, leaves, filter_fn)
+    chosen = [m for m, f in zip(leaves, flags) if f]
+    total = sum(int(np.size(m)) for m in chosen)
+    if total == 0:
+        return 0.0
+    nnz = sum(jnp.sum(jnp.asarray(m), dtype=jnp.int32) for m in chosen)
+    return _maybe_float(1.0 - nnz / total)
+
+
+def layer_sparsity(masks: PyTree, filter_fn: FilterFn | None = None) -> dict:
+    """Sparsity of every prunable leaf.
+
+    Args:
+      masks: bool mask pytree.
+      filter_fn: chooses prunable leaves (see :func:`sparsity`).
+
+    Returns:
+      ``{path: sparsity}`` as Python floats (jnp scalars when traced), in flattening order.
+    """
+    paths, leaves, _ = _flatten(masks)
+    flags = _flags(paths, leaves, filter_fn)
+    out = {}
+    for p, m, f in zip(paths, leaves, flags):
+        if f:
+            n = int(np.size(m))
+            nnz = jnp.sum(jnp.asarray(m), dtype=jnp.int32)
+            out[p] = _maybe_float(1.0 - nnz / n) if n else 0.0
+    return out

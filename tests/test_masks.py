@@ -1,0 +1,449 @@
+"""Tests for sparsegnn_jax.sparsity.masks: exact counts, tie-breaking, jit/vmap, pytrees."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsegnn_jax.sparsity import distributions, masks
+
+PAPER_GRID = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
+              0.984375, 0.9921875]
+
+
+# ------------------------------------------------------------------------------------------
+# Models and NumPy references
+# ------------------------------------------------------------------------------------------
+
+
+def dict_model(seed=0):
+    """3-layer MLP as a plain nested dict: the paper's 16-128-... shapes plus a 1-wide head."""
+    rng = np.random.default_rng(seed)
+    shapes = {"l0": (16, 128), "l1": (128, 64), "l2": (64, 1)}
+    return {
+        name: {
+            "kernel": jnp.asarray(rng.normal(size=s), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=s[1]), jnp.float32),
+        }
+        for name, s in shapes.items()
+    }
+
+
+class TinyNet(nnx.Module):
+    def __init__(self, rngs):
+        self.l0 = nnx.Linear(64, 256, use_bias=False, rngs=rngs)
+        self.l1 = nnx.Linear(256, 128, rngs=rngs)
+        self.l2 = nnx.Linear(128, 10, rngs=rngs)
+
+
+def nnx_params():
+    _, params, _ = nnx.split(TinyNet(nnx.Rngs(0)), nnx.Param, ...)
+    return params
+
+
+def np_keep(size, density):
+    return min(max(int(round(size * density)), 1), size)
+
+
+def np_topk(scores, k):
+    """Reference: stable descending order, ties to the lower flat index."""
+    flat = np.asarray(scores).reshape(-1)
+    order = np.argsort(-flat, kind="stable")
+    out = np.zeros(flat.size, bool)
+    out[order[: max(0, min(k, flat.size))]] = True
+    return out.reshape(np.shape(scores))
+
+
+def np_drop(mask, weights, n_drop):
+    mask = np.asarray(mask).reshape(-1)
+    w = np.abs(np.asarray(weights).reshape(-1))
+    active = np.flatnonzero(mask)
+    n_keep = len(active) - min(max(n_drop, 0), len(active))
+    # Keep the largest |w| among active; on ties the lower index is kept.
+    order = active[np.argsort(-w[active], kind="stable")]
+    out = np.zeros(mask.size, bool)
+    out[order[:n_keep]] = True
+    return out.reshape(np.shape(weights))
+
+
+def np_grow(mask, scores, n_grow):
+    mask = np.asarray(mask).reshape(-1)
+    s = np.asarray(scores).reshape(-1)
+    inactive = np.flatnonzero(~mask)
+    n = min(max(n_grow, 0), len(inactive))
+    order = inactive[np.argsort(-s[inactive], kind="stable")]
+    out = mask.copy()
+    out[order[:n]] = True
+    return out.reshape(np.shape(scores))
+
+
+def counts(tree):
+    return {p: int(np.sum(np.asarray(m))) for p, m in
+            ((masks.path_str(kp), m) for kp, m in jax.tree_util.tree_flatten_with_path(tree)[0])}
+
+
+# ------------------------------------------------------------------------------------------
+# Paths and filters
+# ------------------------------------------------------------------------------------------
+
+
+def test_path_str_drops_nnx_value_and_formats_keys():
+    params = nnx_params()
+    paths = [masks.path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert paths == ["l0/kernel", "l1/bias", "l1/kernel", "l2/bias", "l2/kernel"]
+    tree = {"params": {"Dense_0": {"kernel": 1}}, "layers": [{"w": 2}, (3,)]}
+    paths = [masks.path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert paths == ["layers/0/w", "layers/1/0", "params/Dense_0/kernel"]
+    assert masks.path_str("a/b") == "a/b"
+
+
+def test_prunable_default_and_custom_filter():
+    p = dict_model()
+    flags = masks.prunable(p)
+    assert flags == {n: {"kernel": True, "bias": False} for n in ("l0", "l1", "l2")}
+    only_l1 = masks.prunable(p, lambda path, leaf: path.startswith("l1/"))
+    assert only_l1["l1"] == {"kernel": True, "bias": True}
+    assert only_l1["l0"] == {"kernel": False, "bias": False}
+    nflags = jax.tree.leaves(masks.prunable(nnx_params()))
+    assert nflags == [True, False, True, False, True]
+
+
+# ------------------------------------------------------------------------------------------
+# topk_mask
+# ------------------------------------------------------------------------------------------
+
+
+def test_topk_exact_with_ties_and_lower_index_wins():
+    scores = jnp.array([1.0, 2.0, 2.0, 2.0, 0.0, 2.0])
+    np.testing.assert_array_equal(masks.topk_mask(scores, 2), [0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(masks.topk_mask(scores, 5), [1, 1, 1, 1, 0, 1])
+    for k in range(0, 8):
+        m = masks.topk_mask(scores, k)
+        assert int(m.sum()) == min(k, 6)
+        np.testing.assert_array_equal(m, np_topk(np.asarray(scores), k))
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 6)])
+def test_topk_all_zero_scores_exact_and_first_indices(shape):
+    z = jnp.zeros(shape)
+    n = math.prod(shape)
+    for k in [0, 1, n // 3, n - 1, n]:
+        m = masks.topk_mask(z, k)
+        assert m.shape == shape and m.dtype == jnp.bool_
+        assert int(m.sum()) == k
+        # All tied: the first k flat indices are chosen.
+        np.testing.assert_array_equal(np.asarray(m).reshape(-1), np.arange(n) < k)
+
+
+def test_topk_nan_negzero_and_out_of_range_k():
+    s = jnp.array([jnp.nan, 0.0, -0.0, 1.0, -jnp.inf])
+    # NaN ranks lowest; -0.0 ties 0.0 so the lower index wins.
+    np.testing.assert_array_equal(masks.topk_mask(s, 2), [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(masks.topk_mask(s, 3), [0, 1, 1, 1, 0])
+    assert int(masks.topk_mask(s, 4).sum()) == 4
+    assert int(masks.topk_mask(s, 99).sum()) == 5
+    assert int(masks.topk_mask(s, -3).sum()) == 0
+    np.testing.assert_array_equal(masks.topk_mask(jnp.array([3, 1, 3, 2]), 2), [1, 0, 1, 0])
+    np.testing.assert_array_equal(masks.topk_mask(jnp.array([False, True, True]), 1), [0, 1, 0])
+
+
+def test_topk_random_against_numpy_with_many_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        s = rng.integers(0, 4, size=(6, 11)).astype(np.float32)  # heavy ties
+        k = int(rng.integers(0, s.size + 1))
+        np.testing.assert_array_equal(masks.topk_mask(jnp.asarray(s), k), np_topk(s, k))
+
+
+def test_topk_jit_traced_k_and_vmap_varying_k():
+    rng = np.random.default_rng(2)
+    s = jnp.asarray(rng.integers(0, 3, size=(4, 5)).astype(np.float32))
+    f = jax.jit(masks.topk_mask)
+    for k in [0, 3, 7, 20]:
+        np.testing.assert_array_equal(f(s, k), np_topk(np.asarray(s), k))
+    ks = jnp.array([0, 1, 7, 13, 20], dtype=jnp.int32)
+    batched = jax.jit(jax.vmap(masks.topk_mask, in_axes=(None, 0)))(s, ks)
+    for b, k in enumerate(ks.tolist()):
+        np.testing.assert_array_equal(batched[b], np_topk(np.asarray(s), k))
+        assert int(batched[b].sum()) == k
+    sb = jnp.asarray(rng.integers(0, 2, size=(5, 4, 5)).astype(np.float32))
+    batched = jax.vmap(masks.topk_mask)(sb, ks)
+    for b, k in enumerate(ks.tolist()):
+        np.testing.assert_array_equal(batched[b], np_topk(np.asarray(sb[b]), k))
+
+
+# ------------------------------------------------------------------------------------------
+# keep_count
+# ------------------------------------------------------------------------------------------
+
+
+def test_keep_count_hand_values_and_traced():
+    assert masks.keep_count(2048, 1 - 0.9921875) == 16
+    assert masks.keep_count(128, 1 - 0.9921875) == 1
+    assert masks.keep_count(10, 0.01) == 1  # at least one weight
+    assert masks.keep_count(10, 1.0) == 10
+    assert masks.keep_count(10, 0.25) == 2  # 2.5 rounds half to even
+    assert masks.keep_count(0, 0.5) == 0
+    traced = jax.jit(lambda d: masks.keep_count(2048, d))
+    for s in PAPER_GRID:
+        assert int(traced(1.0 - s)) == masks.keep_count(2048, 1.0 - s) == np_keep(2048, 1 - s)
+    assert int(jax.jit(lambda d: masks.keep_count(10, d))(0.001)) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# drop / grow
+# ------------------------------------------------------------------------------------------
+
+
+def _random_case(rng, shape, density, tie_values=3):
+    mask = rng.random(shape) < density
+    w = rng.integers(-tie_values, tie_values + 1, size=shape).astype(np.float32)
+    return mask, w
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drop_grow_match_numpy_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    mask, w = _random_case(rng, (9, 13), density=0.4)
+    g = rng.integers(0, 3, size=w.shape).astype(np.float32)
+    n_active = int(mask.sum())
+    for n in [0, 1, n_active // 2, n_active, n_active + 5]:
+        dropped = masks.drop(jnp.asarray(mask), jnp.asarray(w), n)
+        np.testing.assert_array_equal(dropped, np_drop(mask, w, n))
+        assert int(dropped.sum()) == n_active - min(n, n_active)
+        assert not np.any(np.asarray(dropped) & ~mask)  # subset of the active set
+        grown = masks.grow(dropped, jnp.asarray(g), n)
+        np.testing.assert_array_equal(grown, np_grow(np.asarray(dropped), g, n))
+        new = np.asarray(grown) & ~np.asarray(dropped)
+        assert int(new.sum()) == min(n, int((~np.asarray(dropped)).sum()))
+        assert np.all(np.asarray(grown)[np.asarray(dropped)])  # superset
+
+
+def test_drop_grow_all_zero_scores_and_weights_are_exact():
+    mask = np.zeros((6, 7), bool)
+    mask.reshape(-1)[[3, 10, 11, 20, 33, 40]] = True
+    zeros = jnp.zeros((6, 7))
+    dropped = masks.drop(jnp.asarray(mask), zeros, 2)
+    # All |w| tie: the highest-index active weights go first.
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(dropped)), [3, 10, 11, 20])
+    grown = masks.grow(dropped, zeros, 3)
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(grown) & ~np.asarray(dropped)),
+                                  [0, 1, 2])
+    # Grow can never exceed the inactive set, drop never the active set.
+    assert int(masks.grow(jnp.asarray(mask), zeros, 1000).sum()) == 42
+    assert int(masks.drop(jnp.asarray(mask), zeros, 1000).sum()) == 0
+
+
+def test_drop_grow_ignore_extreme_scores_of_excluded_positions():
+    mask = jnp.array([True, False, True, False, True, False])
+    # Inactive entries carrying -inf / NaN scores must still be grown before any active one.
+    scores = jnp.array([9.0, -jnp.inf, 9.0, jnp.nan, 9.0, -jnp.inf])
+    grown = masks.grow(mask, scores, 3)
+    np.testing.assert_array_equal(grown, [True] * 6)
+    # NaN and -inf both rank lowest among eligible entries: the lower index wins the tie.
+    grown2 = masks.grow(mask, scores, 2)
+    np.testing.assert_array_equal(grown2, [True, True, True, True, True, False])
+    w = jnp.array([jnp.inf, 5.0, jnp.nan, 0.0, 1.0, 7.0])
+    dropped = masks.drop(mask, w, 1)
+    assert int(dropped.sum()) == 2 and not bool(jnp.any(dropped & ~mask))
+    np.testing.assert_array_equal(dropped, [True, False, False, False, True, False])
+
+
+def test_drop_grow_under_jit_and_vmap_with_varying_counts():
+    rng = np.random.default_rng(7)
+    mask, w = _random_case(rng, (5, 8), density=0.5)
+    g = rng.random(w.shape).astype(np.float32)
+    ns = jnp.array([0, 2, 5, 11], dtype=jnp.int32)
+
+    def step(n):
+        d = masks.drop(jnp.asarray(mask), jnp.asarray(w), n)
+        return d, masks.grow(d, jnp.asarray(g), n)
+
+    ds, gs = jax.jit(jax.vmap(step))(ns)
+    for b, n in enumerate(ns.tolist()):
+        ref_d = np_drop(mask, w, n)
+        np.testing.assert_array_equal(ds[b], ref_d)
+        np.testing.assert_array_equal(gs[b], np_grow(ref_d, g, n))
+        # RigL keeps the number of active weights constant when n <= #active.
+        if n <= mask.sum():
+            assert int(gs[b].sum()) == int(mask.sum())
+
+
+# ------------------------------------------------------------------------------------------
+# init / apply / sparsity
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "erk"])
+@pytest.mark.parametrize("make", [dict_model, nnx_params], ids=["dict", "nnx"])
+def test_init_exact_counts_on_paper_grid(make, distribution):
+    params = make()
+    shapes = {masks.path_str(kp): np.shape(x)
+              for kp, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    prunable_paths = [p for p, s in shapes.items() if len(s) >= 2]
+    for i, s in enumerate(PAPER_GRID):
+        m = masks.init(jax.random.key(i), params, s, distribution)
+        assert jax.tree.structure(m) == jax.tree.structure(params)
+        got = counts(m)
+        dens = distributions.layer_densities(params, s, distribution)
+        for p, shape in shapes.items():
+            size = math.prod(shape)
+            if p in prunable_paths:
+                expected = np_keep(size, 1.0 - s if distribution == "uniform" else dens[p])
+                assert got[p] == expected, (p, s, got[p], expected)
+                assert got[p] >= 1
+            else:
+                assert got[p] == size  # non-prunable leaves all True
+
+
+def test_init_uniform_hand_counts_dict_model():
+    m = masks.init(jax.random.key(0), dict_model(), 0.9921875)
+    assert counts(m) == {"l0/bias": 128, "l0/kernel": 16, "l1/bias": 64, "l1/kernel": 64,
+                         "l2/bias": 1, "l2/kernel": 1}
+    m = masks.init(jax.random.key(0), dict_model(), 0.875, "uniform_dense_first")
+    assert counts(m)["l0/kernel"] == 2048 and counts(m)["l1/kernel"] == 1024
+
+
+def test_init_keeps_at_least_one_weight_in_tiny_layers():
+    params = {"a": jnp.ones((1, 2)), "b": jnp.ones((2, 3)), "c": jnp.ones((1, 1))}
+    for dist in ["uniform", "erk", "er", "uniform_dense_first"]:
+        m = masks.init(jax.random.key(0), params, 0.99, dist)
+        assert all(v >= 1 for v in counts(m).values()), dist
+
+
+def test_init_magnitude_scores_keep_largest():
+    w = jnp.array([[0.1, -5.0, 0.3], [2.0, 0.0, -0.2]])
+    m = masks.init(jax.random.key(0), {"w": w}, 0.5, scores="magnitude")
+    np.testing.assert_array_equal(m["w"], [[False, True, True], [True, False, False]])
+
+
+def test_init_random_is_reproducible_and_key_dependent():
+    p = dict_model()
+    a = masks.init(jax.random.key(3), p, 0.5)
+    b = masks.init(jax.random.key(3), p, 0.5)
+    c = masks.init(jax.random.key(4), p, 0.5)
+    assert all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
+    assert not bool(jnp.all(a["l0"]["kernel"] == c["l0"]["kernel"]))
+    assert masks.init(3, p, 0.5)["l0"]["kernel"].sum() == a["l0"]["kernel"].sum()
+
+
+def test_init_vmapped_over_sparsity_matches_individual_inits():
+    p = nnx_params()
+    grid = jnp.asarray(PAPER_GRID, jnp.float32)
+    batched = jax.jit(jax.vmap(lambda s: masks.init(jax.random.key(0), p, s)))(grid)
+    for i, s in enumerate(PAPER_GRID):
+        single = masks.init(jax.random.key(0), p, s)
+        same = jax.tree.map(lambda b, x: bool(jnp.all(b[i] == x)), batched, single)
+        assert all(jax.tree.leaves(same)), s
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+def test_init_rejects_bad_sparsity(bad):
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got"):
+        masks.init(jax.random.key(0), dict_model(), bad)
+    with pytest.raises(ValueError, match="scores must be"):
+        masks.init(jax.random.key(0), dict_model(), 0.5, scores="gradient")
+
+
+def test_apply_zeros_where_false_and_is_idempotent():
+    for params in [dict_model(), nnx_params()]:
+        m = masks.init(jax.random.key(1), params, 0.75)
+        once = masks.apply(params, m)
+        twice = masks.apply(once, m)
+        for p, q, r, mk in zip(jax.tree.leaves(params), jax.tree.leaves(once),
+                               jax.tree.leaves(twice), jax.tree.leaves(m)):
+            p, q, r, mk = map(np.asarray, (p, q, r, mk))
+            assert q.dtype == p.dtype
+            np.testing.assert_array_equal(q[~mk], 0)
+            np.testing.assert_array_equal(q[mk], p[mk])
+            np.testing.assert_array_equal(q, r)
+        assert jax.tree.structure(once) == jax.tree.structure(params)
+    jitted = jax.jit(masks.apply)(params, m)
+    assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), jitted, once)))
+
+
+def test_apply_structure_mismatch_names_both_structures():
+    params = dict_model()
+    m = masks.init(jax.random.key(0), params, 0.5)
+    del m["l2"]
+    with pytest.raises(ValueError) as err:
+        masks.apply(params, m)
+    text = str(err.value)
+    assert "masks tree structure does not match params" in text
+    assert str(jax.tree.structure(params)) in text
+    assert str(jax.tree.structure(m)) in text
+    # A plain-dict mask for an nnx State is a structure mismatch too.
+    nparams = nnx_params()
+    plain = jax.tree.map(lambda x: jnp.ones(x.shape, bool), nnx.to_pure_dict(nparams))
+    with pytest.raises(ValueError, match="params:"):
+        masks.apply(nparams, plain)
+
+
+def test_sparsity_and_layer_sparsity_hand_values():
+    m = {
+        "a": jnp.array([[True, False], [False, False]]),  # 3/4 sparse
+        "b": jnp.array([[True, True, True, False]]),  # 1/4 sparse
+        "bias": jnp.array([False, False]),  # not prunable: ignored
+    }
+    assert masks.sparsity(m) == pytest.approx(4 / 8)
+    assert masks.layer_sparsity(m) == {"a": 0.75, "b": 0.25}
+    assert masks.sparsity({"bias": jnp.ones(3, bool)}) == 0.0
+    pm = masks.init(jax.random.key(0), dict_model(), 0.9375)
+    assert masks.sparsity(pm) == pytest.approx(1 - (128 + 512 + 4) / (2048 + 8192 + 64))
+    assert float(jax.jit(masks.sparsity)(m)) == pytest.approx(0.5)
+
+
+def test_magnitude_masks_tree_and_path_dict_counts():
+    params = dict_model()
+    c = distributions.keep_counts(params, 0.75)
+    m = masks.magnitude_masks(params, c)
+    for name in ("l0", "l1", "l2"):
+        w = np.asarray(params[name]["kernel"])
+        np.testing.assert_array_equal(m[name]["kernel"], np_topk(np.abs(w), int(c[name]["kernel"])))
+        assert bool(jnp.all(m[name]["bias"]))
+    m2 = masks.magnitude_masks(params, {"l1/kernel": 5})
+    assert counts(m2)["l1/kernel"] == 5 and counts(m2)["l0/kernel"] == 2048
+    with pytest.raises(ValueError, match="valid layer paths"):
+        masks.magnitude_masks(params, {"l9/kernel": 5})
+    m3 = jax.jit(masks.magnitude_masks)(params, c)
+    assert counts(m3) == counts(m)
+
+
+# ------------------------------------------------------------------------------------------
+# Property test
+# ------------------------------------------------------------------------------------------
+
+
+_DIMS = st.sampled_from([1, 2, 3, 5, 8])  # few distinct shapes keep compilations cached
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(_DIMS, _DIMS), min_size=1, max_size=3),
+    sparsity=st.floats(0.0, 0.999, allow_nan=False),
+    distribution=st.sampled_from(["uniform", "uniform_dense_first", "erk"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_exact_counts_min_one_and_idempotent_apply(shapes, sparsity, distribution, seed):
+    rng = np.random.default_rng(seed)
+    params = {f"layer{i}": {"kernel": jnp.asarray(rng.normal(size=s), jnp.float32),
+                            "bias": jnp.asarray(rng.normal(size=s[1]), jnp.float32)}
+              for i, s in enumerate(shapes)}
+    m = masks.init(jax.random.key(seed), params, sparsity, distribution)
+    dens = distributions.layer_densities(params, sparsity, distribution)
+    got = counts(m)
+    for i, s in enumerate(shapes):
+        size = s[0] * s[1]
+        assert got[f"layer{i}/kernel"] == np_keep(size, dens[f"layer{i}/kernel"])
+        assert got[f"layer{i}/kernel"] >= 1
+        assert got[f"layer{i}/bias"] == s[1]
+    once = masks.apply(params, m)
+    twice = masks.apply(once, m)
+    trees = (params, once, twice, m)
+    for p, q, r, mk in zip(*(map(np.asarray, jax.tree.leaves(t)) for t in trees)):
+        np.testing.assert_array_equal(q, r)
+        np.testing.assert_array_equal(q, np.where(mk, p, 0))
