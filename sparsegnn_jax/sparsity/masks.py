@@ -410,8 +410,26 @@ def _init_leaves(key, leaves, ks, *, flags, mode):
     return out
 
 
+def _is_variable(x) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # Flax is optional for the pure functions
+        return False
+    return isinstance(x, nnx.Variable)
+
+
+def as_pure(tree: PyTree) -> PyTree:
+    """The tree with Flax NNX Variables (``nnx.Param`` boxes) replaced by their values.
+
+    An ``nnx.State`` of Params and its pure form flatten to the same leaves in the same order,
+    so masks built for one fit the other.
+    """
+    return jax.tree.map(lambda x: x.get_value() if _is_variable(x) else x, tree,
+                        is_leaf=_is_variable)
+
+
 def _check_same_structure(params, masks):
-    ps, ms = jax.tree.structure(params), jax.tree.structure(masks)
+    ps, ms = jax.tree.structure(as_pure(params)), jax.tree.structure(as_pure(masks))
     if ps != ms:
         raise ValueError(
             "masks tree structure does not match params:\n"
@@ -424,7 +442,8 @@ def apply(params: PyTree, masks: PyTree) -> PyTree:
 
     Args:
       params: any parameter pytree.
-      masks: bool pytree with the same tree structure.
+      masks: bool pytree with the same tree structure (NNX Variable boxes on either side are
+        ignored: masks of an ``nnx.State`` may be its pure dict form).
 
     Returns:
       Params of the same structure and dtypes, exactly zero where masked out.
@@ -433,12 +452,13 @@ def apply(params: PyTree, masks: PyTree) -> PyTree:
       ValueError: naming both tree structures when they differ.
     """
     _check_same_structure(params, masks)
-    return _apply(params, masks)
+    leaves, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, _apply(leaves, jax.tree.leaves(masks)))
 
 
 @jax.jit
-def _apply(params, masks):
-    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
+def _apply(leaves, mask_leaves):
+    return [jnp.where(m, p, jnp.zeros_like(p)) for p, m in zip(leaves, mask_leaves)]
 
 
 def _maybe_float(x):

@@ -1,0 +1,144 @@
+"""Dynamic sparse training as optax transformations: SET and RigL.
+
+Every ``update_every`` steps each prunable layer drops its ``n`` smallest-magnitude active weights
+and grows ``n`` inactive ones - at random (SET) or where the dense gradient is largest (RigL).
+Pruned weights are exactly 0, so the gradient w.r.t. the params is already dense: RigL needs no
+second backward pass.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsegnn_jax.sparsity import _core
+from sparsegnn_jax.sparsity import masks as masks_lib
+
+
+def drop_count(mask, fraction) -> jax.Array:
+    """Weights to swap in one layer: ``floor(fraction * active)``, at most the inactive count.
+
+    The cap keeps the grown set disjoint from the dropped one (regrowth only among weights that
+    were inactive before the update) while the layer's count stays exact.
+    """
+    active = jnp.sum(mask, dtype=jnp.int32)
+    n = jnp.floor(jnp.clip(fraction, 0.0, 1.0) * active.astype(jnp.float32)).astype(jnp.int32)
+    return jnp.clip(n, 0, mask.size - active)
+
+
+def swap(mask, weights, scores, fraction):
+    """One layer's drop-and-grow: returns the new mask.
+
+    Args:
+      mask: bool mask before the update.
+      weights: the layer's weights (drop the smallest |w| among active positions).
+      scores: grow scores (grow the largest among positions inactive in ``mask``).
+      fraction: fraction of the active weights to swap.
+
+    Returns:
+      New bool mask with exactly as many True as ``mask``.
+    """
+    n = drop_count(mask, fraction)
+    kept = masks_lib.drop(mask, weights, n)
+    grown = masks_lib.grow(mask, scores, n) & ~mask
+    return kept | grown
+
+
+def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step, distribution,
+         scores, filter_fn, seed, key, name) -> optax.GradientTransformationExtraArgs:
+    _core.check_sparsity(sparsity)
+    _core.check_distribution(distribution)
+    _core.check_positive_int(update_every, "update_every")
+    _core.check_fraction(drop_fraction, "drop_fraction")
+    _core.check_step(end_step, "end_step", allow_none=True)
+    fraction_at = _core.as_schedule(drop_fraction)
+
+    def is_update(t):
+        due = (t > 0) & (t % update_every == 0)
+        return due if end_step is None else due & (t <= end_step)
+
+    def step(ctx: _core.StepContext):
+        def update():
+            fraction = jnp.asarray(fraction_at(ctx.step), jnp.float32)
+            if regrow == "gradient":
+                key, grow_scores = ctx.key, [jnp.abs(g) for g in ctx.grads]
+            else:
+                key, sub = jax.random.split(ctx.key)
+                grow_scores = _core.random_scores(sub, ctx.params)
+            new = [swap(m, x, s, fraction) if p else m
+                   for m, x, s, p in zip(ctx.masks, ctx.params, grow_scores, ctx.prunable)]
+            return new, key
+
+        new, key = jax.lax.cond(is_update(ctx.step), update, lambda: (list(ctx.masks), ctx.key))
+        used_dense_grad = is_update(ctx.step) if regrow == "gradient" else jnp.zeros((), bool)
+        return new, key, ctx.extra, used_dense_grad
+
+    rule = _core.Rule(init_masks=_core.init_masks_by(scores), step=step, may_grow=True)
+    return _core.sparse_transform(
+        inner, rule,
+        counts_fn=lambda params: _core.keep_counts(params, sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=_core.make_key(seed, key), name=name)
+
+
+def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,
+         drop_fraction=0.3, end_step: Optional[int] = None, distribution="uniform",
+         scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
+         key=None) -> optax.GradientTransformationExtraArgs:
+    """RigL: drop by magnitude, regrow where the dense gradient is largest.
+
+    Mask updates happen at the ``update`` calls with step index ``t > 0``, ``t % update_every ==
+    0`` and ``t <= end_step`` (every such step when ``end_step`` is None). At one, each prunable
+    layer swaps ``n = min(floor(drop_fraction(t) * active), inactive)`` weights: the ``n``
+    smallest |w| among active weights are dropped (w = the params passed to the call) and the
+    ``n`` largest |gradient| among the weights inactive before the update are grown, so dropped
+    and grown sets are disjoint and every layer keeps its exact count. Grown weights start at 0
+    and the inner optimizer's state (momentum, Adam moments) is reset there.
+
+    Args:
+      inner: the optimizer.
+      sparsity: target sparsity in [0, 1) (may be a traced value with ``"uniform"``).
+      update_every: steps between mask updates (dT).
+      drop_fraction: a float in (0, 1] or a schedule step -> fraction
+        (``schedules.cosine_drop(0.3, end_step)`` is RigL's).
+      end_step: last step that may change the masks; None = the whole run.
+      distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a dict.
+      scores: initial mask, ``"random"`` or ``"magnitude"``.
+      filter_fn: which leaves are prunable (``masks.default_filter`` when None).
+      seed: seed of the initial mask, used when ``key`` is None.
+      key: a PRNG key (typed or raw).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    References:
+      Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
+    """
+    return _dst(inner, regrow="gradient", sparsity=sparsity, update_every=update_every,
+                drop_fraction=drop_fraction, end_step=end_step, distribution=distribution,
+                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="rigl")
+
+
+def set_(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,
+         drop_fraction=0.3, end_step: Optional[int] = None, distribution="uniform",
+         scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
+         key=None) -> optax.GradientTransformationExtraArgs:
+    """SET: drop by magnitude, regrow at random (from the state's key).
+
+    Same schedule and invariants as :func:`rigl`; grown positions are the top-``n`` of uniform
+    random scores among inactive weights, drawn from a key split off the state's key at each mask
+    update (reproducible per ``seed`` / ``key``).
+
+    Args: as :func:`rigl`.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    References:
+      Mocanu et al., "Scalable training of artificial neural networks with adaptive sparse
+      connectivity inspired by network science", Nature Communications 2018.
+    """
+    return _dst(inner, regrow="random", sparsity=sparsity, update_every=update_every,
+                drop_fraction=drop_fraction, end_step=end_step, distribution=distribution,
+                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="set_")

@@ -1,0 +1,254 @@
+"""Compatibility and contracts shared by every method: dense == inner bit for bit, Flax NNX
+Optimizer, Linen dicts, optax.chain / MultiSteps / inject_hyperparams, argument validation and the
+registry. (jit vs eager, determinism and compile-once live in test_method_jit.py.)"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import sparsegnn_jax.sparsity as sp
+
+SHAPES = {"l0": (12, 32), "l1": (32, 24), "l2": (24, 3)}
+
+METHOD_CONFIGS = {
+    "dense": {},
+    "static": dict(sparsity=0.8),
+    "one_shot": dict(sparsity=0.8, prune_step=2),
+    "gmp": dict(sparsity=0.8, begin_step=1, end_step=3, every=1),
+    "admm": dict(sparsity=0.8, rho=0.1, dense_steps=1, penalty_steps=2, update_every=1),
+    "slr": dict(sparsity=0.8, rho=0.1, dense_steps=1, penalty_steps=2, update_every=1),
+    "set": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
+    "rigl": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
+}
+
+
+def make_params(seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(SHAPES))
+    return {name: {"kernel": jax.random.normal(keys[2 * i], shape) / np.sqrt(shape[0]),
+                   "bias": 0.1 * jax.random.normal(keys[2 * i + 1], shape[-1:])}
+            for i, (name, shape) in enumerate(SHAPES.items())}
+
+
+BATCH = (jax.random.normal(jax.random.PRNGKey(1), (64, 12)),
+         jax.random.normal(jax.random.PRNGKey(2), (64, 3)))
+
+
+def loss_fn(params, batch=BATCH):
+    x, y = batch
+    h = x
+    for i, name in enumerate(params):
+        h = h @ params[name]["kernel"] + params[name]["bias"]
+        if i < len(params) - 1:
+            h = jax.nn.tanh(h)
+    return jnp.mean((h - y) ** 2)
+
+
+def train(tx, params, steps, jit=True):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    history = []
+    for _ in range(steps):
+        value, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = update(grads, state, params, value=value)
+        params = optax.apply_updates(params, updates)
+        history.append(params)
+    return history, state
+
+
+def assert_exactly_masked(params, masks):
+    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def assert_counts(masks, counts):
+    for m, c in zip(jax.tree.leaves(masks), jax.tree.leaves(counts)):
+        assert int(np.asarray(m).sum()) == int(c)
+
+
+# ------------------------------------------------------------------------------------------------
+# Dense is the inner optimizer, bit for bit.
+
+
+@pytest.mark.parametrize("inner_name", ["sgd_momentum", "adam", "chain_nesterov_wd"])
+def test_dense_and_zero_sparsity_equal_inner_bitwise(inner_name):
+    def inner():
+        if inner_name == "sgd_momentum":
+            return optax.sgd(0.1, momentum=0.9)
+        if inner_name == "adam":
+            return optax.adam(1e-2)
+        return optax.chain(optax.add_decayed_weights(5e-4),
+                           optax.sgd(optax.cosine_decay_schedule(0.1, 10), momentum=0.9,
+                                     nesterov=True))
+
+    params = make_params()
+    for jit in (True, False):
+        ref, _ = train(inner(), params, 5, jit=jit)
+        got, state = train(sp.dense(inner()), params, 5, jit=jit)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # With all-True masks the selects are exact: equal up to XLA's fusion choices (FMA).
+    for tx in (sp.static_sparse(inner(), sparsity=0.0),
+               sp.rigl(inner(), sparsity=0.0, update_every=2)):
+        got, _ = train(tx, params, 5)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    trace = sp.get_trace(state)
+    assert int(trace.steps) == 5
+    assert {k: float(v) for k, v in trace.density_steps.items()} == {
+        "l0/kernel": 5.0, "l1/kernel": 5.0, "l2/kernel": 5.0}
+
+
+# ------------------------------------------------------------------------------------------------
+# Containers.
+
+
+def test_flax_nnx_optimizer():
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l0 = nnx.Linear(12, 32, rngs=rngs)
+            self.l1 = nnx.Linear(32, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l1(jax.nn.tanh(self.l0(x)))
+
+    model = MLP(nnx.Rngs(0))
+    tx = sp.rigl(optax.adam(1e-2), sparsity=0.9, update_every=2, drop_fraction=0.3)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer, *BATCH)) for _ in range(7)]
+    assert losses[-1] < losses[0]
+    masks = sp.get_masks(optimizer.opt_state)
+    assert jax.tree.structure(masks) == jax.tree.structure(nnx.as_pure(nnx.state(model,
+                                                                                  nnx.Param)))
+    assert int(masks["l0"]["kernel"].sum()) == round(12 * 32 * 0.1)
+    assert int(masks["l1"]["kernel"].sum()) == round(32 * 3 * 0.1)
+    assert bool(masks["l0"]["bias"].all())
+    kernel = np.asarray(model.l0.kernel[...])
+    assert np.all(kernel[~np.asarray(masks["l0"]["kernel"])] == 0)
+    trace = sp.get_trace(optimizer.opt_state)
+    assert int(trace.steps) == 7 and int(trace.mask_updates) == 3
+    assert set(trace.density_steps) == {"l0/kernel", "l1/kernel"}
+
+
+def test_linen_style_dict_params():
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(jax.nn.tanh(nn.Dense(32)(x)))
+
+    model = MLP()
+    variables = model.init(jax.random.PRNGKey(0), BATCH[0])
+    params = variables["params"]
+    tx = sp.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.75, update_every=2,
+                 distribution="erk")
+    state = tx.init(params)
+    loss = lambda p: jnp.mean((model.apply({"params": p}, BATCH[0]) - BATCH[1]) ** 2)  # noqa
+    update = jax.jit(tx.update)
+    for _ in range(5):
+        updates, state = update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+        assert_exactly_masked(params, sp.get_masks(state))
+    assert_counts(sp.get_masks(state), state.keep_counts)
+    assert set(sp.get_trace(state).density_steps) == {"Dense_0/kernel", "Dense_1/kernel"}
+
+
+def _check_container(tx, steps=6):
+    params = make_params()
+    history, state = train(tx, params, steps)
+    masks = sp.get_masks(state)
+    inner_state = sp.find_state(state)
+    assert_exactly_masked(history[-1], masks)
+    assert_counts(masks, inner_state.keep_counts)
+    return history, state
+
+
+def test_inside_optax_chain():
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     sp.rigl(optax.sgd(0.1, momentum=0.9), sparsity=0.8, update_every=2))
+    _, state = _check_container(tx)
+    assert int(sp.get_trace(state).mask_updates) == 2
+
+
+def test_wrapping_optax_chain():
+    inner = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9,
+                                                                    nesterov=True))
+    _check_container(sp.set_(inner, sparsity=0.8, update_every=2))
+
+
+def test_multisteps_both_ways():
+    outer = optax.MultiSteps(sp.rigl(optax.adam(1e-2), sparsity=0.8, update_every=2),
+                             every_k_schedule=2)
+    history, state = _check_container(outer, steps=8)
+    assert int(sp.get_trace(state).steps) == 4  # the sparsity method sees every second step
+    inner = sp.rigl(optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2), sparsity=0.8,
+                    update_every=2)
+    history, state = _check_container(inner, steps=8)
+    assert int(sp.get_trace(state).steps) == 8
+    assert int(sp.get_trace(state).mask_updates) == 3
+
+
+def test_inject_hyperparams_inner_and_outer():
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    tx = sp.rigl(inner, sparsity=0.8, update_every=2)
+    _, state = _check_container(tx)
+    # The momentum inside InjectHyperparamsState is params-shaped and found for the reset.
+    assert jax.tree.structure(state.inner_state.inner_state[0].trace) == jax.tree.structure(
+        make_params())
+    outer = optax.inject_hyperparams(sp.static_sparse)(optax.sgd(0.1), sparsity=0.8)
+    _, state = _check_container(outer)
+
+
+def test_get_masks_errors_without_a_sparsity_state():
+    with pytest.raises(ValueError, match="no sparsity method state"):
+        sp.get_masks(optax.adam(1e-3).init(make_params()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation and registry.
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sp.rigl(optax.sgd(0.1), sparsity=1.0), "sparsity"),
+    (lambda: sp.static_sparse(optax.sgd(0.1), sparsity=-0.1), "sparsity"),
+    (lambda: sp.rigl(optax.sgd(0.1), update_every=0), "update_every"),
+    (lambda: sp.set_(optax.sgd(0.1), drop_fraction=0.0), "drop_fraction"),
+    (lambda: sp.rigl(optax.sgd(0.1), drop_fraction=1.5), "drop_fraction"),
+    (lambda: sp.rigl(optax.sgd(0.1), distribution="gaussian"), "distribution"),
+    (lambda: sp.static_sparse(optax.sgd(0.1), scores="best"), "scores"),
+    (lambda: sp.rigl(optax.sgd(0.1), end_step=-1), "end_step"),
+    (lambda: sp.gradual_magnitude(optax.sgd(0.1), begin_step=5, end_step=2), "end_step"),
+    (lambda: sp.gradual_magnitude(optax.sgd(0.1), every=0), "every"),
+    (lambda: sp.admm(optax.sgd(0.1), rho=0.0), "rho"),
+    (lambda: sp.slr(optax.sgd(0.1), update_every=-3), "update_every"),
+    (lambda: sp.slr(optax.sgd(0.1), M=1), "M"),
+    (lambda: sp.one_shot(optax.sgd(0.1), prune_step=-1), "prune_step"),
+    (lambda: sp.sparsifier("lottery", optax.sgd(0.1)), "dense, static, one_shot, gmp, admm"),
+    (lambda: sp.sparsifier("rigl", optax.sgd(0.1), dT=3), "dT"),
+])
+def test_argument_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_update_needs_params():
+    tx = sp.rigl(optax.sgd(0.1))
+    params = make_params()
+    with pytest.raises(ValueError, match="needs the current params"):
+        tx.update(params, tx.init(params))
+
+
+def test_registry_names():
+    assert list(sp.METHODS) == ["dense", "static", "one_shot", "gmp", "admm", "slr", "set",
+                                "rigl"]
+    assert isinstance(sp.sparsifier("rigl", optax.sgd(0.1), sparsity=0.5),
+                      optax.GradientTransformationExtraArgs)
