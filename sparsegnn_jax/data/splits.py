@@ -44,6 +44,8 @@ class LinkSplit:
         training edges only, so no validation or test link leaks into the encoder.
       train_times, val_times, test_times: [E_s] int64 time of each pair's first occurrence in
         its split, or None for a static dataset.
+      train_index: [n_train] indices into the dataset's edges of every raw (not deduplicated)
+        training edge, in time order - what a temporal walk over the past may use.
     """
 
     num_nodes: int
@@ -55,6 +57,7 @@ class LinkSplit:
     train_times: np.ndarray | None = None
     val_times: np.ndarray | None = None
     test_times: np.ndarray | None = None
+    train_index: np.ndarray | None = None
 
     @property
     def all_edges(self) -> np.ndarray:
@@ -112,6 +115,7 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
         train_edges=tr, val_edges=va, test_edges=te,
         graph_senders=tr[:, 0].copy(), graph_receivers=tr[:, 1].copy(),
         train_times=tr_t, val_times=va_t, test_times=te_t,
+        train_index=order[:n_train],
     )
 
 

@@ -60,10 +60,10 @@ KINDS = tuple(LAYER_KINDS) + ("mlp",)
 
 _ENCODER_OPTS = {
     # heads=1 is accepted by every GNN kind so configs can sweep kinds with one option set.
-    "gcn": {"num_nodes", "structural", "use_bias", "heads", "add_self_loops"},
-    "sage": {"num_nodes", "structural", "use_bias", "heads"},
-    "gat": {"num_nodes", "structural", "use_bias", "heads", "negative_slope"},
-    "gin": {"num_nodes", "structural", "use_bias", "heads", "eps", "train_eps"},
+    "gcn": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "add_self_loops"},
+    "sage": {"num_nodes", "structural", "use_bias", "heads", "input_dropout"},
+    "gat": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "negative_slope"},
+    "gin": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
     "mlp": {"use_bias", "init"},
 }
 

@@ -65,6 +65,7 @@ class Encoder(nnx.Module):
       out_dim: output width.
       num_layers: number of layers (>= 1).
       dropout: dropout rate between layers, active only when a ``dropout_key`` is passed.
+      input_dropout: dropout rate on the input features (Kipf & Welling use the layer rate).
       num_nodes: if given, use a learnable ``[num_nodes, in_dim]`` table instead of graph.nodes;
         graphs with more nodes (padding) get zero rows for the extra nodes.
       structural: append ``NUM_STRUCTURAL_FEATURES`` structural columns to the input.
@@ -76,7 +77,8 @@ class Encoder(nnx.Module):
     """
 
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
-                 dropout: float = 0.0, num_nodes: Optional[int] = None, structural: bool = False,
+                 dropout: float = 0.0, input_dropout: float = 0.0,
+                 num_nodes: Optional[int] = None, structural: bool = False,
                  heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
         if kind not in LAYER_KINDS:
             raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
@@ -84,6 +86,8 @@ class Encoder(nnx.Module):
             raise ValueError(f"Encoder: num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"Encoder: dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= float(input_dropout) < 1.0:
+            raise ValueError(f"Encoder: input_dropout must be in [0, 1), got {input_dropout}")
         if kind != "gat" and heads != 1:
             raise ValueError(f"Encoder: heads={heads} is only supported for kind='gat', got kind={kind!r}")
         self.kind = kind
@@ -92,6 +96,7 @@ class Encoder(nnx.Module):
         self.out_dim = int(out_dim)
         self.num_layers = int(num_layers)
         self.dropout = float(dropout)
+        self.input_dropout = float(input_dropout)
         self.structural = bool(structural)
         self.num_nodes = None if num_nodes is None else int(num_nodes)
         if self.num_nodes is not None:
@@ -145,6 +150,10 @@ class Encoder(nnx.Module):
           ``[N, out_dim]``.
         """
         x = self.input_features(graph)
+        if self.input_dropout:
+            # Kipf & Welling also drop the input features; the fold index is past the layers'.
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, self.num_layers)
+            x = dropout(x, self.input_dropout, key)
         for i, layer in enumerate(self.layers):
             x = layer(graph, x)
             if i < self.num_layers - 1:

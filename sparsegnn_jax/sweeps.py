@@ -1,0 +1,163 @@
+"""Sweeps over methods x sparsities x seeds, each method's runs trained as one vmapped program.
+
+Runs of one method and model that differ only in sparsity or seed share the data, the graph and
+the compiled program: parameters, optimizer state and masks carry a leading run axis, the keep
+counts of each run are computed (from a traced sparsity) at init, and one ``jax.vmap``-ed epoch
+trains them all. ``run_group(..., vmapped=False)`` trains the same runs one after another with
+the same functions; both give the same metrics.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import pathlib
+import tempfile
+import time
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from sparsegnn_jax import runs, sparsity, train
+
+# The paper's sparsity grid (same for every method).
+PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
+              0.984375, 0.9921875)
+SWEEP_METHODS = ("dense", "slr", "admm", "gmp", "set", "rigl")
+
+CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
+              "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
+              "training_flops_relative", "inference_flops", "wall_time_s")
+
+
+def _index(tree, i: int):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def run_group(cfg: runs.RunConfig, sparsities: Sequence[float], seeds: Sequence[int], *,
+              vmapped: bool = True, problem: runs.Problem | None = None) -> list[dict]:
+    """Trains every (sparsity, seed) of ``cfg.method`` and returns one results record per run.
+
+    Args:
+      cfg: the run configuration; its ``sparsity`` and ``seed`` are replaced per run.
+      sparsities: sparsities to train (ignored for ``dense``, which runs once per seed).
+      seeds: seeds (model init, masks, data order).
+      vmapped: train all runs as one vmapped program (default) or one after another.
+      problem: a prepared ``runs.Problem`` to reuse (its data must match ``cfg``).
+
+    Returns:
+      A list of records as ``runs.run`` returns them; ``wall_time_s`` is the group's wall time
+      divided by its number of runs.
+    """
+    cfg = runs.resolve(cfg)
+    if cfg.method == "dense":
+        sparsities = [0.0]
+    combos = [(float(s), int(seed)) for s in sparsities for seed in seeds]
+    start = time.perf_counter()
+    problem = problem or runs.prepare(cfg)
+    models = {seed: runs.build_model(problem, seed) for seed in seeds}
+    bound, _ = train.split_model(models[seeds[0]])
+    param_list = [train.split_model(models[seed])[1] for _, seed in combos]
+    if vmapped:
+        states, losses = _train_vmapped(problem, bound, param_list, combos)
+    else:
+        states, losses = _train_sequential(problem, bound, param_list, combos)
+    elapsed = (time.perf_counter() - start) / len(combos)
+    records = []
+    for i, (s, seed) in enumerate(combos):
+        run_cfg = dataclasses.replace(cfg, sparsity=s, seed=seed)
+        state = states[i]
+        runs.check_finite(float(losses[i]), int(state.step), cfg.method)
+        run_problem = dataclasses.replace(problem, cfg=run_cfg)
+        val = runs.evaluate(run_problem, bound, state.params, "val")
+        test = runs.evaluate(run_problem, bound, state.params, "test")
+        masks = sparsity.get_masks(state.opt_state)
+        flops = runs.flops_summary(run_problem, models[seed], masks,
+                                   sparsity.get_trace(state.opt_state))
+        records.append(runs.record(run_cfg, elapsed, float(losses[i]), val, test, masks, flops,
+                                   problem.info))
+    return records
+
+
+def _train_vmapped(problem, bound, param_list, combos):
+    cfg = problem.cfg
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *param_list)
+    sps = jnp.asarray([s for s, _ in combos], jnp.float32)
+    keys = jax.vmap(jax.random.key)(jnp.asarray([seed for _, seed in combos]))
+
+    def init_one(p, s, k):
+        return train.init_state(p, runs.build_optimizer(problem, s, k), k)
+
+    state = jax.jit(jax.vmap(init_one))(params, sps, keys)
+    # Keep counts live in the state, so one update function serves every sparsity.
+    tx = runs.build_optimizer(problem)
+    epoch = jax.jit(jax.vmap(runs.make_epoch(problem, bound, tx),
+                             in_axes=(0,) + (None,) * len(problem.epoch_args)))
+    losses = jnp.full(len(combos), jnp.nan)
+    bar = runs.progress_bar(range(cfg.epochs), cfg.progress,
+                            f"{cfg.method} x{len(combos)} {cfg.dataset}")
+    for _ in bar:
+        state, losses = epoch(state, *problem.epoch_args)
+    return [_index(state, i) for i in range(len(combos))], list(map(float, losses))
+
+
+def _train_sequential(problem, bound, param_list, combos):
+    cfg = problem.cfg
+    states, losses = [], []
+    for params, (s, seed) in zip(param_list, combos):
+        key = jax.random.key(seed)
+        tx = runs.build_optimizer(problem, s, key)
+        state = train.init_state(params, tx, key)
+        epoch = jax.jit(runs.make_epoch(problem, bound, tx))
+        loss = jnp.nan
+        for _ in range(cfg.epochs):
+            state, loss = epoch(state, *problem.epoch_args)
+        states.append(state)
+        losses.append(float(loss))
+    return states, losses
+
+
+def csv_row(rec: dict) -> dict:
+    """One ``results.csv`` row of a run record."""
+    c, test, val, fl = rec["config"], rec["test"], rec["val"], rec["flops"]
+    return {
+        "dataset": c["dataset"], "model": c["model"], "method": c["method"],
+        "sparsity": c["sparsity"] if c["method"] != "dense" else 0.0, "seed": c["seed"],
+        "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc", ""),
+        "test_ap": test.get("ap", ""), "test_macro_f1": test.get("macro_f1", ""),
+        "val_accuracy": val.get("accuracy"), "achieved_sparsity": rec["sparsity"],
+        "training_flops": fl["training"], "training_flops_relative": fl["training_relative"],
+        "inference_flops": fl["inference"], "wall_time_s": rec["wall_time_s"],
+    }
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a results CSV (empty when the file does not exist)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Writes the rows via a temp file and rename: a reader never sees a partial CSV."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def done_runs(rows: Iterable[dict]) -> set[tuple]:
+    """(dataset, model, method, sparsity, seed) of the finished rows, to skip on restart."""
+    return {(r["dataset"], r["model"], r["method"], float(r["sparsity"]), int(r["seed"]))
+            for r in rows}
