@@ -46,6 +46,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument("--decoder", default="mlp_hadamard",
                        choices=("dot", "mlp_hadamard", "mlp_concat"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=1,
+                   help="data-parallel devices: minibatches are split over them")
     p.add_argument("--data-root", default=None,
                    help="folder of the real datasets (default: $SPARSEGNN_DATA)")
     p.add_argument("--out", default="runs", help="folder for the results JSON (default runs/)")
@@ -73,18 +75,54 @@ def config_from_args(task: str, args: argparse.Namespace) -> runs.RunConfig:
     return cfg
 
 
+def _error_line(err: BaseException) -> str:
+    """The first line of an error's message: what the user sees after ``error:``.
+
+    Some API errors append details on further lines (e.g. whole tree structures when a
+    checkpoint does not match the run); their first line already names what is wrong.
+    """
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def _prepare_out(out: str) -> pathlib.Path:
+    """Creates the results folder up front, so a bad ``--out`` fails before training."""
+    path = pathlib.Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out={out!r} is not a usable folder: {err.strerror or err}") from err
+    return path
+
+
 def main(task: str, argv: list[str] | None = None) -> int:
+    """Runs one experiment from command-line flags.
+
+    Args:
+      task: "link" or "node".
+      argv: the flags (default ``sys.argv[1:]``).
+
+    Returns:
+      The exit code: 0 on success, 2 for bad input (flags, files, data), 3 for a non-finite
+      loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
+    """
     args = build_parser(task).parse_args(argv)
     try:
+        out = _prepare_out(args.out)
         cfg = config_from_args(task, args)
         result = runs.run(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        path = runs.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
     except FloatingPointError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_error_line(err)}", file=sys.stderr)
         return 3
-    path = runs.write_json_atomic(pathlib.Path(args.out) / f"{run_name(task, cfg)}.json", result)
+    except (ValueError, KeyError, OSError) as err:
+        # OSError covers FileNotFoundError and unusable paths (a file where a folder is needed,
+        # permissions, a full disk).
+        print(f"error: {_error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     layers = ", ".join(f"{k}={v:.4f}" for k, v in result["layer_sparsity"].items())
     print(f"layer sparsity: {layers}")
     t = result["test"]

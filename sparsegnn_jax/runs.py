@@ -67,6 +67,7 @@ class RunConfig:
     checkpoint_dir: str | None = None      # where checkpoints go (None: no checkpoints)
     checkpoint_every: int = 0              # epochs between checkpoints (0: only the final one)
     resume: bool = False                   # continue from the latest checkpoint in checkpoint_dir
+    devices: int = 1                       # data-parallel devices (minibatches split over them)
     progress: bool = True
 
 
@@ -107,6 +108,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if cfg.batch_size is not None and cfg.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {cfg.batch_size}")
+    if cfg.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {cfg.devices}")
+    if cfg.devices > 1 and cfg.batch_size is not None and cfg.batch_size % cfg.devices:
+        raise ValueError(f"--batch-size={cfg.batch_size} must be divisible by --devices={cfg.devices}")
     if cfg.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     if cfg.update_every is not None and cfg.update_every <= 0:
@@ -325,11 +330,11 @@ def build_optimizer(problem: Problem, sparsity_value=None, key=None):
     return sparsity.sparsifier(cfg.method, inner_optimizer(cfg, problem.total_steps), **kw)
 
 
-def make_epoch(problem: Problem, bound, tx) -> Callable:
+def make_epoch(problem: Problem, bound, tx, mesh=None) -> Callable:
     """The task's epoch function: ``epoch(state, *problem.epoch_args) -> (state, loss)``."""
     if problem.cfg.task == "link":
-        return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes)
-    return train.make_node_epoch(bound, tx, problem.batch_size)
+        return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh)
+    return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
 
 
 def evaluate(problem: Problem, bound, params, which: str) -> dict:
@@ -414,12 +419,15 @@ def run(cfg: RunConfig) -> dict:
         if checkpoint.latest_step(cfg.checkpoint_dir) is not None:
             state, meta = checkpoint.restore(cfg.checkpoint_dir, state)
             first_epoch = int(meta["epoch"])
-    epoch_fn = jax.jit(make_epoch(problem, bound, tx))
+    mesh = train.data_mesh(cfg.devices) if cfg.devices > 1 else None
+    state = train.replicate(state, mesh)
+    epoch_args = train.replicate(problem.epoch_args, mesh)
+    epoch_fn = jax.jit(make_epoch(problem, bound, tx, mesh))
     loss = float("nan")
     bar = progress_bar(range(first_epoch, cfg.epochs), cfg.progress,
                        f"{cfg.method} {cfg.dataset}")
     for epoch in bar:
-        state, loss = epoch_fn(state, *problem.epoch_args)
+        state, loss = epoch_fn(state, *epoch_args)
         loss = float(loss)
         check_finite(loss, int(state.step), cfg.method)
         if cfg.progress:

@@ -73,6 +73,45 @@ def init_state(params, tx: optax.GradientTransformation, key: jax.Array) -> Trai
 
 
 # ----------------------------------------------------------------------------------------------
+# Data parallelism: minibatches split over a 1-D device mesh, everything else replicated.
+
+DATA_AXIS = "data"
+
+
+def data_mesh(num_devices: int) -> jax.sharding.Mesh:
+    """A 1-D mesh over the first ``num_devices`` devices, axis name ``"data"``.
+
+    Raises:
+      ValueError: when fewer devices exist (with the flag that fakes CPU devices).
+    """
+    available = jax.devices()
+    if num_devices < 1 or num_devices > len(available):
+        raise ValueError(
+            f"--devices={num_devices}: {len(available)} device(s) available "
+            f"({available[0].platform}); on CPU, set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={max(num_devices, 1)} to split it")
+    return jax.sharding.Mesh(np.asarray(available[:num_devices]), (DATA_AXIS,))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh | None):
+    """Places every array of ``tree`` on all devices of ``mesh`` (no-op without a mesh)."""
+    if mesh is None:
+        return tree
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(tree, sharding)
+
+
+def _shard_batch(x, mesh, batch_axis: int):
+    """Splits ``x`` along ``batch_axis`` over the mesh; XLA then all-reduces the gradients."""
+    if mesh is None:
+        return x
+    spec = [None] * x.ndim
+    spec[batch_axis] = DATA_AXIS
+    return jax.lax.with_sharding_constraint(
+        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec)))
+
+
+# ----------------------------------------------------------------------------------------------
 # Link prediction.
 
 
@@ -83,19 +122,22 @@ def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels
 
 
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
-                    num_nodes: int) -> Callable:
+                    num_nodes: int, mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``epoch(state, graph, train_edges, edge_keys) -> (state, mean_loss)``.
 
     Each minibatch holds ``batch_size`` positive training edges and as many sampled non-edges.
     The training edges are shuffled on device; a remainder smaller than a batch is dropped for the
-    epoch (a different one each epoch).
+    epoch (a different one each epoch). With a ``mesh`` the pairs of every minibatch are split
+    over its devices and the (replicated) state sees gradients all-reduced by XLA, so params and
+    masks stay identical on every device.
     """
 
     def train_step(state: TrainState, pos, graph, edge_keys):
         key, neg_key, drop_key = jax.random.split(state.key, 3)
         neg = data_splits.sample_negatives(neg_key, num_nodes, pos.shape[0], edge_keys)
-        pairs = jnp.concatenate([pos, neg], axis=0)
-        labels = jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])])
+        pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
+        labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
+                              mesh, 0)
         loss, grads = jax.value_and_grad(
             lambda p: link_loss(bound, p, graph, pairs, labels, drop_key))(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
@@ -107,7 +149,7 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         state = state._replace(key=key)
         num_batches = train_edges.shape[0] // batch_size
         perm = jax.random.permutation(perm_key, train_edges.shape[0])[: num_batches * batch_size]
-        batches = train_edges[perm].reshape(num_batches, batch_size, 2)
+        batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
         state, losses = jax.lax.scan(
             lambda s, pos: train_step(s, pos, graph, edge_keys), state, batches)
         return state, losses.mean()
@@ -170,11 +212,12 @@ def node_loss(bound: BoundModel, params, graph, labels, node_idx, dropout_key):
 
 
 def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
-                    batch_size: int | None) -> Callable:
+                    batch_size: int | None, mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``epoch(state, graph, labels, train_idx) -> (state, mean_loss)``.
 
     ``batch_size=None`` is full-batch training (one step per epoch, as for GCN on Planetoid);
     otherwise the training nodes are shuffled into minibatches (the paper's MLP, batch 128).
+    With a ``mesh`` the nodes of every minibatch are split over its devices.
     """
 
     def train_step(state: TrainState, idx, graph, labels):
@@ -194,7 +237,7 @@ def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
         perm = jax.random.permutation(perm_key, train_idx)[: num_batches * batch_size]
         state, losses = jax.lax.scan(
             lambda s, idx: train_step(s, idx, graph, labels),
-            state, perm.reshape(num_batches, batch_size))
+            state, _shard_batch(perm.reshape(num_batches, batch_size), mesh, 1))
         return state, losses.mean()
 
     return epoch
