@@ -80,6 +80,36 @@ def run_group(cfg: runs.RunConfig, sparsities: Sequence[float], seeds: Sequence[
     return records
 
 
+def _is_shared(x) -> bool:
+    """An integer leaf equal across the run axis: a step counter every run shares."""
+    return (jnp.issubdtype(x.dtype, jnp.integer) and x.ndim >= 1
+            and bool(jnp.all(x == x[:1])))
+
+
+class _VmappedEpoch:
+    """``jax.vmap`` of an epoch function that leaves the runs' shared step counters unbatched.
+
+    Under ``vmap`` a ``lax.cond`` whose predicate is batched turns into a ``select`` that runs
+    both branches; the sparsity methods decide "mask update or not" from the step counter, so a
+    batched counter would run the sort-heavy mask update at every step of every run. Counters
+    equal across runs go in unbatched (the cond stays a cond) and come out broadcast.
+    """
+
+    def __init__(self, epoch, num_args: int):
+        self._epoch, self._num_args, self._compiled = epoch, num_args, {}
+
+    def __call__(self, state, *args):
+        leaves, treedef = jax.tree.flatten(state)
+        shared = tuple(_is_shared(x) for x in leaves)
+        fn = self._compiled.get(shared)
+        if fn is None:
+            state_axes = jax.tree.unflatten(treedef, [None if f else 0 for f in shared])
+            fn = jax.jit(jax.vmap(self._epoch, in_axes=(state_axes,) + (None,) * self._num_args))
+            self._compiled[shared] = fn
+        compact = jax.tree.unflatten(treedef, [x[0] if f else x for x, f in zip(leaves, shared)])
+        return fn(compact, *args)
+
+
 def _train_vmapped(problem, bound, param_list, combos):
     cfg = problem.cfg
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *param_list)
@@ -92,8 +122,7 @@ def _train_vmapped(problem, bound, param_list, combos):
     state = jax.jit(jax.vmap(init_one))(params, sps, keys)
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
-    epoch = jax.jit(jax.vmap(runs.make_epoch(problem, bound, tx),
-                             in_axes=(0,) + (None,) * len(problem.epoch_args)))
+    epoch = _VmappedEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args))
     losses = jnp.full(len(combos), jnp.nan)
     bar = runs.progress_bar(range(cfg.epochs), cfg.progress,
                             f"{cfg.method} x{len(combos)} {cfg.dataset}")

@@ -72,6 +72,15 @@ def init_state(params, tx: optax.GradientTransformation, key: jax.Array) -> Trai
     return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))
 
 
+def shuffle_order(key: jax.Array, n: int) -> jax.Array:
+    """A random permutation of ``range(n)``: argsort of 32-bit random words.
+
+    ``jax.random.permutation`` is ~100x slower under ``vmap`` on CPU (36 runs: 0.9 s against
+    9 ms for one run); one batched sort of random bits costs what a sort costs.
+    """
+    return jnp.argsort(jax.random.bits(key, (n,), jnp.uint32), stable=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Data parallelism: minibatches split over a 1-D device mesh, everything else replicated.
 
@@ -148,7 +157,7 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         num_batches = train_edges.shape[0] // batch_size
-        perm = jax.random.permutation(perm_key, train_edges.shape[0])[: num_batches * batch_size]
+        perm = shuffle_order(perm_key, train_edges.shape[0])[: num_batches * batch_size]
         batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
         state, losses = jax.lax.scan(
             lambda s, pos: train_step(s, pos, graph, edge_keys), state, batches)
@@ -234,7 +243,7 @@ def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         num_batches = train_idx.shape[0] // batch_size
-        perm = jax.random.permutation(perm_key, train_idx)[: num_batches * batch_size]
+        perm = train_idx[shuffle_order(perm_key, train_idx.shape[0])][: num_batches * batch_size]
         state, losses = jax.lax.scan(
             lambda s, idx: train_step(s, idx, graph, labels),
             state, _shard_batch(perm.reshape(num_batches, batch_size), mesh, 1))
