@@ -1,7 +1,7 @@
 """One training run, end to end: data -> graph -> model -> sparsifier -> fit -> metrics -> FLOPs.
 
 ``experiments/link_pred.py`` and ``experiments/node_class.py`` are thin command lines over
-``run_link`` and ``run_node``; ``experiments/sweep.py`` reuses the same building blocks.
+``run``; ``sweeps`` (and ``experiments/sweep.py``) reuse the same building blocks.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ METHODS = ("dense", "static", "one_shot", "gmp", "admm", "slr", "set", "rigl")
 GNN_MODELS = ("gcn", "sage", "gat", "gin")
 MODELS = GNN_MODELS + ("mlp",)
 
-# The paper's multiplier-update period (dT) for RigL / SET, per task.
+# The paper's mask-update period dT for RigL / SET, per task.
 PAPER_UPDATE_EVERY = {"link": 500, "node": 1000}
 # The paper's ADMM / SLR penalty weight, per task.
 PAPER_RHO = {"link": 0.01, "node": 0.02}
@@ -82,6 +82,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     if not 0.0 <= cfg.sparsity < 1.0:
         raise ValueError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    known = sparsity.distributions.DISTRIBUTIONS
+    if cfg.distribution not in known:
+        raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: {', '.join(known)}")
     if not 0.0 < cfg.end_fraction <= 1.0:
         raise ValueError(f"--end-fraction must be in (0, 1], got {cfg.end_fraction}")
     paper_mlp = cfg.model == "mlp"

@@ -68,7 +68,10 @@ def init_state(params, tx: optax.GradientTransformation, key: jax.Array) -> Trai
     The params are masked right away, so the very first forward pass is already sparse.
     """
     opt_state = tx.init(params)
-    params = sparsity.masks.apply(params, sparsity.get_masks(opt_state))
+    try:
+        params = sparsity.masks.apply(params, sparsity.get_masks(opt_state))
+    except ValueError:  # a plain optax optimizer: nothing to mask
+        pass
     return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))
 
 
