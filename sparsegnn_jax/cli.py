@@ -1,7 +1,8 @@
 """Command line of the experiments: ``--name=value`` flags -> ``RunConfig`` -> one run.
 
 Errors a user can cause (bad flags, missing or malformed data) end with one ``error:`` line on
-stderr and exit code 2; a non-finite loss ends with exit code 3. No traceback reaches the user.
+stderr and exit code 2; a non-finite loss ends with exit code 3, Ctrl-C with 130. No traceback
+reaches the user.
 """
 from __future__ import annotations
 
@@ -110,6 +111,9 @@ def main(task: str, argv: list[str] | None = None) -> int:
     try:
         out = _prepare_out(args.out)
         cfg = config_from_args(task, args)
+        if cfg.checkpoint_dir and pathlib.Path(cfg.checkpoint_dir).exists() and not (
+                pathlib.Path(cfg.checkpoint_dir).is_dir()):
+            raise ValueError(f"--checkpoint-dir={cfg.checkpoint_dir!r} is a file, not a folder")
         result = runs.run(cfg)
         path = runs.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
     except FloatingPointError as err:

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from . import parsers
-from .splits import NodeSplit, node_split
+from .splits import NodeSplit, check_seed, node_split
 
 __all__ = ["Dataset", "load", "register", "available", "DATASET_FILES", "data_root"]
 
@@ -233,13 +233,19 @@ def load(name: str = "synthetic-temporal", root=None, seed: int = 0) -> Dataset:
       Dataset.
 
     Raises:
-      ValueError: unknown name (lists the known ones) or a malformed file.
+      ValueError: unknown name (lists the known ones), a negative seed or a malformed file.
       FileNotFoundError: data root or files missing (with the download command).
     """
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, got {name!r}")
+    seed = check_seed(seed)
     if name.startswith("file:"):
+        if not name[len("file:"):]:
+            raise ValueError("dataset 'file:' names no file: use file:PATH with the path of "
+                             "an edge list")
         path = pathlib.Path(name[len("file:"):]).expanduser()
+        if path.is_dir():
+            raise ValueError(f"dataset {name!r}: {path} is a folder, not an edge-list file")
         if not path.is_file():
             raise FileNotFoundError(f"dataset {name!r}: file not found: {path}")
         return _edge_dataset(name, path, seed)

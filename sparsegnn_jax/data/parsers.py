@@ -179,7 +179,26 @@ def _parse_table(path, text: str, ncols=None, dtype=np.int64, kind="an integer")
         values = None
     if values is None or values.size != expected:
         raise _first_bad_token(path, text, data_lines, kind, convert)
+    if np.issubdtype(dtype, np.integer):
+        _check_int_range(path, text, data_lines, values, dtype)
     return values.reshape(-1, ncols), data_lines
+
+
+def _check_int_range(path, text: str, data_lines, values: np.ndarray, dtype) -> None:
+    """Raises for integers outside ``dtype``'s range, which np.fromstring silently clamps.
+
+    Only a value at the edge of the range can be a clamped one, so files without such values
+    (all real ones) skip the slow pass.
+    """
+    info = np.iinfo(dtype)
+    if not ((values == info.max).any() or (values == info.min).any()):
+        return
+    lines = text.split("\n")
+    for i in data_lines:
+        for tok in lines[i].split():
+            if not info.min <= int(tok) <= info.max:
+                raise _line_error(path, int(i) + 1, lines[i],
+                                  f"{tok!r} is outside the {np.dtype(dtype).name} range")
 
 
 def parse_edge_list(path, columns: int | None = None) -> EdgeList:

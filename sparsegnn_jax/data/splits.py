@@ -73,6 +73,35 @@ def _dedupe_first(edges: np.ndarray, times, num_nodes: int):
     return edges[first], (None if times is None else times[first])
 
 
+def _cut_sizes(n: int, train: float, val: float) -> tuple[int, int]:
+    """Numbers of training and validation edges among ``n`` (the rest is test)."""
+    # The epsilon keeps 10 * (0.7 + 0.1) = 7.999... from losing an edge to rounding.
+    n_train = int(np.floor(n * train + 1e-9))
+    n_val = int(np.floor(n * (train + val) + 1e-9)) - n_train
+    return n_train, n_val
+
+
+def _empty_parts(n: int, train: float, val: float) -> list[str]:
+    """Names of the parts asked for (positive fraction) that ``n`` edges leave empty.
+
+    An empty part cannot be trained on or evaluated, so it is an error rather than a NaN metric
+    later; a part whose fraction is 0 (``val=0``, or ``train + val == 1``) is empty on purpose.
+    """
+    n_train, n_val = _cut_sizes(n, train, val)
+    n_test = n - n_train - n_val
+    wanted = (("train", n_train, True), ("val", n_val, val > 0),
+              ("test", n_test, train + val < 1.0 - 1e-9))
+    return [name for name, size, asked in wanted if asked and size == 0]
+
+
+def _min_edges(train: float, val: float, start: int, limit: int = 1_000_000) -> int | None:
+    """Smallest edge count >= ``start`` that fills every part asked for (None past ``limit``)."""
+    for m in range(max(start, 1), limit):
+        if not _empty_parts(m, train, val):
+            return m
+    return None
+
+
 def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
     """Split a dataset's edges chronologically into train / val / test.
 
@@ -89,7 +118,9 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
       LinkSplit; the message-passing graph holds the training edges only.
 
     Raises:
-      ValueError: fractions outside (0, 1) or summing to more than 1, or too few edges.
+      ValueError: fractions outside (0, 1) or summing to more than 1, fewer than 2 nodes, or
+        so few edges that a part with a positive fraction would be empty (e.g. 3 edges with
+        the default fractions leave no validation edge; 4 is the minimum).
     """
     if not (0.0 < train < 1.0) or not (0.0 <= val < 1.0) or train + val > 1.0 + 1e-9:
         raise ValueError(f"need 0 < train < 1, 0 <= val < 1 and train + val <= 1; "
@@ -97,15 +128,25 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
     src = np.asarray(ds.senders, dtype=np.int32)
     dst = np.asarray(ds.receivers, dtype=np.int32)
     n = src.size
-    if n < 3:
-        raise ValueError(f"dataset {ds.name!r} has {n} edges: too few to split")
+    if ds.num_nodes < 2:
+        # No pair (src != dst) exists to sample as a negative, nor a link to predict.
+        raise ValueError(f"dataset {ds.name!r} has {ds.num_nodes} node"
+                         f"{'' if ds.num_nodes == 1 else 's'}: link prediction needs at "
+                         "least 2 nodes")
+    empty = _empty_parts(n, train, val)
+    if empty:
+        need = _min_edges(train, val, start=n + 1)
+        need_text = f"; need at least {need} edges" if need else ""
+        raise ValueError(
+            f"dataset {ds.name!r} has {n} edge{'' if n == 1 else 's'}: too few to split "
+            f"chronologically into train/val/test = {train:g}/{val:g}/{1 - train - val:g} "
+            f"(the {' and '.join(empty)} part{'' if len(empty) == 1 else 's'} would be "
+            f"empty){need_text}")
     times = None if ds.times is None else np.asarray(ds.times, dtype=np.int64)
     order = np.arange(n) if times is None else np.argsort(times, kind="stable")
     edges = np.stack([src[order], dst[order]], axis=1)
     times = None if times is None else times[order]
-    # The epsilon keeps 10 * (0.7 + 0.1) = 7.999... from losing an edge to rounding.
-    n_train = int(np.floor(n * train + 1e-9))
-    n_val = int(np.floor(n * (train + val) + 1e-9)) - n_train
+    n_train, n_val = _cut_sizes(n, train, val)
     cuts = [slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, n)]
     parts = [_dedupe_first(edges[c], None if times is None else times[c], ds.num_nodes)
              for c in cuts]
@@ -202,6 +243,17 @@ def _sample_negatives(key, keys_arr, num_nodes: int, num: int, rounds: int):
     return jnp.stack([src, dst], axis=1)
 
 
+def check_seed(seed) -> int:
+    """Returns ``seed`` as an int; raises ValueError unless it is a non-negative integer.
+
+    NumPy's generators reject negative seeds with a message that does not say which argument
+    was wrong.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def node_split(labels, seed: int = 0, train: float = 0.6, val: float = 0.2) -> NodeSplit:
     """Stratified random node split: every class is split in the given proportions.
 
@@ -216,10 +268,14 @@ def node_split(labels, seed: int = 0, train: float = 0.6, val: float = 0.2) -> N
 
     Returns:
       NodeSplit of sorted int32 index arrays.
+
+    Raises:
+      ValueError: fractions out of range or a negative / non-integer seed.
     """
     if not (0.0 < train <= 1.0) or not (0.0 <= val <= 1.0) or train + val > 1.0 + 1e-9:
         raise ValueError(f"need 0 < train <= 1, 0 <= val <= 1 and train + val <= 1; "
                          f"got train={train}, val={val}")
+    check_seed(seed)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     parts = ([], [], [])

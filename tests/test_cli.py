@@ -1,0 +1,275 @@
+"""The experiment command lines on bad input: one ``error:`` line, a non-zero exit, no traceback.
+
+Most cases call ``cli.main`` in-process (an exception escaping it is what would print a
+traceback); a few run the scripts as subprocesses, exactly as a user does, and one valid but
+unusual edge file (self-loops, repeated edges) trains end to end.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sparsegnn_jax import checkpoint, cli, data, runs
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
+
+# Edge files: name -> (bytes, the fragment the error must contain).
+BAD_FILES = {
+    "text_in_numeric_column": (b"1 2 100\n2 x 200\n3 1 300\n",
+                               r"bad.txt: line 2: 'x' is not an integer: '2 x 200'"),
+    "float_time": (b"1 2 1.5\n2 3 2\n3 1 3\n", r"line 1: '1.5' is not an integer"),
+    "too_few_columns": (b"1 2 100\n2\n3 1 300\n", r"line 2: expected 3 columns, found 1: '2'"),
+    "one_column": (b"1\n2\n3\n",
+                   r"line 1: expected 2 \(src dst\) or 3 \(src dst time\) columns, found 1"),
+    "five_columns": (b"1 2 3 4 5\n", r"expected 2 \(src dst\) or 3 \(src dst time\) columns, "
+                                     r"found 5"),
+    "nul_bytes": (b"1 2 100\n2 3\x00 200\n3 1 300\n", r"line 2: NUL byte in text file"),
+    "empty": (b"", r"bad.txt: empty file \(no data lines\)"),
+    "only_comments": (b"# src dst t\n\n", r"empty file \(no data lines\)"),
+    "id_overflow": (b"99999999999999999999 2 100\n2 3 200\n",
+                    r"line 1: '99999999999999999999' is outside the int64 range"),
+    "one_node": (b"7 7 100\n", r"has 1 node: link prediction needs at least 2 nodes"),
+    "one_node_many_loops": (b"7 7 1\n7 7 2\n7 7 3\n7 7 4\n7 7 5\n",
+                            r"has 1 node: link prediction needs at least 2 nodes"),
+    "three_edges": (b"1 2 100\n2 3 200\n3 1 300\n",
+                    r"has 3 edges: too few to split chronologically .*\(the val part would be "
+                    r"empty\); need at least 4 edges"),
+}
+
+
+def _main(task, argv, capsys):
+    """Runs ``cli.main``; returns (exit code, stdout, stderr). argparse errors exit too."""
+    try:
+        code = cli.main(task, argv)
+    except SystemExit as stop:  # argparse rejects the flag before main's own handling
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, fragment: str):
+    """stderr holds exactly one line: ``error: ...`` matching ``fragment``."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert re.search(fragment, lines[0]), (fragment, lines[0])
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEGNN_CACHE", str(tmp_path / "walk-cache"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Malformed edge files.
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_malformed_edge_file(case, tmp_path, capsys):
+    content, fragment = BAD_FILES[case]
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    code, out, err = _main("link", [f"--dataset=file:{path}", "--epochs=1",
+                                    f"--out={tmp_path / 'out'}", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, fragment)
+    assert out == ""
+
+
+def test_bad_gzip_missing_file_and_folder(tmp_path, capsys):
+    gz = tmp_path / "edges.txt.gz"
+    gz.write_bytes(b"\x1f\x8b not really gzip")
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(gzip.compress(b"1 2 3\n2 3 4\n")[:-6])  # truncated stream
+    cases = [
+        (f"file:{gz}", r"edges.txt.gz: not a valid gzip file"),
+        (f"file:{broken}", r"broken.txt.gz: not a valid gzip file"),
+        (f"file:{tmp_path / 'missing.txt'}", r"file not found: .*missing.txt"),
+        (f"file:{tmp_path}", r"is a folder, not an edge-list file"),
+        ("file:", r"dataset 'file:' names no file"),
+    ]
+    for dataset, fragment in cases:
+        code, _, err = _main("link", [f"--dataset={dataset}", f"--out={tmp_path / 'out'}",
+                                      "--no-progress"], capsys)
+        assert code == 2, dataset
+        assert_one_error_line(err, fragment)
+
+
+def test_edge_file_for_node_classification_needs_labels(tmp_path, capsys):
+    path = tmp_path / "edges.txt"
+    path.write_text("1 2\n2 3\n3 1\n")
+    code, _, err = _main("node", [f"--dataset=file:{path}", f"--out={tmp_path}",
+                                  "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"has no node labels; node classification needs a labelled")
+
+
+# ----------------------------------------------------------------------------------------------
+# Invalid arguments.
+
+INVALID_ARGS = [
+    # (task, flags, exit code, fragment of the error line)
+    ("node", ["--sparsity=1.0"], 2, r"--sparsity must be in \[0, 1\), got 1.0"),
+    ("node", ["--sparsity=-0.1"], 2, r"--sparsity must be in \[0, 1\), got -0.1"),
+    ("node", ["--sparsity=nan"], 2, r"--sparsity must be in \[0, 1\), got nan"),
+    ("node", ["--update-every=0"], 2, r"--update-every must be positive, got 0"),
+    ("link", ["--update-every=-5"], 2, r"--update-every must be positive, got -5"),
+    ("node", ["--drop-fraction=0"], 2, r"--drop-fraction must be in \(0, 1\], got 0.0"),
+    ("node", ["--drop-fraction=1.5"], 2, r"--drop-fraction must be in \(0, 1\], got 1.5"),
+    ("node", ["--end-fraction=0"], 2, r"--end-fraction must be in \(0, 1\], got 0.0"),
+    ("node", ["--epochs=0"], 2, r"--epochs must be positive, got 0"),
+    ("node", ["--hidden=-1"], 2, r"--hidden must be positive, got -1"),
+    ("link", ["--batch-size=0"], 2, r"--batch-size must be positive, got 0"),
+    ("node", ["--checkpoint-every=-1"], 2, r"--checkpoint-every must be >= 0, got -1"),
+    ("node", ["--seed=-1"], 2, r"seed must be a non-negative integer, got -1"),
+    ("node", ["--dataset=nope"], 2, r"unknown dataset 'nope'; known: citeseer, cora, .*"
+                                    r"synthetic-temporal, or file:PATH"),
+    ("node", ["--dataset=cora", "--data-root=/nonexistent/sparsegnn"], 2,
+     r"data root /nonexistent/sparsegnn is not a directory: .* python -m "
+     r"sparsegnn_jax.data.download cora"),
+    ("node", ["--distribution=nope"], 2,
+     r"unknown (--distribution=|distribution )'nope'; known: uniform, uniform_dense_first, erk"),
+    ("node", ["--dropout=1.5"], 2, r"dropout must be in \[0, 1\), got 1.5"),
+]
+
+ARGPARSE_ERRORS = [
+    ("node", ["--method=foo"], r"argument --method: invalid choice: 'foo'"),
+    ("node", ["--model=foo"], r"argument --model: invalid choice: 'foo'"),
+    ("node", ["--optimizer=rmsprop"], r"argument --optimizer: invalid choice: 'rmsprop'"),
+    ("link", ["--decoder=nope"], r"argument --decoder: invalid choice: 'nope'"),
+    ("node", ["--lr=abc"], r"argument --lr: invalid float value: 'abc'"),
+    ("node", ["--epochs=1.5"], r"argument --epochs: invalid int value: '1.5'"),
+    ("node", ["--no-such-flag"], r"unrecognized arguments: --no-such-flag"),
+]
+
+
+@pytest.mark.parametrize("task,flags,code,fragment", INVALID_ARGS,
+                         ids=[" ".join(c[1]) for c in INVALID_ARGS])
+def test_invalid_argument(task, flags, code, fragment, tmp_path, capsys):
+    # A later flag wins, so "--epochs=0" in ``flags`` overrides the short default.
+    got, out, err = _main(task, ["--epochs=1", *flags, f"--out={tmp_path}", "--no-progress"],
+                          capsys)
+    assert got == code
+    assert_one_error_line(err, fragment)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the flags were validated")
+
+    monkeypatch.setattr(runs.sg_data, "load", no_loading)
+    code, _, err = _main("node", ["--distribution=nope", f"--out={tmp_path}", "--no-progress"],
+                         capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--distribution='nope'")
+
+
+@pytest.mark.parametrize("task,flags,fragment", ARGPARSE_ERRORS,
+                         ids=[" ".join(c[1]) for c in ARGPARSE_ERRORS])
+def test_argparse_rejects_with_usage(task, flags, fragment, tmp_path, capsys):
+    got, _, err = _main(task, flags + [f"--out={tmp_path}"], capsys)
+    assert got == 2
+    assert "Traceback" not in err
+    assert err.startswith("usage: experiments/")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"experiments/{SCRIPTS[task]}: error: ")
+    assert re.search(fragment, last), last
+
+
+def test_out_or_checkpoint_dir_that_is_a_file(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    code, _, err = _main("node", [f"--out={a_file}", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--out='.*a_file' is not a usable folder: File exists")
+    code, _, err = _main("node", [f"--out={tmp_path}", f"--checkpoint-dir={a_file}",
+                                  "--checkpoint-every=1", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--checkpoint-dir='.*a_file' is a file, not a folder")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    checkpoint.save(ckpt, 3, {"x": np.zeros(3, np.float32)}, {"epoch": 3})
+    code, _, err = _main("node", [f"--out={tmp_path}", f"--checkpoint-dir={ckpt}", "--resume",
+                                  "--epochs=5", "--no-progress"], capsys)
+    assert code == 2
+    # The API error goes on with both tree structures; the user sees its first line.
+    assert_one_error_line(err, r"checkpoint .*step_00000003 does not match the target state: "
+                               r"1 stored leaves vs \d+ in the target")
+
+
+# ----------------------------------------------------------------------------------------------
+# The scripts themselves.
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    """Environment of the subprocesses: private caches, this checkout first on the path."""
+    base = tmp_path_factory.getbasetemp()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
+                                        env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["SPARSEGNN_CACHE"] = str(base / "walk-cache")
+    env["JAX_COMPILATION_CACHE_DIR"] = str(base / "jax-compilation-cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    return env
+
+
+def run_script(task, flags, out, env):
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / SCRIPTS[task]), *flags, f"--out={out}",
+         "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("task,flags,code,fragment", [
+    ("link", ["--dataset=file:{bad}"], 2, r"line 2: 'x' is not an integer: '2 x 200'"),
+    ("link", ["--dataset=file:{missing}"], 2, r"file not found: .*missing.txt"),
+    ("node", ["--sparsity=1.0"], 2, r"^error: --sparsity must be in \[0, 1\), got 1.0$"),
+    ("node", ["--method=foo"], 2, r"argument --method: invalid choice: 'foo'"),
+], ids=["text-column", "missing-file", "sparsity-1", "unknown-method"])
+def test_scripts_exit_cleanly_on_bad_input(task, flags, code, fragment, tmp_path, cli_env):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 100\n2 x 200\n3 1 300\n")
+    flags = [f.format(bad=bad, missing=tmp_path / "missing.txt") for f in flags]
+    proc = run_script(task, flags, tmp_path / "out", cli_env)
+    assert proc.returncode == code
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(fragment, last), proc.stderr
+
+
+@pytest.mark.slow
+def test_self_loops_and_repeated_edges_are_valid(tmp_path, cli_env):
+    rng = np.random.default_rng(0)
+    src, dst = rng.integers(0, 30, 200), rng.integers(0, 30, 200)
+    src[:10] = dst[:10]  # ten self-loops
+    rows = [f"{s}\t{d} {t}" for t, (s, d) in enumerate(zip(src, dst))]
+    rows += rows[:20]  # twenty repeated events (same pair, same time)
+    path = tmp_path / "edges.txt"
+    path.write_text("# src dst time\n" + "\n".join(rows) + "\n")
+    ds = data.load(f"file:{path}")
+    assert ds.num_edges == 220 and int((ds.senders == ds.receivers).sum()) >= 10
+    proc = run_script("link", [f"--dataset=file:{path}", "--epochs=1"], tmp_path / "out",
+                      cli_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    split = data.temporal_link_split(ds)
+    assert record["data"]["num_nodes"] == ds.num_nodes == len(np.unique(np.r_[src, dst]))
+    assert record["data"]["train_edges"] == len(split.train_edges) < 154  # deduplicated
+    assert all(np.isfinite(v) for v in record["test"].values())
