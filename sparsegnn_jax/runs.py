@@ -106,6 +106,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
             setattr(cfg, name, value)
     if cfg.rho is None:
         cfg.rho = PAPER_RHO[cfg.task]
+    if cfg.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {cfg.lr}")
+    if cfg.weight_decay < 0 or not math.isfinite(cfg.weight_decay):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}")
     for name in ("epochs", "hidden", "num_layers"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
@@ -433,6 +441,11 @@ def run(cfg: RunConfig) -> dict:
         state, loss = epoch_fn(state, *epoch_args)
         loss = float(loss)
         check_finite(loss, int(state.step), cfg.method)
+        # A finite loss can still be followed by an update that makes the params NaN / Inf;
+        # such a state must not become the "last good" checkpoint.
+        if not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params)):
+            raise FloatingPointError(f"non-finite parameters after step {int(state.step)} "
+                                     f"(method {cfg.method})")
         if cfg.progress:
             bar.set_postfix(loss=f"{loss:.4f}")
         done = epoch + 1

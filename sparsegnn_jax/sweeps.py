@@ -80,38 +80,55 @@ def run_group(cfg: runs.RunConfig, sparsities: Sequence[float], seeds: Sequence[
     return records
 
 
-def _is_shared(x) -> bool:
-    """An integer leaf equal across the run axis: a step counter every run shares."""
-    return (jnp.issubdtype(x.dtype, jnp.integer) and x.ndim >= 1
-            and bool(jnp.all(x == x[:1])))
+def _equal_along(x, axis: int) -> bool:
+    """Whether every slice of ``x`` along ``axis`` is the same (PRNG keys compared by data)."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    first = jax.lax.index_in_dim(x, 0, axis, keepdims=True)
+    return bool(jnp.all(x == first))
 
 
-class _VmappedEpoch:
-    """``jax.vmap`` of an epoch function that leaves the runs' shared step counters unbatched.
+class _GridEpoch:
+    """An epoch function vmapped over a [sparsity, seed] grid of runs, sharing what they share.
 
-    Under ``vmap`` a ``lax.cond`` whose predicate is batched turns into a ``select`` that runs
-    both branches; the sparsity methods decide "mask update or not" from the step counter, so a
-    batched counter would run the sort-heavy mask update at every step of every run. Counters
-    equal across runs go in unbatched (the cond stays a cond) and come out broadcast.
+    Two things are shared. Runs of one seed share the training key, hence the data order,
+    negatives and dropout masks: that work is done once per seed, not once per run (the inner
+    vmap, over sparsities, leaves the key unbatched). Step counters are equal in every run:
+    unbatched, a ``lax.cond`` on them (mask update or not) stays a cond - batched, it would turn
+    into a ``select`` running the sort-heavy mask update at every step of every run. Which leaves
+    are shared is read off the state, so the result is the same computation as separate runs.
     """
 
     def __init__(self, epoch, num_args: int):
         self._epoch, self._num_args, self._compiled = epoch, num_args, {}
 
     def __call__(self, state, *args):
+        """``state`` leaves are [num_sparsities, num_seeds, ...]; so are the outputs."""
         leaves, treedef = jax.tree.flatten(state)
-        shared = tuple(_is_shared(x) for x in leaves)
-        fn = self._compiled.get(shared)
+        per_seed = tuple(_equal_along(x, 0) for x in leaves)
+        everywhere = tuple(p and _equal_along(x, 1) for p, x in zip(per_seed, leaves))
+        kinds = tuple(2 if e else 1 if p else 0 for p, e in zip(per_seed, everywhere))
+        fn = self._compiled.get(kinds)
         if fn is None:
-            state_axes = jax.tree.unflatten(treedef, [None if f else 0 for f in shared])
-            fn = jax.jit(jax.vmap(self._epoch, in_axes=(state_axes,) + (None,) * self._num_args))
-            self._compiled[shared] = fn
-        compact = jax.tree.unflatten(treedef, [x[0] if f else x for x, f in zip(leaves, shared)])
-        return fn(compact, *args)
+            none = (None,) * self._num_args
+            # Outer vmap: over seeds (axis 1 of unshared leaves, axis 0 of per-seed ones).
+            outer = jax.tree.unflatten(treedef, [None if k == 2 else 0 if k == 1 else 1
+                                                 for k in kinds])
+            inner = jax.tree.unflatten(treedef, [0 if k == 0 else None for k in kinds])
+            per_seed_fn = jax.vmap(self._epoch, in_axes=(inner,) + none)
+            fn = jax.jit(jax.vmap(per_seed_fn, in_axes=(outer,) + none, out_axes=1))
+            self._compiled[kinds] = fn
+        compact = [x[0, 0] if k == 2 else x[0] if k == 1 else x for x, k in zip(leaves, kinds)]
+        return fn(jax.tree.unflatten(treedef, compact), *args)
 
 
 def _train_vmapped(problem, bound, param_list, combos):
     cfg = problem.cfg
+    sparsities = sorted({s for s, _ in combos})
+    seeds = sorted({seed for _, seed in combos})
+    if combos != [(s, seed) for s in sparsities for seed in seeds]:
+        raise ValueError("vmapped runs must form a full (sparsity, seed) grid")
+    grid = (len(sparsities), len(seeds))
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *param_list)
     sps = jnp.asarray([s for s, _ in combos], jnp.float32)
     keys = jax.vmap(jax.random.key)(jnp.asarray([seed for _, seed in combos]))
@@ -120,15 +137,17 @@ def _train_vmapped(problem, bound, param_list, combos):
         return train.init_state(p, runs.build_optimizer(problem, s, k), k)
 
     state = jax.jit(jax.vmap(init_one))(params, sps, keys)
+    state = jax.tree.map(lambda x: x.reshape(grid + x.shape[1:]), state)
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
-    epoch = _VmappedEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args))
-    losses = jnp.full(len(combos), jnp.nan)
+    epoch = _GridEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args))
+    losses = jnp.full(grid, jnp.nan)
     bar = runs.progress_bar(range(cfg.epochs), cfg.progress,
                             f"{cfg.method} x{len(combos)} {cfg.dataset}")
     for _ in bar:
         state, losses = epoch(state, *problem.epoch_args)
-    return [_index(state, i) for i in range(len(combos))], list(map(float, losses))
+    state = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), state)
+    return [_index(state, i) for i in range(len(combos))], list(map(float, losses.reshape(-1)))
 
 
 def _train_sequential(problem, bound, param_list, combos):

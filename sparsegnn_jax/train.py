@@ -8,6 +8,7 @@ sparsities, and sharded across devices. One epoch is one compiled call: minibatc
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -30,7 +31,8 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: hashed by identity, so jit can take it as a static argument (compiled once per model).
+@dataclasses.dataclass(frozen=True, eq=False)
 class BoundModel:
     """A model split into its static graph definition, a parameter template and other state.
 
@@ -174,6 +176,29 @@ def link_scores(bound: BoundModel, params, graph, pairs) -> jax.Array:
     return bound(params, graph, pairs)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _link_metrics(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
+                  num_ranking_negatives: int, hits_k: int, all_edge_keys, key):
+    """Every link metric in one compiled program (one per model and evaluation-set size)."""
+    k_neg, k_rank = jax.random.split(key)
+    neg = data_splits.sample_negatives(k_neg, num_nodes, pos_edges.shape[0], all_edge_keys)
+    pos_logits = link_scores(bound, params, graph, pos_edges)
+    neg_logits = link_scores(bound, params, graph, neg)
+    logits = jnp.concatenate([pos_logits, neg_logits])
+    labels = jnp.concatenate([jnp.ones_like(pos_logits), jnp.zeros_like(neg_logits)])
+    rank_neg = _corrupt_destinations(k_rank, pos_edges, num_nodes, num_ranking_negatives)
+    rank_logits = link_scores(bound, params, graph, rank_neg.reshape(-1, 2))
+    mrr, hits = metrics.mrr_hits(pos_logits, rank_logits.reshape(pos_edges.shape[0], -1),
+                                 k=hits_k)
+    return {
+        "accuracy": metrics.accuracy_at_half(logits, labels),
+        "roc_auc": metrics.roc_auc(logits, labels),
+        "ap": metrics.average_precision(logits, labels),
+        "mrr": mrr,
+        f"hits@{hits_k}": hits,
+    }
+
+
 def evaluate_link(bound: BoundModel, params, graph, pos_edges, num_nodes: int, all_edge_keys,
                   key: jax.Array, num_ranking_negatives: int = 100, hits_k: int = 10) -> dict:
     """Link metrics on ``pos_edges`` against sampled non-edges.
@@ -185,24 +210,9 @@ def evaluate_link(bound: BoundModel, params, graph, pos_edges, num_nodes: int, a
     Returns:
       dict of Python floats: accuracy, roc_auc, ap, mrr, hits@K.
     """
-    pos_edges = jnp.asarray(pos_edges)
-    k_neg, k_rank = jax.random.split(key)
-    neg = data_splits.sample_negatives(k_neg, num_nodes, pos_edges.shape[0], all_edge_keys)
-    score = jax.jit(lambda p, pairs: link_scores(bound, p, graph, pairs))
-    pos_logits = score(params, pos_edges)
-    neg_logits = score(params, neg)
-    logits = jnp.concatenate([pos_logits, neg_logits])
-    labels = jnp.concatenate([jnp.ones_like(pos_logits), jnp.zeros_like(neg_logits)])
-    rank_neg = _corrupt_destinations(k_rank, pos_edges, num_nodes, num_ranking_negatives)
-    rank_logits = score(params, rank_neg.reshape(-1, 2)).reshape(pos_edges.shape[0], -1)
-    mrr, hits = metrics.mrr_hits(pos_logits, rank_logits, k=hits_k)
-    return {
-        "accuracy": float(metrics.accuracy_at_half(logits, labels)),
-        "roc_auc": float(metrics.roc_auc(logits, labels)),
-        "ap": float(metrics.average_precision(logits, labels)),
-        "mrr": float(mrr),
-        f"hits@{hits_k}": float(hits),
-    }
+    out = _link_metrics(bound, params, graph, jnp.asarray(pos_edges), num_nodes,
+                        num_ranking_negatives, hits_k, jnp.asarray(all_edge_keys), key)
+    return {k: float(v) for k, v in out.items()}
 
 
 def _corrupt_destinations(key, pos_edges, num_nodes, k):
@@ -262,16 +272,15 @@ def node_steps_per_epoch(num_train: int, batch_size: int | None) -> int:
     return num_train // batch_size
 
 
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _node_metrics(bound: BoundModel, params, graph, labels, idx, num_classes: int):
+    logits = bound(params, graph)[idx]
+    y = labels[idx]
+    return {"accuracy": metrics.accuracy(logits, y),
+            "macro_f1": metrics.macro_f1(logits, y, num_classes)}
+
+
 def evaluate_node(bound: BoundModel, params, graph, labels, idx, num_classes: int) -> dict:
     """Accuracy and macro-F1 on the nodes in ``idx`` (dropout off)."""
-    logits = jax.jit(lambda p: bound(p, graph))(params)[jnp.asarray(idx)]
-    y = jnp.asarray(labels)[jnp.asarray(idx)]
-    return {
-        "accuracy": float(metrics.accuracy(logits, y)),
-        "macro_f1": float(metrics.macro_f1(logits, y, num_classes)),
-    }
-
-
-def as_numpy(tree):
-    """Host copy of a pytree (for checkpoints and results)."""
-    return jax.tree.map(np.asarray, tree)
+    out = _node_metrics(bound, params, graph, jnp.asarray(labels), jnp.asarray(idx), num_classes)
+    return {k: float(v) for k, v in out.items()}

@@ -21,8 +21,12 @@ def test_vmapped_and_sequential_runs_agree():
         (0.5, 0), (0.5, 1), (0.9, 0), (0.9, 1)]
     for x, y in zip(a, b):
         assert x["config"] == y["config"]
-        for metric in ("accuracy", "roc_auc", "ap"):
-            np.testing.assert_allclose(x["test"][metric], y["test"][metric], rtol=1e-4, atol=1e-4)
+        # A pair whose logit sits within float noise of 0 may round either way: a few pairs
+        # of ~3,000 (1e-3) in accuracy at 0.5; the ranking metrics agree closer.
+        np.testing.assert_allclose(x["test"]["accuracy"], y["test"]["accuracy"], atol=2e-3)
+        for metric in ("roc_auc", "ap"):
+            np.testing.assert_allclose(x["test"][metric], y["test"][metric], atol=2e-4)
+        np.testing.assert_allclose(x["final_train_loss"], y["final_train_loss"], rtol=1e-5)
         assert x["layer_sparsity"] == y["layer_sparsity"]
         np.testing.assert_allclose(x["flops"]["training"], y["flops"]["training"], rtol=1e-6)
     # Different seeds really are different runs.
