@@ -99,8 +99,8 @@ class _GridEpoch:
     are shared is read off the state, so the result is the same computation as separate runs.
     """
 
-    def __init__(self, epoch, num_args: int):
-        self._epoch, self._num_args, self._compiled = epoch, num_args, {}
+    def __init__(self, epoch, num_args: int, grid: tuple[int, int]):
+        self._epoch, self._num_args, self._grid, self._compiled = epoch, num_args, grid, {}
 
     def __call__(self, state, *args):
         """``state`` leaves are [num_sparsities, num_seeds, ...]; so are the outputs."""
@@ -115,8 +115,10 @@ class _GridEpoch:
             outer = jax.tree.unflatten(treedef, [None if k == 2 else 0 if k == 1 else 1
                                                  for k in kinds])
             inner = jax.tree.unflatten(treedef, [0 if k == 0 else None for k in kinds])
-            per_seed_fn = jax.vmap(self._epoch, in_axes=(inner,) + none)
-            fn = jax.jit(jax.vmap(per_seed_fn, in_axes=(outer,) + none, out_axes=1))
+            # axis_size: with one sparsity (or seed) every leaf may be shared along that axis.
+            per_seed_fn = jax.vmap(self._epoch, in_axes=(inner,) + none, axis_size=self._grid[0])
+            fn = jax.jit(jax.vmap(per_seed_fn, in_axes=(outer,) + none, out_axes=1,
+                                  axis_size=self._grid[1]))
             self._compiled[kinds] = fn
         compact = [x[0, 0] if k == 2 else x[0] if k == 1 else x for x, k in zip(leaves, kinds)]
         return fn(jax.tree.unflatten(treedef, compact), *args)
@@ -140,7 +142,7 @@ def _train_vmapped(problem, bound, param_list, combos):
     state = jax.tree.map(lambda x: x.reshape(grid + x.shape[1:]), state)
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
-    epoch = _GridEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args))
+    epoch = _GridEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args), grid)
     losses = jnp.full(grid, jnp.nan)
     bar = runs.progress_bar(range(cfg.epochs), cfg.progress,
                             f"{cfg.method} x{len(combos)} {cfg.dataset}")

@@ -40,22 +40,23 @@ def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
         import sweep
     finally:
         sys.path.pop(0)
-    argv = ["--model=gcn", "--methods=static,rigl", "--sparsities=0.5,0.9", "--seeds=2",
+    argv = ["--model=gcn", "--methods=dense,static,rigl", "--sparsities=0.5,0.9", "--seeds=2",
             "--epochs=2", f"--out={tmp_path}", "--no-progress"]
     assert sweep.main(argv) == 0
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     keys = sorted((r["method"], float(r["sparsity"]), int(r["seed"])) for r in rows)
-    assert keys == sorted((m, s, seed) for m in ("static", "rigl") for s in (0.5, 0.9)
-                          for seed in (0, 1))
+    assert keys == sorted([("dense", 0.0, 0), ("dense", 0.0, 1)] + [
+        (m, s, seed) for m in ("static", "rigl") for s in (0.5, 0.9) for seed in (0, 1)])
     for r in rows:
         assert abs(float(r["achieved_sparsity"]) - float(r["sparsity"])) < 0.01
-        assert 0 < float(r["training_flops_relative"]) < 1
+        if r["method"] != "dense":
+            assert 0 < float(r["training_flops_relative"]) < 1
     # A restart finds every run done and keeps the rows.
     capsys.readouterr()
     assert sweep.main(argv) == 0
     assert "already in" in capsys.readouterr().out
     with open(tmp_path / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 8
+        assert len(list(csv.DictReader(f))) == 10
     table = report.markdown_tables(report.summarise(report.load_rows([tmp_path / "results.csv"])))
     assert "RigL" in table and "Static" in table and "| 90% |" in table
