@@ -77,6 +77,18 @@ def init_state(params, tx: optax.GradientTransformation, key: jax.Array) -> Trai
     return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))
 
 
+def optimizer_step(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callable,
+                   key: jax.Array) -> tuple[TrainState, jax.Array]:
+    """One step: ``loss_fn(params)`` and its gradient, the (sparsity) update, the new state.
+
+    The loss goes to ``tx.update`` as ``value`` (SLR's surrogate-optimality test reads it).
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, key, state.step + 1), loss
+
+
 def shuffle_order(key: jax.Array, n: int) -> jax.Array:
     """A random permutation of ``range(n)``: argsort of 32-bit random words.
 
@@ -152,11 +164,8 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
-        loss, grads = jax.value_and_grad(
-            lambda p: link_loss(bound, p, graph, pairs, labels, drop_key))(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, key, state.step + 1), loss
+        return optimizer_step(
+            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), key)
 
     def epoch(state: TrainState, graph, train_edges, edge_keys):
         key, perm_key = jax.random.split(state.key)
@@ -244,11 +253,8 @@ def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
 
     def train_step(state: TrainState, idx, graph, labels):
         key, drop_key = jax.random.split(state.key)
-        loss, grads = jax.value_and_grad(
-            lambda p: node_loss(bound, p, graph, labels, idx, drop_key))(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, key, state.step + 1), loss
+        return optimizer_step(
+            state, tx, lambda p: node_loss(bound, p, graph, labels, idx, drop_key), key)
 
     def epoch(state: TrainState, graph, labels, train_idx):
         if batch_size is None or batch_size >= train_idx.shape[0]:

@@ -4,6 +4,8 @@ import pathlib
 
 import pytest
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
 
 def _data_root():
     root = os.environ.get("SPARSEGNN_DATA")
@@ -21,3 +23,17 @@ def data_root():
     if not root.is_dir():
         pytest.skip(f"real data not available: SPARSEGNN_DATA={root} is not a directory")
     return root
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory):
+    """Environment of the subprocesses: private caches, this checkout first on the path."""
+    base = tmp_path_factory.getbasetemp()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
+                                        env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["SPARSEGNN_CACHE"] = str(base / "walk-cache")
+    env["JAX_COMPILATION_CACHE_DIR"] = str(base / "jax-compilation-cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    return env

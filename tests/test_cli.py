@@ -131,7 +131,7 @@ INVALID_ARGS = [
     ("node", ["--hidden=-1"], 2, r"--hidden must be positive, got -1"),
     ("link", ["--batch-size=0"], 2, r"--batch-size must be positive, got 0"),
     ("node", ["--checkpoint-every=-1"], 2, r"--checkpoint-every must be >= 0, got -1"),
-    ("node", ["--seed=-1"], 2, r"seed must be a non-negative integer, got -1"),
+    ("node", ["--seed=-1"], 2, r"--seed must be >= 0, got -1"),
     ("node", ["--dataset=nope"], 2, r"unknown dataset 'nope'; known: citeseer, cora, .*"
                                     r"synthetic-temporal, or file:PATH"),
     ("node", ["--dataset=cora", "--data-root=/nonexistent/sparsegnn"], 2,
@@ -213,20 +213,6 @@ def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------
 # The scripts themselves.
-
-
-@pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
-    """Environment of the subprocesses: private caches, this checkout first on the path."""
-    base = tmp_path_factory.getbasetemp()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
-                                        env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["SPARSEGNN_CACHE"] = str(base / "walk-cache")
-    env["JAX_COMPILATION_CACHE_DIR"] = str(base / "jax-compilation-cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    return env
 
 
 def run_script(task, flags, out, env):

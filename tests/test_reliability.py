@@ -43,20 +43,6 @@ SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
 # Running the command lines.
 
 
-@pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
-    """Environment of the subprocesses: private caches, this checkout first on the path."""
-    base = tmp_path_factory.getbasetemp()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
-                                        env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["SPARSEGNN_CACHE"] = str(base / "walk-cache")
-    env["JAX_COMPILATION_CACHE_DIR"] = str(base / "jax-compilation-cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    return env
-
-
 def _command(task: str, args: list[str], out) -> list[str]:
     return [sys.executable, str(REPO / "experiments" / SCRIPTS[task]), *args, f"--out={out}",
             "--no-progress"]
