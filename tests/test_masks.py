@@ -176,6 +176,156 @@ def test_topk_jit_traced_k_and_vmap_varying_k():
         np.testing.assert_array_equal(batched[b], np_topk(np.asarray(sb[b]), k))
 
 
+def np_ranks(scores):
+    """Position of every entry in the reference order (stable, descending, NaN lowest)."""
+    flat = np.asarray(scores).reshape(-1)
+    if flat.dtype == bool:
+        flat = flat.astype(np.int64)
+    elif flat.dtype.kind == "f" or flat.dtype.kind == "V" or str(flat.dtype) == "bfloat16":
+        flat = flat.astype(np.float64)
+        flat = np.where(np.isnan(flat), -np.inf, flat)
+    else:
+        flat = flat.astype(np.int64)
+    order = np.argsort(-flat, kind="stable")
+    ranks = np.empty(flat.size, np.int64)
+    ranks[order] = np.arange(flat.size)
+    return ranks
+
+
+def topk_search(scores, k):
+    """The sort-free path of topk_mask (used for arrays above masks._SORT_MAX_SIZE), on any size."""
+    flat = jnp.asarray(scores).reshape(-1)
+    k = jnp.clip(jnp.asarray(k), 0, flat.size).astype(jnp.int32)
+    return masks._topk_mask_search(flat, k, masks._order_keys(flat)).reshape(jnp.shape(scores))
+
+
+TOPK_IMPLS = pytest.mark.parametrize("topk", [masks.topk_mask, topk_search],
+                                     ids=["topk_mask", "search"])
+
+
+def _score_cases(rng, size):
+    """Random, heavily tied, all-equal and special-value (NaN, +-inf, -0.0) score vectors."""
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 2.5], np.float32)
+    return {
+        "random": rng.normal(size=size).astype(np.float32),
+        "tied012": rng.integers(0, 3, size).astype(np.float32),
+        "all_equal": np.full(size, 0.75, np.float32),
+        "special": rng.choice(special, size),
+    }
+
+
+@TOPK_IMPLS
+@pytest.mark.parametrize("size", [1, 2, 3, 17, 256, 1001, 4096, 4097, 5000])
+def test_topk_every_k_matches_numpy_reference(size, topk):
+    rng = np.random.default_rng(size)
+    ks = jnp.arange(size + 1, dtype=jnp.int32)
+    # vmap over every k in [0, size]; row k must be exactly the k best in reference order.
+    every_k = jax.jit(jax.vmap(topk, in_axes=(None, 0)))
+    for name, s in _score_cases(rng, size).items():
+        got = np.asarray(every_k(jnp.asarray(s), ks))
+        want = np_ranks(s)[None, :] < np.arange(size + 1)[:, None]
+        bad = np.flatnonzero(np.any(got != want, axis=1))
+        assert bad.size == 0, (name, size, bad[:5])
+        np.testing.assert_array_equal(got.sum(axis=1), np.arange(size + 1))
+
+
+@TOPK_IMPLS
+def test_topk_jit_scalar_k_every_k_with_ties_straddling_the_cut(topk):
+    # Unbatched k takes the conditional tie-splitting path; check every k on tied scores.
+    rng = np.random.default_rng(11)
+    f = jax.jit(topk)
+    for s in [rng.integers(0, 3, 300).astype(np.float32),
+              rng.choice(np.array([np.nan, -0.0, 0.0, np.inf, -np.inf], np.float32), 300)]:
+        ranks = np_ranks(s)
+        for k in range(-2, 303):
+            got = np.asarray(f(jnp.asarray(s), k))
+            np.testing.assert_array_equal(got, ranks < min(max(k, 0), s.size), err_msg=str(k))
+    big = rng.integers(0, 3, size=(50, 100)).astype(np.float32)  # 2-D, large tie groups
+    ranks = np_ranks(big).reshape(big.shape)
+    for k in [0, 1, 1666, 1667, 3333, 3334, 4999, 5000]:
+        np.testing.assert_array_equal(f(jnp.asarray(big), k), ranks < k)
+
+
+@TOPK_IMPLS
+def test_topk_vmap_batched_scores_and_k_on_special_values(topk):
+    rng = np.random.default_rng(12)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 3.0], np.float32)
+    sb = rng.choice(special, size=(40, 7, 9))
+    ks = rng.integers(-1, 65, 40).astype(np.int32)
+    got = np.asarray(jax.jit(jax.vmap(topk))(jnp.asarray(sb), jnp.asarray(ks)))
+    for b in range(40):
+        want = np_ranks(sb[b]).reshape(7, 9) < min(max(int(ks[b]), 0), 63)
+        np.testing.assert_array_equal(got[b], want, err_msg=str(b))
+
+
+@TOPK_IMPLS
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.uint8, jnp.uint32, jnp.float16,
+                                   jnp.bfloat16, jnp.bool_])
+def test_topk_other_dtypes_match_numpy_reference(dtype, topk):
+    rng = np.random.default_rng(13)
+    raw = rng.integers(-4, 5, 120)
+    if dtype in (jnp.uint8, jnp.uint32):
+        raw = np.abs(raw) + (np.iinfo(np.uint32).max - 8 if dtype == jnp.uint32 else 0)
+    s = jnp.asarray(raw > 0 if dtype == jnp.bool_ else raw, dtype)
+    if dtype == jnp.float16:
+        s = s.at[:3].set(jnp.array([jnp.nan, -0.0, jnp.inf], dtype))
+    ranks = np_ranks(np.asarray(s.astype(jnp.float32) if dtype == jnp.bfloat16 else s))
+    got = np.asarray(jax.vmap(topk, in_axes=(None, 0))(s, jnp.arange(121)))
+    np.testing.assert_array_equal(got, ranks[None, :] < np.arange(121)[:, None])
+
+
+@TOPK_IMPLS
+def test_topk_extreme_finite_values(topk):
+    info = np.finfo(np.float32)
+    # Subnormals are left out: XLA on CPU may treat them as zero.
+    s = np.array([info.max, info.min, info.tiny, -info.tiny, 2 * info.tiny, -2 * info.tiny,
+                  0.0, -0.0], np.float32)
+    ranks = np_ranks(s)
+    f = jax.jit(topk)
+    for k in range(9):
+        np.testing.assert_array_equal(f(jnp.asarray(s), k), ranks < k)
+
+
+def test_topk_fractional_k_selects_ceil_on_both_paths():
+    # A fractional k selects ceil(k) entries, as comparing integer ranks with k does.
+    s = jnp.asarray(np.random.default_rng(14).normal(size=5000).astype(np.float32))
+    for scores in (s[:100], s):  # sorted below masks._SORT_MAX_SIZE entries, searched above
+        np.testing.assert_array_equal(masks.topk_mask(scores, 2.5), np_topk(scores, 3))
+        assert int(masks.topk_mask(scores, 0.0).sum()) == 0
+
+
+@pytest.mark.parametrize("size", [1, 97, 5000])
+def test_drop_grow_every_count_match_numpy_with_excluded_extremes(size):
+    # Excluded positions become -inf and eligible ones are clamped finite: counts stay exact
+    # even when eligible scores are -inf, NaN or tie with each other.
+    rng = np.random.default_rng(size)
+    mask = rng.random(size) < 0.5
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 2.0], np.float32)
+    w = rng.choice(special, size)
+    g = rng.choice(special, size)
+    n_active = int(mask.sum())
+    ns = jnp.arange(size + 2, dtype=jnp.int32)
+    dropped = np.asarray(jax.jit(jax.vmap(masks.drop, in_axes=(None, None, 0)))(
+        jnp.asarray(mask), jnp.asarray(w), ns))
+    grown = np.asarray(jax.jit(jax.vmap(masks.grow, in_axes=(None, None, 0)))(
+        jnp.asarray(mask), jnp.asarray(g), ns))
+    # Reference ranking of the eligible entries: scores clamped to the finite range (NaN to
+    # the lowest finite value, so it ties -inf), excluded entries strictly below all of them.
+    info = np.finfo(np.float32)
+
+    def eligible_ranks(x, eligible):
+        return np_ranks(np.where(eligible, np.nan_to_num(x, nan=info.min), -np.inf))
+
+    keep_ranks, grow_ranks = eligible_ranks(np.abs(w), mask), eligible_ranks(g, ~mask)
+    for n in range(size + 2):
+        want_drop = keep_ranks < n_active - min(n, n_active)
+        want_grow = mask | (grow_ranks < min(n, size - n_active))
+        np.testing.assert_array_equal(dropped[n], want_drop, err_msg=str(n))
+        np.testing.assert_array_equal(grown[n], want_grow, err_msg=str(n))
+        assert int(dropped[n].sum()) == n_active - min(n, n_active)
+        assert int(grown[n].sum()) == n_active + min(n, size - n_active)
+
+
 # ------------------------------------------------------------------------------------------
 # keep_count
 # ------------------------------------------------------------------------------------------
