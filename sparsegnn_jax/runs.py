@@ -460,16 +460,6 @@ def run(cfg: RunConfig) -> dict:
     return record(cfg, time.perf_counter() - start, loss, val, test, masks, flops, problem.info)
 
 
-def run_link(cfg: RunConfig) -> dict:
-    """One link-prediction run (``run`` with task "link")."""
-    return run(dataclasses.replace(cfg, task="link"))
-
-
-def run_node(cfg: RunConfig) -> dict:
-    """One node-classification run (``run`` with task "node")."""
-    return run(dataclasses.replace(cfg, task="node"))
-
-
 def record(cfg, wall_time, loss, val, test, masks, flops, data_info) -> dict:
     """The results record of one run (what the CLI writes as JSON)."""
     return {
