@@ -519,15 +519,15 @@ def density_trace(sparsity: float = 0.9, steps: int = 1000, task: str = "link") 
       ``{"step": [0..steps-1], "slr": [...], "rigl": [...], "dense_steps", "penalty_steps",
       "rigl_update_every"}`` (lists of floats).
     """
-    from sparsegnn_jax import runs
+    from sparsegnn_jax import config, runs
 
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"--density-sparsity must be in [0, 1), got {sparsity}")
     if steps <= 0:
         raise ValueError(f"--density-steps must be positive, got {steps}")
-    base = runs.RunConfig(task=task, model="mlp", sparsity=sparsity)
-    slr = runs.method_schedule(runs.resolve(dataclasses.replace(base, method="slr")), steps, 1)
-    rigl = runs.method_schedule(runs.resolve(dataclasses.replace(base, method="rigl")), steps, 1)
+    base = config.RunConfig(task=task, model="mlp", sparsity=sparsity)
+    slr = runs.method_kwargs(config.resolve(dataclasses.replace(base, method="slr")), steps, 1)
+    rigl = runs.method_kwargs(config.resolve(dataclasses.replace(base, method="rigl")), steps, 1)
     prune_step = slr["dense_steps"] + slr["penalty_steps"]
     step = list(range(steps))
     density = 1.0 - sparsity

@@ -12,7 +12,8 @@ import pathlib
 import sys
 import time
 
-from sparsegnn_jax import runs, sweeps
+from sparsegnn_jax import config, files, sweeps, tasks
+from sparsegnn_jax.sparsity import registry
 
 
 def parse_args(argv=None):
@@ -20,9 +21,9 @@ def parse_args(argv=None):
     p.add_argument("--task", default="link", choices=("link", "node"))
     p.add_argument("--dataset", default=None,
                    help="default: synthetic-temporal (link) / synthetic-sbm (node)")
-    p.add_argument("--model", default="mlp", choices=runs.MODELS)
-    p.add_argument("--methods", default=",".join(sweeps.SWEEP_METHODS),
-                   help="comma-separated, from: " + ", ".join(runs.METHODS))
+    p.add_argument("--model", default="mlp", choices=config.MODELS)
+    p.add_argument("--methods", default=",".join(sweeps.DEFAULT_METHODS),
+                   help="comma-separated, from: " + ", ".join(registry.names()))
     p.add_argument("--sparsities", default=",".join(map(str, sweeps.PAPER_GRID)),
                    help="comma-separated (default: the paper's grid)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1")
@@ -45,8 +46,9 @@ def main(argv=None) -> int:
     try:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         for m in methods:
-            if m not in runs.METHODS:
-                raise ValueError(f"unknown method {m!r} in --methods; known: {', '.join(runs.METHODS)}")
+            if m not in registry.names():
+                raise ValueError(f"unknown method {m!r} in --methods; known: "
+                                 f"{', '.join(registry.names())}")
         try:
             grid = [float(s) for s in args.sparsities.split(",") if s.strip()]
         except ValueError:
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
         seeds = list(range(args.seeds))
-        base = runs.resolve(runs.RunConfig(
+        base = config.resolve(config.RunConfig(
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
             data_root=args.data_root, progress=not args.no_progress))
@@ -64,14 +66,14 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         for method in methods:
             cfg = dataclasses.replace(base, method=method)
-            todo_sp = [0.0] if method == "dense" else grid
+            todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds
                     if (dataset, args.model, method, s, seed) not in done]
             if not todo:
                 print(f"{method}: all runs already in {csv_path}, skipped")
                 continue
             todo_sparsities = sorted({s for s, _ in todo})
-            problem = problem or runs.prepare(cfg)
+            problem = problem or tasks.get(args.task).prepare(cfg)
             t0 = time.perf_counter()
             records = sweeps.run_group(cfg, todo_sparsities, seeds, vmapped=not args.sequential,
                                        problem=dataclasses.replace(problem, cfg=cfg))
@@ -81,13 +83,13 @@ def main(argv=None) -> int:
                     continue
                 rows.append(sweeps.csv_row(rec))
                 name = f"{method}_s{rec['config']['sparsity']:g}_seed{rec['config']['seed']}.json"
-                runs.write_json_atomic(out / "records" / name, rec)
-            sweeps.write_csv_atomic(csv_path, rows)
+                files.write_json_atomic(out / "records" / name, rec)
+            sweeps.write_csv(csv_path, rows)
             print(f"{method}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
         total = time.perf_counter() - start
         meta = {"command": " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:])),
                 "wall_time_s": total}
-        runs.write_json_atomic(out / "sweep_meta.json", meta)
+        files.write_json_atomic(out / "sweep_meta.json", meta)
         print(f"sweep done in {total:.1f}s -> {csv_path}")
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

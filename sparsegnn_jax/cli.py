@@ -10,7 +10,8 @@ import argparse
 import pathlib
 import sys
 
-from sparsegnn_jax import runs
+from sparsegnn_jax import config, files, runs
+from sparsegnn_jax.sparsity import registry
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
@@ -24,8 +25,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                        "Kipf & Welling's for message-passing models."))
     p.add_argument("--dataset", default=default_dataset,
                    help=f"dataset name or file:PATH (default {default_dataset})")
-    p.add_argument("--model", default="gcn", choices=runs.MODELS)
-    p.add_argument("--method", default="rigl", choices=runs.METHODS)
+    p.add_argument("--model", default="gcn", choices=config.MODELS)
+    p.add_argument("--method", default="rigl", choices=registry.names())
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--distribution", default="uniform",
                    help="uniform | uniform_dense_first | erk | er")
@@ -33,19 +34,19 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="mask-update period dT (RigL / SET) or multiplier period (ADMM / SLR)")
     p.add_argument("--drop-fraction", type=float, default=None,
                    help="initial RigL / SET drop fraction, cosine-decayed (default: paper's 0.5)")
-    p.add_argument("--end-fraction", type=float, default=1.0,
+    p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--num-layers", type=int, default=2)
+    p.add_argument("--num-layers", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--optimizer", default=None, choices=("sgd", "adam"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None)
     if task == "link":
-        p.add_argument("--decoder", default="mlp_hadamard",
-                       choices=("dot", "mlp_hadamard", "mlp_concat"))
+        p.add_argument("--decoder", default=None, choices=config.DECODERS,
+                       help="pair decoder of message-passing models (default mlp_hadamard)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int, default=1,
                    help="data-parallel devices: minibatches are split over them")
@@ -62,15 +63,15 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_name(task: str, cfg: runs.RunConfig) -> str:
+def run_name(task: str, cfg: config.RunConfig) -> str:
     """File stem of a run's outputs: task, dataset, model, method, sparsity, seed."""
     dataset = cfg.dataset.replace(":", "_").replace("/", "_")
     return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}_seed{cfg.seed}"
 
 
-def config_from_args(task: str, args: argparse.Namespace) -> runs.RunConfig:
+def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
     fields = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")}
-    cfg = runs.RunConfig(task=task, progress=not args.no_progress, **fields)
+    cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
     return cfg
@@ -115,7 +116,7 @@ def main(task: str, argv: list[str] | None = None) -> int:
                 pathlib.Path(cfg.checkpoint_dir).is_dir()):
             raise ValueError(f"--checkpoint-dir={cfg.checkpoint_dir!r} is a file, not a folder")
         result = runs.run(cfg)
-        path = runs.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
+        path = files.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
     except FloatingPointError as err:
         print(f"error: {_error_line(err)}", file=sys.stderr)
         return 3

@@ -12,19 +12,19 @@ import csv
 import dataclasses
 import os
 import pathlib
-import tempfile
 import time
 from typing import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from sparsegnn_jax import runs, sparsity, train
+from sparsegnn_jax import config, files, runs, sparsity, tasks, train
 
 # The paper's sparsity grid (same for every method).
 PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
               0.984375, 0.9921875)
-SWEEP_METHODS = ("dense", "slr", "admm", "gmp", "set", "rigl")
+# The paper's two families and the baselines between them (static and one-shot on request).
+DEFAULT_METHODS = ("dense", "slr", "admm", "gmp", "set", "rigl")
 
 CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
@@ -35,49 +35,55 @@ def _index(tree, i: int):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def run_group(cfg: runs.RunConfig, sparsities: Sequence[float], seeds: Sequence[int], *,
-              vmapped: bool = True, problem: runs.Problem | None = None) -> list[dict]:
+def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequence[int], *,
+              vmapped: bool = True, problem: tasks.Problem | None = None) -> list[dict]:
     """Trains every (sparsity, seed) of ``cfg.method`` and returns one results record per run.
 
     Args:
       cfg: the run configuration; its ``sparsity`` and ``seed`` are replaced per run.
-      sparsities: sparsities to train (ignored for ``dense``, which runs once per seed).
+      sparsities: sparsities to train (ignored for a method without sparsity, e.g. ``dense``,
+        which runs once per seed).
       seeds: seeds (model init, masks, data order).
       vmapped: train all runs as one vmapped program (default) or one after another.
-      problem: a prepared ``runs.Problem`` to reuse (its data must match ``cfg``).
+      problem: a prepared problem to reuse (its data must match ``cfg``).
 
     Returns:
       A list of records as ``runs.run`` returns them; ``wall_time_s`` is the group's wall time
       divided by its number of runs.
+
+    Raises:
+      FloatingPointError: a run's loss or parameters became NaN / Inf (the message names it).
     """
-    cfg = runs.resolve(cfg)
-    if cfg.method == "dense":
+    cfg = config.resolve(cfg)
+    if not sparsity.registry.get(cfg.method).sparse:
         sparsities = [0.0]
     combos = [(float(s), int(seed)) for s in sparsities for seed in seeds]
     start = time.perf_counter()
-    problem = problem or runs.prepare(cfg)
-    models = {seed: runs.build_model(problem, seed) for seed in seeds}
+    task = tasks.get(cfg.task)
+    problem = dataclasses.replace(problem or task.prepare(cfg), cfg=cfg)
+    models = {seed: task.build_model(problem, seed) for seed in seeds}
     bound, _ = train.split_model(models[seeds[0]])
     param_list = [train.split_model(models[seed])[1] for _, seed in combos]
-    if vmapped:
-        states, losses = _train_vmapped(problem, bound, param_list, combos)
-    else:
-        states, losses = _train_sequential(problem, bound, param_list, combos)
+    train_runs = _train_vmapped if vmapped else _train_sequential
+    states, losses = train_runs(problem, bound, param_list, combos)
     elapsed = (time.perf_counter() - start) / len(combos)
     records = []
     for i, (s, seed) in enumerate(combos):
         run_cfg = dataclasses.replace(cfg, sparsity=s, seed=seed)
         state = states[i]
-        runs.check_finite(float(losses[i]), int(state.step), cfg.method)
         run_problem = dataclasses.replace(problem, cfg=run_cfg)
-        val = runs.evaluate(run_problem, bound, state.params, "val")
-        test = runs.evaluate(run_problem, bound, state.params, "test")
+        val = task.evaluate(run_problem, bound, state.params, "val")
+        test = task.evaluate(run_problem, bound, state.params, "test")
         masks = sparsity.get_masks(state.opt_state)
         flops = runs.flops_summary(run_problem, models[seed], masks,
                                    sparsity.get_trace(state.opt_state))
         records.append(runs.record(run_cfg, elapsed, float(losses[i]), val, test, masks, flops,
                                    problem.info))
     return records
+
+
+def _run_names(combos) -> list[str]:
+    return [f"sparsity {s:g}, seed {seed}" for s, seed in combos]
 
 
 def _equal_along(x, axis: int) -> bool:
@@ -99,10 +105,10 @@ class _GridEpoch:
     are shared is read off the state, so the result is the same computation as separate runs.
     """
 
-    def __init__(self, epoch, num_args: int, grid: tuple[int, int]):
-        self._epoch, self._num_args, self._grid, self._compiled = epoch, num_args, grid, {}
+    def __init__(self, epoch, grid: tuple[int, int]):
+        self._epoch, self._grid, self._compiled = epoch, grid, {}
 
-    def __call__(self, state, *args):
+    def __call__(self, state, inputs):
         """``state`` leaves are [num_sparsities, num_seeds, ...]; so are the outputs."""
         leaves, treedef = jax.tree.flatten(state)
         per_seed = tuple(_equal_along(x, 0) for x in leaves)
@@ -110,18 +116,17 @@ class _GridEpoch:
         kinds = tuple(2 if e else 1 if p else 0 for p, e in zip(per_seed, everywhere))
         fn = self._compiled.get(kinds)
         if fn is None:
-            none = (None,) * self._num_args
             # Outer vmap: over seeds (axis 1 of unshared leaves, axis 0 of per-seed ones).
             outer = jax.tree.unflatten(treedef, [None if k == 2 else 0 if k == 1 else 1
                                                  for k in kinds])
             inner = jax.tree.unflatten(treedef, [0 if k == 0 else None for k in kinds])
             # axis_size: with one sparsity (or seed) every leaf may be shared along that axis.
-            per_seed_fn = jax.vmap(self._epoch, in_axes=(inner,) + none, axis_size=self._grid[0])
-            fn = jax.jit(jax.vmap(per_seed_fn, in_axes=(outer,) + none, out_axes=1,
+            per_seed_fn = jax.vmap(self._epoch, in_axes=(inner, None), axis_size=self._grid[0])
+            fn = jax.jit(jax.vmap(per_seed_fn, in_axes=(outer, None), out_axes=1,
                                   axis_size=self._grid[1]))
             self._compiled[kinds] = fn
         compact = [x[0, 0] if k == 2 else x[0] if k == 1 else x for x, k in zip(leaves, kinds)]
-        return fn(jax.tree.unflatten(treedef, compact), *args)
+        return fn(jax.tree.unflatten(treedef, compact), inputs)
 
 
 def _train_vmapped(problem, bound, param_list, combos):
@@ -142,27 +147,27 @@ def _train_vmapped(problem, bound, param_list, combos):
     state = jax.tree.map(lambda x: x.reshape(grid + x.shape[1:]), state)
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
-    epoch = _GridEpoch(runs.make_epoch(problem, bound, tx), len(problem.epoch_args), grid)
-    losses = jnp.full(grid, jnp.nan)
-    bar = runs.progress_bar(range(cfg.epochs), cfg.progress,
-                            f"{cfg.method} x{len(combos)} {cfg.dataset}")
-    for _ in bar:
-        state, losses = epoch(state, *problem.epoch_args)
+    epoch = _GridEpoch(tasks.get(cfg.task).make_epoch(problem, bound, tx), grid)
+    state, losses = train.fit(
+        epoch, state, problem.inputs, cfg.epochs,
+        hooks=[train.finite_guard(cfg.method, _run_names(combos))],
+        progress=f"{cfg.method} x{len(combos)} {cfg.dataset}" if cfg.progress else None)
+    losses = jnp.broadcast_to(losses, grid)
     state = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), state)
     return [_index(state, i) for i in range(len(combos))], list(map(float, losses.reshape(-1)))
 
 
 def _train_sequential(problem, bound, param_list, combos):
     cfg = problem.cfg
+    task = tasks.get(cfg.task)
     states, losses = [], []
     for params, (s, seed) in zip(param_list, combos):
         key = jax.random.key(seed)
         tx = runs.build_optimizer(problem, s, key)
         state = train.init_state(params, tx, key)
-        epoch = jax.jit(runs.make_epoch(problem, bound, tx))
-        loss = jnp.nan
-        for _ in range(cfg.epochs):
-            state, loss = epoch(state, *problem.epoch_args)
+        state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state,
+                                problem.inputs, cfg.epochs,
+                                hooks=[train.finite_guard(cfg.method, _run_names([(s, seed)]))])
         states.append(state)
         losses.append(float(loss))
     return states, losses
@@ -191,20 +196,9 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Writes the rows via a temp file and rename: a reader never sees a partial CSV."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Writes ``results.csv`` atomically: a reader never sees a partial file."""
+    files.write_csv_atomic(path, rows, CSV_FIELDS)
 
 
 def done_runs(rows: Iterable[dict]) -> set[tuple]:

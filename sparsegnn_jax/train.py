@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
 import optax
+import tqdm.auto
 from flax import nnx
 
-from sparsegnn_jax import metrics, sparsity
+from sparsegnn_jax import checkpoint, metrics, sparsity
 from sparsegnn_jax.data import splits as data_splits
 
 
@@ -99,6 +100,99 @@ def shuffle_order(key: jax.Array, n: int) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
+# The fit loop: one compiled epoch per iteration, hooks between epochs.
+
+#: ``hook(epochs_done, state, loss)`` runs after every epoch; it may raise to stop training.
+Hook = Callable[[int, TrainState, jax.Array], None]
+
+
+def fit(epoch_fn: Callable, state: TrainState, inputs, epochs: int, *, start: int = 0,
+        hooks: Sequence[Hook] = (), progress: str | None = None) -> tuple[TrainState, jax.Array]:
+    """Trains from epoch ``start`` to ``epochs``: ``state, loss = epoch_fn(state, inputs)``.
+
+    The one training loop of runs, sweeps and benchmarks. A sweep passes a vmapped epoch whose
+    state and loss carry leading run axes; hooks see them as they are.
+
+    Args:
+      epoch_fn: ``epoch_fn(state, inputs) -> (state, mean_loss)``, usually jitted.
+      state: the state after ``start`` epochs.
+      inputs: the epoch's data (``LinkInputs`` / ``NodeInputs``).
+      epochs: the last epoch (exclusive bound of the loop).
+      start: epochs already done (a resumed run).
+      hooks: called in order after every epoch (see :data:`Hook`).
+      progress: description of a tqdm progress bar; ``None`` for no bar.
+
+    Returns:
+      The final state and the last epoch's loss (NaN when no epoch ran).
+    """
+    loss = jnp.full((), jnp.nan)
+    bar = progress_bar(range(start, epochs), progress)
+    for epoch in bar:
+        state, loss = epoch_fn(state, inputs)
+        for hook in hooks:
+            hook(epoch + 1, state, loss)
+        if progress is not None:
+            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
+    return state, loss
+
+
+def progress_bar(iterable, desc: str | None):
+    """A tqdm bar over ``iterable`` titled ``desc``; the iterable itself when ``desc`` is None."""
+    if desc is None:
+        return iterable
+    return tqdm.auto.tqdm(iterable, desc=desc, leave=False)
+
+
+def _first(x) -> int:
+    return int(np.asarray(x).reshape(-1)[0])
+
+
+def finite_guard(method: str, run_names: Sequence[str] | None = None) -> Hook:
+    """A hook raising ``FloatingPointError`` when a loss or a parameter is NaN or Inf.
+
+    The message names the step, the method and, for a sweep (``run_names`` in the flattened
+    order of the run axes), the first failing run. A finite loss can still be followed by an
+    update that makes the params NaN / Inf, so both are checked: a state that fails is never
+    handed to the hooks after this one (e.g. checkpointing), so the last checkpoint stays good.
+    """
+
+    def where(bad: np.ndarray) -> str:
+        if run_names is None or bad.size <= 1:
+            return f"(method {method})"
+        return f"(method {method}, run {run_names[int(np.argmax(bad.reshape(-1)))]})"
+
+    def hook(epochs_done: int, state: TrainState, loss) -> None:
+        losses = np.asarray(loss)
+        if not np.all(np.isfinite(losses)):
+            bad = ~np.isfinite(losses)
+            value = losses.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+            raise FloatingPointError(f"non-finite training loss {value} at step "
+                                     f"{_first(state.step)} {where(bad)}")
+        finite = [np.isfinite(np.asarray(x)).reshape(losses.shape + (-1,)).all(-1)
+                  for x in jax.tree.leaves(state.params)]
+        ok = np.logical_and.reduce(finite) if finite else np.ones(losses.shape, bool)
+        if not np.all(ok):
+            raise FloatingPointError(f"non-finite parameters after step {_first(state.step)} "
+                                     f"{where(~ok)}")
+
+    return hook
+
+
+def checkpoint_hook(directory, epochs: int, every: int, metadata: dict) -> Hook:
+    """A hook saving the whole state every ``every`` epochs (0: never) and after the last one.
+
+    ``metadata`` (JSON) is stored beside it with ``epoch`` and ``loss`` added.
+    """
+
+    def hook(epochs_done: int, state: TrainState, loss) -> None:
+        if epochs_done == epochs or (every and epochs_done % every == 0):
+            checkpoint.save(directory, epochs_done, state,
+                            {"epoch": epochs_done, "loss": float(loss)} | metadata)
+
+    return hook
+
+
+# ----------------------------------------------------------------------------------------------
 # Data parallelism: minibatches split over a 1-D device mesh, everything else replicated.
 
 DATA_AXIS = "data"
@@ -147,9 +241,17 @@ def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
 
+class LinkInputs(NamedTuple):
+    """What a link-prediction epoch reads besides the state (a pytree: jit and vmap take it)."""
+
+    graph: jraph.GraphsTuple   # the message-passing graph
+    train_edges: jax.Array     # [E, 2] positive training pairs
+    edge_keys: jax.Array       # sorted keys of every true edge (``data.edge_keys``): no negative
+
+
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
                     num_nodes: int, mesh: jax.sharding.Mesh | None = None) -> Callable:
-    """Builds ``epoch(state, graph, train_edges, edge_keys) -> (state, mean_loss)``.
+    """Builds ``epoch(state, inputs: LinkInputs) -> (state, mean_loss)``.
 
     Each minibatch holds ``batch_size`` positive training edges and as many sampled non-edges.
     The training edges are shuffled on device; a remainder smaller than a batch is dropped for the
@@ -167,7 +269,8 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         return optimizer_step(
             state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), key)
 
-    def epoch(state: TrainState, graph, train_edges, edge_keys):
+    def epoch(state: TrainState, inputs: LinkInputs):
+        graph, train_edges, edge_keys = inputs
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         num_batches = train_edges.shape[0] // batch_size
@@ -242,9 +345,17 @@ def node_loss(bound: BoundModel, params, graph, labels, node_idx, dropout_key):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels[node_idx]).mean()
 
 
+class NodeInputs(NamedTuple):
+    """What a node-classification epoch reads besides the state (a pytree)."""
+
+    graph: jraph.GraphsTuple
+    labels: jax.Array          # [N] integer class of every node
+    train_idx: jax.Array       # [T] the training nodes
+
+
 def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
                     batch_size: int | None, mesh: jax.sharding.Mesh | None = None) -> Callable:
-    """Builds ``epoch(state, graph, labels, train_idx) -> (state, mean_loss)``.
+    """Builds ``epoch(state, inputs: NodeInputs) -> (state, mean_loss)``.
 
     ``batch_size=None`` is full-batch training (one step per epoch, as for GCN on Planetoid);
     otherwise the training nodes are shuffled into minibatches (the paper's MLP, batch 128).
@@ -256,7 +367,8 @@ def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
         return optimizer_step(
             state, tx, lambda p: node_loss(bound, p, graph, labels, idx, drop_key), key)
 
-    def epoch(state: TrainState, graph, labels, train_idx):
+    def epoch(state: TrainState, inputs: NodeInputs):
+        graph, labels, train_idx = inputs
         if batch_size is None or batch_size >= train_idx.shape[0]:
             return train_step(state, train_idx, graph, labels)
         key, perm_key = jax.random.split(state.key)

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from sparsegnn_jax import checkpoint, cli, data, runs
+from sparsegnn_jax import checkpoint, cli, data, runs, tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
@@ -168,7 +168,7 @@ def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, monkey
     def no_loading(*args, **kwargs):
         raise AssertionError("data loaded before the flags were validated")
 
-    monkeypatch.setattr(runs.sg_data, "load", no_loading)
+    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
     code, _, err = _main("node", ["--distribution=nope", f"--out={tmp_path}", "--no-progress"],
                          capsys)
     assert code == 2

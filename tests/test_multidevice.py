@@ -14,28 +14,29 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from sparsegnn_jax import runs, sparsity, train
+    from sparsegnn_jax import config, runs, sparsity, tasks, train
 
     assert len(jax.devices()) == 4, jax.devices()
     task, method = sys.argv[1], sys.argv[2]
     dataset = "synthetic-temporal" if task == "link" else "synthetic-sbm"
     model = "gcn" if task == "link" else "mlp"
-    base = runs.resolve(runs.RunConfig(task=task, dataset=dataset, model=model, method=method,
+    base = config.resolve(config.RunConfig(task=task, dataset=dataset, model=model, method=method,
                                        sparsity=0.9, epochs=3, batch_size=256 if task == "link" else 64,
                                        update_every=4, optimizer="sgd", lr=0.05,
                                        progress=False))
-    problem = runs.prepare(base)
+    task_ = tasks.get(task)
+    problem = task_.prepare(base)
 
     def train_on(devices):
-        bound, params = train.split_model(runs.build_model(problem, 0))
+        bound, params = train.split_model(task_.build_model(problem, 0))
         tx = runs.build_optimizer(problem)
         mesh = train.data_mesh(devices) if devices > 1 else None
         state = train.replicate(train.init_state(params, tx, jax.random.key(0)), mesh)
-        args = train.replicate(problem.epoch_args, mesh)
-        epoch = jax.jit(runs.make_epoch(problem, bound, tx, mesh))
-        hlo = epoch.lower(state, *args).compile().as_text()
+        inputs = train.replicate(problem.inputs, mesh)
+        epoch = jax.jit(task_.make_epoch(problem, bound, tx, mesh))
+        hlo = epoch.lower(state, inputs).compile().as_text()
         for _ in range(base.epochs):
-            state, loss = epoch(state, *args)
+            state, loss = epoch(state, inputs)
         return state, hlo
 
     (one, _), (four, hlo) = train_on(1), train_on(4)

@@ -25,7 +25,7 @@ import optax
 import pytest
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, cli, data, graphs, models, runs, sparsity, train
+from sparsegnn_jax import checkpoint, cli, config, data, graphs, models, runs, sparsity, tasks, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 600  # seconds; a hung run fails the test instead of hanging CI
@@ -89,9 +89,9 @@ def template_state(task: str, args: list[str]):
 @functools.lru_cache(maxsize=None)
 def _template_state(task: str, args: tuple):
     parsed = cli.build_parser(task).parse_args(list(args))
-    cfg = runs.resolve(cli.config_from_args(task, parsed))
-    problem = runs.prepare(cfg)
-    _, params = train.split_model(runs.build_model(problem, cfg.seed))
+    cfg = config.resolve(cli.config_from_args(task, parsed))
+    problem = tasks.get(task).prepare(cfg)
+    _, params = train.split_model(tasks.get(task).build_model(problem, cfg.seed))
     return train.init_state(params, runs.build_optimizer(problem), jax.random.key(cfg.seed))
 
 
@@ -225,11 +225,29 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_pa
     assert not (tmp_path / f"{run_name('node', args)}.json").exists()
 
 
-def test_check_finite_names_step_and_method():
-    runs.check_finite(0.5, 3, "rigl")
+def _state_at(step, params):
+    return train.TrainState(params, None, jax.random.key(0), jnp.asarray(step, jnp.int32))
+
+
+def test_finite_guard_names_step_and_method():
+    guard = train.finite_guard("rigl")
+    guard(1, _state_at(3, {"w": jnp.ones(2)}), jnp.asarray(0.5))
+    guard = train.finite_guard("set")
     for bad in (float("nan"), float("inf"), -float("inf")):
-        with pytest.raises(FloatingPointError, match=r"at step 17 \(method set\)"):
-            runs.check_finite(bad, 17, "set")
+        with pytest.raises(FloatingPointError, match=r"loss .* at step 17 \(method set\)"):
+            guard(1, _state_at(17, {"w": jnp.ones(2)}), jnp.asarray(bad))
+    with pytest.raises(FloatingPointError, match=r"parameters after step 17 \(method set\)"):
+        guard(1, _state_at(17, {"w": jnp.asarray([1.0, jnp.nan])}), jnp.asarray(0.5))
+
+
+def test_finite_guard_names_the_failing_run_of_a_sweep():
+    guard = train.finite_guard("rigl", ["a", "b", "c", "d"])
+    params = {"w": jnp.ones((2, 2, 3))}
+    guard(1, _state_at(5, params), jnp.ones((2, 2)))
+    with pytest.raises(FloatingPointError, match=r"run c\)"):
+        guard(1, _state_at(5, params), jnp.asarray([[1.0, 1.0], [jnp.nan, 1.0]]))
+    with pytest.raises(FloatingPointError, match=r"parameters .* run b\)"):
+        guard(1, _state_at(5, {"w": params["w"].at[0, 1, 2].set(jnp.inf)}), jnp.ones((2, 2)))
 
 
 # ----------------------------------------------------------------------------------------------

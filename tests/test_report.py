@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from sparsegnn_jax import runs, sweeps
+from sparsegnn_jax import config, runs, sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "report.py"
@@ -68,7 +68,7 @@ def _write(path, rows, fields=sweeps.CSV_FIELDS):
 @pytest.fixture
 def csv_path(tmp_path):
     path = tmp_path / "results.csv"
-    sweeps.write_csv_atomic(path, _rows())
+    sweeps.write_csv(path, _rows())
     return path
 
 
@@ -175,7 +175,7 @@ def test_format_sparsity_is_exact_on_the_paper_grid():
 
 def test_density_trace_follows_the_run_schedules():
     trace = report.density_trace(0.9, 1000)
-    kw = runs.method_schedule(runs.resolve(runs.RunConfig(method="slr", model="mlp")), 1000, 1)
+    kw = runs.method_kwargs(config.resolve(config.RunConfig(method="slr", model="mlp")), 1000, 1)
     assert (trace["dense_steps"], trace["penalty_steps"]) == (kw["dense_steps"],
                                                               kw["penalty_steps"]) == (500, 250)
     slr, rigl = trace["slr"], trace["rigl"]

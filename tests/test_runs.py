@@ -4,29 +4,29 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sparsegnn_jax import flops, runs, sparsity, train
+from sparsegnn_jax import config, flops, runs, sparsity, tasks, train
 
 
 def test_node_gcn_dense_learns_the_synthetic_sbm():
-    rec = runs.run(runs.RunConfig(task="node", method="dense", epochs=60, progress=False))
+    rec = runs.run(config.RunConfig(task="node", method="dense", epochs=60, progress=False))
     # Six planted communities: chance is ~1/6.
     assert rec["test"]["accuracy"] >= 0.9
     assert rec["sparsity"] == 0.0
 
 
 def test_link_gcn_dense_beats_chance_on_the_synthetic_stream():
-    rec = runs.run(runs.RunConfig(task="link", method="dense", epochs=4, progress=False))
+    rec = runs.run(config.RunConfig(task="link", method="dense", epochs=4, progress=False))
     assert rec["test"]["roc_auc"] >= 0.7
     assert rec["data"]["steps"] == 4 * rec["data"]["steps_per_epoch"]
 
 
 @pytest.mark.parametrize("method", ["static", "rigl", "set"])
 def test_layer_sparsity_is_exact_and_embedding_stays_dense(method):
-    cfg = runs.RunConfig(task="link", method=method, sparsity=0.9, epochs=2, update_every=3,
+    cfg = config.RunConfig(task="link", method=method, sparsity=0.9, epochs=2, update_every=3,
                          progress=False)
     rec = runs.run(cfg)
-    problem = runs.prepare(runs.resolve(cfg))
-    _, params = train.split_model(runs.build_model(problem, 0))
+    problem = tasks.get("link").prepare(config.resolve(cfg))
+    _, params = train.split_model(tasks.get("link").build_model(problem, 0))
     sizes = {p: leaf.size for p, leaf in _paths(params).items()}
     assert "encoder/embedding" not in rec["layer_sparsity"]
     assert set(rec["layer_sparsity"]) == {p for p in sizes if p.endswith("kernel")}
@@ -37,13 +37,13 @@ def test_layer_sparsity_is_exact_and_embedding_stays_dense(method):
 
 
 def test_static_training_flops_equal_three_sparse_forwards_per_step():
-    cfg = runs.resolve(runs.RunConfig(task="link", method="static", sparsity=0.75, epochs=2,
+    cfg = config.resolve(config.RunConfig(task="link", method="static", sparsity=0.75, epochs=2,
                                       progress=False))
     rec = runs.run(cfg)
-    problem = runs.prepare(cfg)
-    model = runs.build_model(problem, 0)
+    problem = tasks.get("link").prepare(cfg)
+    model = tasks.get("link").build_model(problem, 0)
     _, params = train.split_model(model)
-    masks = sparsity.masks.init(0, params, 0.75, filter_fn=runs.weight_matrices)
+    masks = sparsity.masks.init(0, params, 0.75, filter_fn=tasks.weight_matrices)
     step = flops.forward(model, (problem.graph, 2 * problem.batch_size), masks).total
     assert rec["flops"]["training"] == pytest.approx(3 * step * problem.total_steps, rel=1e-6)
     dense_step = flops.forward(model, (problem.graph, 2 * problem.batch_size)).total
@@ -51,8 +51,8 @@ def test_static_training_flops_equal_three_sparse_forwards_per_step():
 
 
 def test_resolve_fills_paper_defaults_for_the_mlp():
-    link = runs.resolve(runs.RunConfig(task="link", model="mlp"))
-    node = runs.resolve(runs.RunConfig(task="node", model="mlp"))
+    link = config.resolve(config.RunConfig(task="link", model="mlp"))
+    node = config.resolve(config.RunConfig(task="node", model="mlp"))
     assert (link.epochs, link.hidden, link.lr, link.optimizer, link.batch_size) == (
         50, 128, 0.1, "sgd", 1024)
     assert (node.epochs, node.lr, node.optimizer, node.batch_size, node.dropout) == (
@@ -60,12 +60,12 @@ def test_resolve_fills_paper_defaults_for_the_mlp():
     assert (link.rho, node.rho) == (0.01, 0.02)
 
 
-def test_method_schedule_scales_the_papers_slr_phases():
-    cfg = runs.resolve(runs.RunConfig(method="slr"))
-    kw = runs.method_schedule(cfg, total_steps=400, steps_per_epoch=10)
+def test_method_kwargs_scale_the_papers_slr_phases():
+    cfg = config.resolve(config.RunConfig(method="slr"))
+    kw = runs.method_kwargs(cfg, total_steps=400, steps_per_epoch=10)
     # 20 dense + 10 penalty + 10 retraining epochs of 40.
     assert (kw["dense_steps"], kw["penalty_steps"], kw["update_every"]) == (200, 100, 10)
-    rigl = runs.method_schedule(dataclasses.replace(cfg, method="rigl"), 400, 10)
+    rigl = runs.method_kwargs(dataclasses.replace(cfg, method="rigl"), 400, 10)
     assert rigl["update_every"] == 40 and rigl["end_step"] is None
 
 
@@ -74,3 +74,21 @@ def _paths(tree):
 
     return {sparsity.masks.path_str(k): v
             for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize("task, model, flag, value", [
+    ("node", "mlp", "hidden", 64), ("node", "mlp", "num_layers", 3), ("node", "mlp", "dropout", 0.5),
+    ("link", "mlp", "num_layers", 3), ("link", "mlp", "decoder", "dot"),
+    ("link", "gcn", "embedding_dim", 16), ("node", "gcn", "decoder", "dot"),
+])
+def test_flags_a_model_does_not_read_are_rejected(task, model, flag, value):
+    cfg = config.RunConfig(task=task, model=model, **{flag: value})
+    with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} has no effect"):
+        config.resolve(cfg)
+
+
+def test_resolve_is_idempotent():
+    for task in ("link", "node"):
+        for model in ("gcn", "mlp"):
+            once = config.resolve(config.RunConfig(task=task, model=model))
+            assert config.resolve(once) == once

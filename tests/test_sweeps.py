@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from sparsegnn_jax import runs, sweeps
+from sparsegnn_jax import config, sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -13,8 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_vmapped_and_sequential_runs_agree():
     # SGD: batching reorders float sums (~1e-7); Adam's normalisation would amplify that for
     # near-zero gradients and flip RigL's near-tied choices, which says nothing about vmap.
-    cfg = runs.RunConfig(task="link", method="rigl", epochs=2, update_every=3, optimizer="sgd",
-                         lr=0.1, progress=False)
+    cfg = config.RunConfig(task="link", method="rigl", epochs=2, update_every=3, optimizer="sgd",
+                           lr=0.1, progress=False)
     a = sweeps.run_group(cfg, [0.5, 0.9], [0, 1], vmapped=True)
     b = sweeps.run_group(cfg, [0.5, 0.9], [0, 1], vmapped=False)
     assert [(r["config"]["sparsity"], r["config"]["seed"]) for r in a] == [

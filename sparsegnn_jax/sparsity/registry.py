@@ -1,25 +1,124 @@
-"""Sparsity methods by name, for command lines and configs."""
+"""The registry of sparsity methods: one :class:`MethodSpec` per method, read by everything else.
+
+Runs turn a configuration into a method's keyword arguments with :meth:`MethodSpec.plan`; sweeps
+take their method list from :func:`names`; ``flops.training`` integrates
+:meth:`MethodSpec.sparsity_at` and :meth:`MethodSpec.dense_gradient_steps`; reports take the
+order and labels from here and draw the density-vs-step figure from ``sparsity_at``. Adding a
+method is its factory (one file) plus one :func:`register` call; nothing else lists method names.
+"""
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import optax
 
 # Function imports: the package re-exports ``admm`` (the function), which shadows the module.
 from sparsegnn_jax.sparsity.admm import admm, slr
 from sparsegnn_jax.sparsity.dst import rigl, set_
 from sparsegnn_jax.sparsity.pruning import dense, gradual_magnitude, one_shot, static_sparse
+from sparsegnn_jax.sparsity.schedules import cosine_drop, paper_drop
 
-METHODS = {
-    "dense": dense,
-    "static": static_sparse,
-    "one_shot": one_shot,
-    "gmp": gradual_magnitude,
-    "admm": admm,
-    "slr": slr,
-    "set": set_,
-    "rigl": rigl,
-}
+#: A method's plan: ``plan(options, total_steps, steps_per_epoch) -> factory keyword arguments``.
+#: ``options`` maps every name in :attr:`MethodSpec.options` to the run's value (``None``: unset)
+#: plus ``"default_update_every"``, the task's paper mask-update period.
+PlanFn = Callable[[Mapping[str, Any], int, int], dict]
+
+
+def _no_kwargs(options, total_steps, steps_per_epoch) -> dict:
+    return {}
+
+
+def _final_sparsity(kwargs, steps, final):
+    return np.broadcast_to(np.asarray(final, np.float64), np.shape(steps))
+
+
+def _no_dense_gradients(kwargs, steps: int) -> float:
+    return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """What the rest of the package knows about one sparsity method.
+
+    Attributes:
+      name: the ``--method`` value.
+      factory: ``factory(inner, **kwargs) -> optax.GradientTransformationExtraArgs``; it takes
+        ``sparsity``, ``distribution`` and ``filter_fn`` when :attr:`sparse`, and ``key`` when
+        :attr:`needs_key`.
+      label: the name in tables and plots.
+      plan: run configuration -> the factory's schedule arguments (phase lengths, update
+        periods); see :data:`PlanFn`.
+      options: the run-configuration fields :attr:`plan` reads (e.g. ``update_every``).
+      sparsity_at: ``sparsity_at(kwargs, steps, final) -> sparsity in force during each step``
+        (NumPy, vectorised over ``steps``) of a layer whose target is ``final``, for the
+        factory arguments ``kwargs``; FLOPs and the density figure integrate it.
+      dense_gradient_steps: ``dense_gradient_steps(kwargs, steps) -> float``: how many steps of
+        a run of ``steps`` compute the dense weight gradient (RigL's regrowth) instead of the
+        sparse one; each costs ``f_D - f_S`` more than a sparse step.
+      sparse: whether the method takes a target sparsity (``dense`` does not).
+      needs_key: whether the factory takes a PRNG ``key`` (random masks or regrowth).
+    """
+
+    name: str
+    factory: Callable[..., optax.GradientTransformationExtraArgs]
+    label: str
+    plan: PlanFn = _no_kwargs
+    options: tuple[str, ...] = ()
+    sparsity_at: Callable[[Mapping[str, Any], Any, Any], Any] = _final_sparsity
+    dense_gradient_steps: Callable[[Mapping[str, Any], int], float] = _no_dense_gradients
+    sparse: bool = True
+    needs_key: bool = False
+
+    def accepted_kwargs(self) -> list[str]:
+        """The factory's keyword arguments (everything but ``inner``)."""
+        return [p for p in inspect.signature(self.factory).parameters if p != "inner"]
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Adds ``spec`` to the registry under ``spec.name``; returns it.
+
+    Raises:
+      ValueError: when the name is taken (unless ``replace``) or the factory does not take the
+        arguments the spec promises.
+    """
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"sparsity method {spec.name!r} is already registered")
+    accepted = set(spec.accepted_kwargs())
+    needed = ({"sparsity", "distribution", "filter_fn"} if spec.sparse else {"filter_fn"})
+    needed |= {"key"} if spec.needs_key else set()
+    missing = sorted(needed - accepted)
+    if missing:
+        raise ValueError(f"method {spec.name!r}: its factory must take {', '.join(missing)}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Removes a method (a no-op for unknown names)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> MethodSpec:
+    """The spec of method ``name``.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown sparsity method {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def names() -> tuple[str, ...]:
+    """Registered method names, in registration order (the order of tables and plots)."""
+    return tuple(_REGISTRY)
 
 
 def sparsifier(name: str, inner: optax.GradientTransformation,
@@ -27,7 +126,8 @@ def sparsifier(name: str, inner: optax.GradientTransformation,
     """Builds the sparsity method called ``name`` around ``inner``.
 
     Args:
-      name: one of ``dense, static, one_shot, gmp, admm, slr, set, rigl`` (the CLI's --method).
+      name: a registered method (:func:`names`; the built-in ones are the CLI's --method values
+        ``dense, static, one_shot, gmp, admm, slr, set, rigl``).
       inner: the optimizer to wrap.
       **cfg: the method's keyword arguments (e.g. ``sparsity``, ``update_every``).
 
@@ -37,12 +137,113 @@ def sparsifier(name: str, inner: optax.GradientTransformation,
     Raises:
       ValueError: for an unknown name or a keyword the method does not take.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown sparsity method {name!r}; known: {', '.join(METHODS)}")
-    factory = METHODS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p != "inner"]
+    spec = get(name)
+    accepted = spec.accepted_kwargs()
     unknown = sorted(set(cfg) - set(accepted))
     if unknown:
         raise ValueError(f"sparsity method {name!r} does not take {', '.join(unknown)}; "
                          f"it takes: {', '.join(accepted)}")
-    return factory(inner, **cfg)
+    return spec.factory(inner, **cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in methods. Phases follow the paper's SLR budget scaled to the run: half dense, a
+# quarter penalty, a quarter masked retraining (20 / 10 / 10 of 40 epochs). One-shot prunes
+# where SLR does; gradual magnitude pruning ramps from 10% to 50% of the run, then retrains.
+
+
+def _pruned_after(step_of: Callable[[Mapping[str, Any]], int]):
+    """``sparsity_at`` of a method that is dense before one step and at its target after."""
+
+    def sparsity_at(kwargs, steps, final):
+        steps = np.asarray(steps)
+        return np.where(steps < step_of(kwargs), 0.0, np.asarray(final, np.float64))
+
+    return sparsity_at
+
+
+def _one_shot_plan(options, total_steps, steps_per_epoch) -> dict:
+    return dict(prune_step=total_steps // 2 + total_steps // 4)
+
+
+def _gmp_plan(options, total_steps, steps_per_epoch) -> dict:
+    every = options.get("update_every") or max(1, steps_per_epoch)
+    return dict(begin_step=total_steps // 10, end_step=total_steps // 2, every=every)
+
+
+def gmp_sparsity(steps, final, begin_step, end_step, every, initial_sparsity=0.0, power=3.0):
+    """Zhu & Gupta (2017) sparsity in force during each of ``steps`` (NumPy, vectorised).
+
+    The mask changes at steps ``begin_step + k * every`` (up to ``end_step``); between changes
+    the sparsity of the latest change holds; before ``begin_step`` the network is dense.
+    """
+    steps = np.asarray(steps)
+    last = begin_step + np.floor((steps - begin_step) / every) * every
+    last = np.minimum(last, end_step)
+    if end_step == begin_step:
+        progress = np.where(last >= end_step, 1.0, 0.0)
+    else:
+        progress = np.clip((last - begin_step) / (end_step - begin_step), 0.0, 1.0)
+    s = final + (initial_sparsity - final) * (1.0 - progress) ** power
+    return np.where(steps < begin_step, 0.0, s)
+
+
+def _gmp_sparsity_at(kwargs, steps, final):
+    return gmp_sparsity(steps, final, kwargs.get("begin_step", 0), kwargs.get("end_step", 1000),
+                        kwargs.get("every", 100), kwargs.get("initial_sparsity", 0.0),
+                        kwargs.get("power", 3.0))
+
+
+def _phased_plan(options, total_steps, steps_per_epoch) -> dict:
+    every = options.get("update_every") or max(1, steps_per_epoch)
+    return dict(rho=options["rho"], dense_steps=total_steps // 2,
+                penalty_steps=total_steps // 4, update_every=every)
+
+
+def default_update_every(paper_period: int, horizon: int) -> int:
+    """The paper's dT, shortened on small runs so that masks change at least ten times."""
+    return max(1, min(paper_period, horizon // 10))
+
+
+def _dst_plan(options, total_steps, steps_per_epoch) -> dict:
+    end_fraction = options.get("end_fraction")
+    end_step = (None if end_fraction is None or end_fraction >= 1.0
+                else max(1, int(end_fraction * total_steps)))
+    horizon = end_step or total_steps
+    update_every = options.get("update_every") or default_update_every(
+        options["default_update_every"], horizon)
+    drop = options.get("drop_fraction")
+    schedule = paper_drop(horizon) if drop is None else cosine_drop(drop, horizon)
+    return dict(update_every=update_every, drop_fraction=schedule, end_step=end_step)
+
+
+def _rigl_dense_gradient_steps(kwargs, steps: int) -> float:
+    """RigL's steps with a dense gradient, as the RigL paper averages them (appendix H).
+
+    Over the ``updating`` steps that can change masks, one in ``dT + 1`` is an update step.
+    """
+    end_step = kwargs.get("end_step")
+    updating = steps if end_step is None else min(max(end_step, 0), steps)
+    return updating / (kwargs.get("update_every", 100) + 1.0)
+
+
+_DST_OPTIONS = ("update_every", "drop_fraction", "end_fraction")
+
+register(MethodSpec("dense", dense, "Dense", sparse=False,
+                    sparsity_at=lambda kwargs, steps, final: np.zeros(np.shape(steps))))
+register(MethodSpec("static", static_sparse, "Static", needs_key=True))
+register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
+                    sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0))))
+register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
+                    sparsity_at=_gmp_sparsity_at))
+_phase_end = _pruned_after(lambda kw: kw.get("dense_steps", 0) + kw.get("penalty_steps", 1000))
+register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=("update_every", "rho"),
+                    sparsity_at=_phase_end))
+register(MethodSpec("slr", slr, "SLR", plan=_phased_plan, options=("update_every", "rho"),
+                    sparsity_at=_phase_end))
+register(MethodSpec("set", set_, "SET", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True))
+register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
+                    dense_gradient_steps=_rigl_dense_gradient_steps))
+
+#: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
+METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}

@@ -1,0 +1,181 @@
+"""Run configuration and the one table of paper defaults.
+
+A :class:`RunConfig` names everything that defines one run. Fields left as ``None`` are filled by
+:func:`resolve` from :data:`DEFAULTS` (the paper's hyper-parameters for ``model="mlp"``, Kipf &
+Welling's for message-passing models); a field the chosen model does not read (e.g. ``hidden``
+for the paper's fixed node MLP) is rejected when set, never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from sparsegnn_jax.sparsity import distributions, registry
+
+TASKS = ("link", "node")
+GNN_MODELS = ("gcn", "sage", "gat", "gin")
+MODELS = GNN_MODELS + ("mlp",)
+DECODERS = ("dot", "mlp_hadamard", "mlp_concat")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines one run; ``None`` fields take the defaults of :data:`DEFAULTS`."""
+
+    task: str = "link"                     # "link" | "node"
+    dataset: str = "synthetic-temporal"
+    model: str = "gcn"
+    method: str = "rigl"
+    sparsity: float = 0.9
+    distribution: str = "uniform"
+    update_every: int | None = None        # dT for RigL / SET, multiplier period for ADMM / SLR
+    drop_fraction: float | None = None     # None: the paper's cosine 0.5 -> 0.005
+    end_fraction: float | None = None      # fraction of training after which masks stop changing
+    epochs: int | None = None
+    hidden: int | None = None
+    num_layers: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None           # "sgd" (nesterov, cosine lr) | "adam"
+    batch_size: int | None = None
+    dropout: float | None = None
+    decoder: str | None = None             # link decoder for GNNs: dot | mlp_hadamard | mlp_concat
+    embedding_dim: int | None = None       # walk-embedding width for model="mlp" (8 link, 64 node)
+    rho: float | None = None
+    seed: int = 0
+    data_root: str | None = None
+    checkpoint_dir: str | None = None      # where checkpoints go (None: no checkpoints)
+    checkpoint_every: int = 0              # epochs between checkpoints (0: only the final one)
+    resume: bool = False                   # continue from the latest checkpoint in checkpoint_dir
+    devices: int = 1                       # data-parallel devices (minibatches split over them)
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDefaults:
+    """The defaults of one (task, model family) and the fields that family does not read."""
+
+    values: dict
+    fixed: dict  # field -> why it has no effect (setting it is an error)
+
+
+# The paper's MLPs have fixed architectures (link: 2d -> 128 -> 1, node: 64 -> 256 -> 128 -> C
+# with dropout 0.1); message-passing models follow Kipf & Welling for node classification. Link
+# GNNs use no weight decay: the initial pair logits of a GCN on random embeddings are ~1e-3, and
+# an L2 term fed through Adam outweighs such gradients and collapses sparse models to a constant.
+DEFAULTS = {
+    ("link", "mlp"): ModelDefaults(
+        dict(epochs=50, hidden=128, num_layers=2, lr=0.1, weight_decay=5e-4, optimizer="sgd",
+             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=8),
+        dict(num_layers="the paper's link MLP has two layers",
+             dropout="the paper's link MLP has no dropout",
+             decoder="the paper's link MLP concatenates the two embeddings")),
+    ("node", "mlp"): ModelDefaults(
+        dict(epochs=40, hidden=256, num_layers=2, lr=0.1, weight_decay=1e-3, optimizer="adam",
+             batch_size=128, dropout=0.1, decoder="mlp_hadamard", embedding_dim=64),
+        dict(hidden="the paper's node MLP is fixed at 64 -> 256 -> 128 -> classes",
+             num_layers="the paper's node MLP is fixed at three layers",
+             dropout="the paper's node MLP has dropout 0.1",
+             decoder="node classification has no link decoder")),
+    ("link", "gnn"): ModelDefaults(
+        dict(epochs=20, hidden=64, num_layers=2, lr=0.01, weight_decay=0.0, optimizer="adam",
+             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=None),
+        dict(embedding_dim="walk embeddings feed only --model=mlp")),
+    ("node", "gnn"): ModelDefaults(
+        dict(epochs=200, hidden=16, num_layers=2, lr=0.01, weight_decay=5e-4, optimizer="adam",
+             batch_size=None, dropout=0.5, decoder="mlp_hadamard", embedding_dim=None),
+        dict(embedding_dim="walk embeddings feed only --model=mlp",
+             decoder="node classification has no link decoder")),
+}
+
+# Per task: the paper's mask-update period dT for RigL / SET and its ADMM / SLR penalty weight.
+TASK_DEFAULTS = {"link": dict(update_every=500, rho=0.01),
+                 "node": dict(update_every=1000, rho=0.02)}
+
+
+def model_family(model: str) -> str:
+    """``"mlp"`` for the paper's MLPs, ``"gnn"`` for message-passing models."""
+    return "mlp" if model == "mlp" else "gnn"
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a config field."""
+    return "--" + name.replace("_", "-")
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fills the ``None`` fields and validates every choice, naming the bad argument.
+
+    Raises:
+      ValueError: an unknown choice, a value out of range, or a field set that the chosen model
+        does not read.
+    """
+    cfg = dataclasses.replace(cfg)
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be 'link' or 'node', got {cfg.task!r}")
+    if cfg.method not in registry.names():
+        raise ValueError(f"unknown --method={cfg.method!r}; known methods: "
+                         f"{', '.join(registry.names())}")
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
+    if not 0.0 <= cfg.sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    if cfg.distribution not in distributions.DISTRIBUTIONS:
+        raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: "
+                         f"{', '.join(distributions.DISTRIBUTIONS)}")
+    defaults = DEFAULTS[(cfg.task, model_family(cfg.model))]
+    for name, why in defaults.fixed.items():
+        # The fixed value itself is accepted, so resolving a resolved config changes nothing.
+        if getattr(cfg, name) not in (None, defaults.values[name]):
+            raise ValueError(f"{flag(name)} has no effect with --model={cfg.model} for the "
+                             f"{cfg.task} task ({why}); leave it unset")
+    for name, value in defaults.values.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    if cfg.rho is None:
+        cfg.rho = TASK_DEFAULTS[cfg.task]["rho"]
+    if cfg.end_fraction is None:
+        cfg.end_fraction = 1.0
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    if not 0.0 < cfg.end_fraction <= 1.0:
+        raise ValueError(f"--end-fraction must be in (0, 1], got {cfg.end_fraction}")
+    if cfg.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {cfg.lr}")
+    if cfg.weight_decay < 0 or not math.isfinite(cfg.weight_decay):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}")
+    for name in ("epochs", "hidden", "num_layers"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{flag(name)} must be positive, got {getattr(cfg, name)}")
+    if cfg.batch_size is not None and cfg.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {cfg.batch_size}")
+    if cfg.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {cfg.devices}")
+    if cfg.devices > 1 and cfg.batch_size is not None and cfg.batch_size % cfg.devices:
+        raise ValueError(f"--batch-size={cfg.batch_size} must be divisible by "
+                         f"--devices={cfg.devices}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
+    if cfg.update_every is not None and cfg.update_every <= 0:
+        raise ValueError(f"--update-every must be positive, got {cfg.update_every}")
+    if cfg.drop_fraction is not None and not 0.0 < cfg.drop_fraction <= 1.0:
+        raise ValueError(f"--drop-fraction must be in (0, 1], got {cfg.drop_fraction}")
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    if cfg.decoder not in DECODERS:
+        raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+
+
+def method_options(cfg: RunConfig) -> dict:
+    """What a method's :attr:`~registry.MethodSpec.plan` reads from a resolved ``cfg``."""
+    spec = registry.get(cfg.method)
+    options = {name: getattr(cfg, name) for name in spec.options}
+    options["default_update_every"] = TASK_DEFAULTS[cfg.task]["update_every"]
+    return options
