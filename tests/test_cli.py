@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from sparsegnn_jax import checkpoint, cli, data, runs, tasks
+from sparsegnn_jax import checkpoint, cli, data, tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
