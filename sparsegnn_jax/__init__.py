@@ -6,7 +6,7 @@ negatives, downloader), ``models`` (Flax NNX GNNs and the paper's MLPs), ``masks
 transformations, ``flops`` (analytic FLOPs), ``metrics``, ``walks`` (temporal random-walk
 embeddings), ``train`` (jit-compiled steps) and ``runs`` (one experiment end to end).
 """
-from sparsegnn_jax import checkpoint, data, flops, graphs, metrics, models, train, walks
+from sparsegnn_jax import baselines, checkpoint, data, flops, graphs, metrics, models, train, walks
 from sparsegnn_jax.sparsity import (
     admm,
     dense,
@@ -27,7 +27,7 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "admm", "checkpoint", "data", "dense", "distributions", "flops", "get_masks", "get_trace", "graphs",
+    "admm", "baselines", "checkpoint", "data", "dense", "distributions", "flops", "get_masks", "get_trace", "graphs",
     "gradual_magnitude", "masks", "metrics", "models", "one_shot", "rigl", "schedules", "set_",
     "slr", "sparsifier", "static_sparse", "train", "walks",
 ]
