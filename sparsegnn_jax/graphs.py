@@ -17,11 +17,13 @@ import numpy as np
 
 __all__ = [
     "PaddedGraph",
+    "edge_weights_of",
     "from_edges",
     "gcn_norm_weights",
     "next_power_of_two",
     "num_nodes_of",
     "pad_to_bucket",
+    "sym_norm_coefficients",
 ]
 
 _DUPLICATE_MODES = ("first", "sum")
@@ -203,11 +205,16 @@ def gcn_norm_weights(graph: jraph.GraphsTuple, num_nodes: Optional[int] = None) 
       float32 ``[E]`` coefficients.
     """
     n = num_nodes_of(graph) if num_nodes is None else int(num_nodes)
-    weights = _edge_weights(graph)
-    return _sym_norm(weights, graph.senders, graph.receivers, n)
+    weights = edge_weights_of(graph)
+    return sym_norm_coefficients(weights, graph.senders, graph.receivers, n)
 
 
-def _edge_weights(graph: jraph.GraphsTuple) -> jax.Array:
+def edge_weights_of(graph: jraph.GraphsTuple) -> jax.Array:
+    """The ``[E]`` float32 edge weights stored in ``graph.edges``; ones when it is None.
+
+    Raises:
+      ValueError: ``graph.edges`` is not one weight per edge.
+    """
     if graph.edges is None:
         return jnp.ones(graph.senders.shape, jnp.float32)
     weights = jnp.asarray(graph.edges, jnp.float32)
@@ -216,7 +223,17 @@ def _edge_weights(graph: jraph.GraphsTuple) -> jax.Array:
     return weights
 
 
-def _sym_norm(weights, senders, receivers, num_nodes: int) -> jax.Array:
+def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Array:
+    """Coefficients ``w_sr / sqrt(d_s d_r)`` with ``d`` the weighted in-degree at receivers.
+
+    Args:
+      weights: ``[E]`` edge weights.
+      senders, receivers: ``[E]`` node indices.
+      num_nodes: static node count.
+
+    Returns:
+      ``[E]`` coefficients; 0 (never NaN) at nodes of zero degree.
+    """
     deg = jax.ops.segment_sum(weights, receivers, num_segments=num_nodes)
     # Double where: keeps both the value and its gradient finite at zero degree.
     positive = deg > 0

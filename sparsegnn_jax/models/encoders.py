@@ -32,7 +32,7 @@ def structural_features(graph: jraph.GraphsTuple, num_nodes: Optional[int] = Non
     """
     n = _graphs.num_nodes_of(graph) if num_nodes is None else int(num_nodes)
     ones = jnp.ones(graph.senders.shape, jnp.float32)
-    weights = _graphs._edge_weights(graph)
+    weights = _graphs.edge_weights_of(graph)
     in_deg = jax.ops.segment_sum(ones, graph.receivers, num_segments=n)
     out_deg = jax.ops.segment_sum(ones, graph.senders, num_segments=n)
     strength = jax.ops.segment_sum(weights, graph.receivers, num_segments=n)

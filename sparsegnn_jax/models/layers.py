@@ -120,7 +120,7 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
         senders = jnp.concatenate([senders, loops])
         receivers = jnp.concatenate([receivers, loops])
         w = jnp.concatenate([w, jnp.ones((n,), h.dtype)])
-    coef = _graphs._sym_norm(w, senders, receivers, n)
+    coef = _graphs.sym_norm_coefficients(w, senders, receivers, n)
     out = jax.ops.segment_sum(h[senders] * coef[:, None], receivers, num_segments=n)
     return _add_bias(out, bias)
 
@@ -238,7 +238,7 @@ class GCNConv(nnx.Module):
 
     def __call__(self, graph: jraph.GraphsTuple, x=None) -> jax.Array:
         x = _features(graph, x)
-        weights = None if graph.edges is None else _graphs._edge_weights(graph)
+        weights = None if graph.edges is None else _graphs.edge_weights_of(graph)
         return gcn_conv(x, self.kernel[...], _value(self.bias), graph.senders, graph.receivers,
                         weights, self.add_self_loops)
 
