@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default=None,
                    help="default: synthetic-temporal (link) / synthetic-sbm (node)")
     p.add_argument("--model", default="mlp", choices=config.MODELS)
-    p.add_argument("--methods", default=",".join(sweeps.DEFAULT_METHODS),
+    p.add_argument("--methods", default=",".join(registry.sweep_defaults()),
                    help="comma-separated, from: " + ", ".join(registry.names()))
     p.add_argument("--sparsities", default=",".join(map(str, sweeps.PAPER_GRID)),
                    help="comma-separated (default: the paper's grid)")

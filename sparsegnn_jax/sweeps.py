@@ -23,8 +23,6 @@ from sparsegnn_jax import config, files, runs, sparsity, tasks, train
 # The paper's sparsity grid (same for every method).
 PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
               0.984375, 0.9921875)
-# The paper's two families and the baselines between them (static and one-shot on request).
-DEFAULT_METHODS = ("dense", "slr", "admm", "gmp", "set", "rigl")
 
 CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",

@@ -6,19 +6,19 @@ RigL mask update step needs the dense weight gradient instead of the sparse one.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
 
 import numpy as np
 from flax import nnx
 
 from sparsegnn_jax.flops.counting import forward
 from sparsegnn_jax.flops.report import affine_parts, at_densities, density_map
+from sparsegnn_jax.sparsity import registry
 
-__all__ = ["METHODS", "rigl_step_flops", "training", "training_from_trace"]
+__all__ = ["ALIASES", "rigl_step_flops", "training", "training_from_trace"]
 
-METHODS = ("dense", "static", "one_shot", "gmp", "admm", "slr", "set", "rigl")
-_ALIASES = {"static_sparse": "static", "set_": "set", "gradual_magnitude": "gmp",
-            "oneshot": "one_shot"}
+# The factories' Python names, accepted beside the registry's method names.
+ALIASES = {"static_sparse": "static", "set_": "set", "gradual_magnitude": "gmp",
+           "oneshot": "one_shot"}
 
 
 def rigl_step_flops(f_sparse, f_dense, update_every: int):
@@ -40,51 +40,20 @@ def rigl_step_flops(f_sparse, f_dense, update_every: int):
     return (3.0 * f_sparse * update_every + 2.0 * f_sparse + f_dense) / (update_every + 1.0)
 
 
-def _gmp_sparsity(step, final, begin_step, end_step, every, initial, power):
-    """Sparsity of one weight in force during each of ``step`` under gradual magnitude pruning.
-
-    The Zhu & Gupta (2017) polynomial ``final + (initial - final) * (1 - progress) ** power``,
-    evaluated at the latest pruning step: pruning steps are ``begin_step + k * every``, the
-    progress of one past ``end_step`` is clipped to ``end_step``, and each pruning step's sparsity
-    holds until the next one; before ``begin_step`` the network is dense.
-    ``schedules.polynomial_sparsity`` is the same polynomial but evaluated at every step and in
-    float32, so the step-held float64 form is kept here.
-
-    Args:
-      step: step indices (an int or a NumPy array; vectorised).
-      final: sparsity reached at ``end_step``.
-      begin_step: first pruning step.
-      end_step: step at which ``final`` is reached.
-      every: steps between pruning steps (>= 1).
-      initial: sparsity at ``begin_step``.
-      power: exponent of the polynomial.
-
-    Returns:
-      float64 sparsities with the shape of ``step``.
-    """
-    step = np.asarray(step)
-    last = begin_step + np.floor((step - begin_step) / every) * every
-    last = np.minimum(last, end_step)
-    if end_step == begin_step:
-        progress = np.where(last >= end_step, 1.0, 0.0)
-    else:
-        progress = np.clip((last - begin_step) / (end_step - begin_step), 0.0, 1.0)
-    s = final + (initial - final) * (1.0 - progress) ** power
-    return np.where(step < begin_step, 0.0, s)
-
-
 def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
-             update_every: int | None = None, end_step: int | None = None,
-             dense_steps: int = 0, penalty_steps: int = 0, prune_step: int | None = None,
-             begin_step: int = 0, every: int = 1, initial_sparsity: float = 0.0,
-             power: float = 3.0,
-             schedule: Callable[[Any], Any] | None = None) -> float:
+             **method_kwargs) -> float:
     """Total training FLOPs of a run of ``steps`` steps with a sparsity method.
 
+    Every step costs three forward passes at the densities in force during it (the method's
+    registry entry, :attr:`~sparsegnn_jax.sparsity.registry.MethodSpec.sparsity_at`, says which);
+    each step that computes the dense weight gradient (RigL's mask updates,
+    :attr:`~sparsegnn_jax.sparsity.registry.MethodSpec.dense_gradient_steps`) adds
+    ``f_D - f_S``.
+
     Args:
-      method: one of ``dense``, ``static``, ``one_shot``, ``gmp``, ``admm``, ``slr``, ``set``,
-        ``rigl`` (the CLI's ``--method`` names; ``static_sparse``, ``set_`` and
-        ``gradual_magnitude`` are accepted too).
+      method: a registered method name (the CLI's ``--method``: ``dense``, ``static``,
+        ``one_shot``, ``gmp``, ``admm``, ``slr``, ``set``, ``rigl``, or a user's); the factory
+        names ``static_sparse``, ``set_`` and ``gradual_magnitude`` are accepted too.
       steps: number of training steps (batches) in the run.
       dense_forward: forward FLOPs of one step's batch with dense weights: a dense
         :class:`FlopsReport` from :func:`forward`; a dict ``{weight path: FLOPs}`` (every entry
@@ -92,23 +61,13 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
       density: the target density (1 - sparsity) of the sparse phases: a float, or
         ``{weight path: density}``.
       trace: a ``SparsityTrace`` recorded by the method (``sparsegnn_jax.get_trace(state)``); when
-        given the run's recorded densities are used (:func:`training_from_trace`) and the config
-        arguments below are ignored.
-      update_every: RigL's dT (required for ``rigl``).
-      end_step: ``rigl``: no mask updates from this step on (None: updates for the whole run);
-        ``gmp``: step at which the final sparsity is reached (required).
-      dense_steps: ``admm`` / ``slr``: steps of the dense phase.
-      penalty_steps: ``admm`` / ``slr``: steps of the penalty phase (dense weights too);
-        retraining, sparse, takes the remaining ``steps - dense_steps - penalty_steps``.
-      prune_step: ``one_shot``: the step at which the dense network is pruned (required).
-      begin_step: ``gmp``: first pruning step.
-      every: ``gmp``: steps between pruning steps.
-      initial_sparsity: ``gmp``: sparsity at ``begin_step``.
-      power: ``gmp``: exponent of the polynomial schedule (3 in Zhu & Gupta 2017).
-      schedule: ``gmp``: optional callable ``step -> sparsity in force during that step``
-        (vectorised over an array of steps, e.g. a ``sparsegnn_jax.schedules`` schedule)
-        replacing the polynomial one; every weight then follows it (``density``, ``begin_step``,
-        ``every`` and ``end_step`` are unused).
+        given the run's recorded densities are used (:func:`training_from_trace`) and the
+        method arguments are ignored.
+      **method_kwargs: the method's schedule arguments, as its factory takes them (e.g.
+        ``update_every`` and ``end_step`` for RigL, ``dense_steps`` and ``penalty_steps`` for
+        ADMM / SLR, ``prune_step`` for one-shot, ``begin_step`` / ``end_step`` / ``every`` /
+        ``initial_sparsity`` / ``power`` or a ``schedule`` callable for GMP). Arguments a
+        method needs to be counted are listed in its spec's ``flops_requires``.
 
     Returns:
       Total FLOPs of the run (forward and backward passes of every step; RigL's dense-gradient
@@ -119,51 +78,27 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
     """
     if trace is not None:
         return training_from_trace(dense_forward, trace)
-    name = _ALIASES.get(method, method)
-    if name not in METHODS:
-        raise ValueError(f"training: unknown `method` {method!r}; expected one of {METHODS}")
+    name = ALIASES.get(method, method)
+    if name not in registry.names():
+        raise ValueError(f"training: unknown `method` {method!r}; expected one of "
+                         f"{registry.names()}")
+    spec = registry.get(name)
     if steps < 0:
         raise ValueError(f"training: `steps` must be >= 0, got {steps}")
-    f_dense = at_densities(dense_forward, 1.0)
-    f_sparse = at_densities(dense_forward, density)
-
-    if name == "dense":
-        return 3.0 * f_dense * steps
-    if name in ("static", "set"):
-        return 3.0 * f_sparse * steps
-    if name == "rigl":
-        if update_every is None:
-            raise ValueError("training: method 'rigl' needs `update_every` (dT)")
-        updating = steps if end_step is None else min(max(end_step, 0), steps)
-        return (updating * rigl_step_flops(f_sparse, f_dense, update_every)
-                + 3.0 * f_sparse * (steps - updating))
-    if name in ("admm", "slr"):
-        dense_phase = dense_steps + penalty_steps
-        if dense_steps < 0 or penalty_steps < 0 or dense_phase > steps:
-            raise ValueError(f"training: {name} phases dense_steps={dense_steps} + penalty_steps="
-                             f"{penalty_steps} must be >= 0 and fit in steps={steps}")
-        return 3.0 * f_dense * dense_phase + 3.0 * f_sparse * (steps - dense_phase)
-    if name == "one_shot":
-        if prune_step is None:
-            raise ValueError("training: method 'one_shot' needs `prune_step`")
-        before = min(max(prune_step, 0), steps)
-        return 3.0 * f_dense * before + 3.0 * f_sparse * (steps - before)
-    # gmp
+    missing = [k for k in spec.flops_requires if method_kwargs.get(k) is None]
+    if missing and not (name == "gmp" and method_kwargs.get("schedule") is not None):
+        raise ValueError(f"training: method {name!r} needs `{'`, `'.join(missing)}`")
+    spec.check(method_kwargs, steps)
     t = np.arange(steps)
     fixed, weights = affine_parts(dense_forward)
-    if schedule is not None:
-        s = np.asarray(schedule(t), dtype=np.float64)
-        return float(3.0 * np.sum(fixed + (1.0 - s) * sum(weights.values())))
-    if end_step is None:
-        raise ValueError("training: method 'gmp' needs `end_step` (or a `schedule`)")
-    if every < 1:
-        raise ValueError(f"training: `every` must be >= 1, got {every}")
     dens = density_map(weights, density, "density")
     total = 3.0 * fixed * steps
     for path, flops in weights.items():
-        s = _gmp_sparsity(t, 1.0 - dens[path], begin_step, end_step, every, initial_sparsity,
-                          power)
-        total += 3.0 * flops * float(np.sum(1.0 - s))
+        s = spec.sparsity_at(method_kwargs, t, 1.0 - np.asarray(dens[path], np.float64))
+        total += 3.0 * flops * float(np.sum(1.0 - np.asarray(s, np.float64)))
+    extra = spec.dense_gradient_steps(method_kwargs, steps)
+    if extra:
+        total += extra * (at_densities(dense_forward, 1.0) - at_densities(dense_forward, density))
     return float(total)
 
 

@@ -39,6 +39,10 @@ def _no_dense_gradients(kwargs, steps: int) -> float:
     return 0.0
 
 
+def _no_check(kwargs, steps: int) -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """What the rest of the package knows about one sparsity method.
@@ -58,8 +62,13 @@ class MethodSpec:
       dense_gradient_steps: ``dense_gradient_steps(kwargs, steps) -> float``: how many steps of
         a run of ``steps`` compute the dense weight gradient (RigL's regrowth) instead of the
         sparse one; each costs ``f_D - f_S`` more than a sparse step.
+      flops_requires: factory arguments ``flops.training`` needs given explicitly to count a
+        run (their factory defaults would be a guess about the run, e.g. RigL's dT).
+      check: ``check(kwargs, steps)`` raises ValueError when the arguments cannot describe a run
+        of ``steps`` steps (e.g. phases longer than the run).
       sparse: whether the method takes a target sparsity (``dense`` does not).
       needs_key: whether the factory takes a PRNG ``key`` (random masks or regrowth).
+      in_sweeps: whether a sweep runs the method unless told which methods to run.
     """
 
     name: str
@@ -69,8 +78,11 @@ class MethodSpec:
     options: tuple[str, ...] = ()
     sparsity_at: Callable[[Mapping[str, Any], Any, Any], Any] = _final_sparsity
     dense_gradient_steps: Callable[[Mapping[str, Any], int], float] = _no_dense_gradients
+    flops_requires: tuple[str, ...] = ()
+    check: Callable[[Mapping[str, Any], int], None] = _no_check
     sparse: bool = True
     needs_key: bool = False
+    in_sweeps: bool = True
 
     def accepted_kwargs(self) -> list[str]:
         """The factory's keyword arguments (everything but ``inner``)."""
@@ -119,6 +131,11 @@ def get(name: str) -> MethodSpec:
 def names() -> tuple[str, ...]:
     """Registered method names, in registration order (the order of tables and plots)."""
     return tuple(_REGISTRY)
+
+
+def sweep_defaults() -> tuple[str, ...]:
+    """The methods a sweep runs unless told otherwise (registration order)."""
+    return tuple(name for name, spec in _REGISTRY.items() if spec.in_sweeps)
 
 
 def sparsifier(name: str, inner: optax.GradientTransformation,
@@ -189,6 +206,9 @@ def gmp_sparsity(steps, final, begin_step, end_step, every, initial_sparsity=0.0
 
 
 def _gmp_sparsity_at(kwargs, steps, final):
+    if kwargs.get("schedule") is not None:
+        # A schedule callable replaces the polynomial one; every weight follows it.
+        return np.asarray(kwargs["schedule"](np.asarray(steps)), np.float64)
     return gmp_sparsity(steps, final, kwargs.get("begin_step", 0), kwargs.get("end_step", 1000),
                         kwargs.get("every", 100), kwargs.get("initial_sparsity", 0.0),
                         kwargs.get("power", 3.0))
@@ -198,6 +218,18 @@ def _phased_plan(options, total_steps, steps_per_epoch) -> dict:
     every = options.get("update_every") or max(1, steps_per_epoch)
     return dict(rho=options["rho"], dense_steps=total_steps // 2,
                 penalty_steps=total_steps // 4, update_every=every)
+
+
+def _check_phases(kwargs, steps: int) -> None:
+    dense_steps, penalty_steps = kwargs.get("dense_steps", 0), kwargs.get("penalty_steps", 1000)
+    if dense_steps < 0 or penalty_steps < 0 or dense_steps + penalty_steps > steps:
+        raise ValueError(f"phases dense_steps={dense_steps} + penalty_steps={penalty_steps} "
+                         f"must be >= 0 and fit in steps={steps}")
+
+
+def _check_every(kwargs, steps: int) -> None:
+    if kwargs.get("every", 100) < 1:
+        raise ValueError(f"`every` must be >= 1, got {kwargs['every']}")
 
 
 def default_update_every(paper_period: int, horizon: int) -> int:
@@ -229,21 +261,26 @@ def _rigl_dense_gradient_steps(kwargs, steps: int) -> float:
 
 _DST_OPTIONS = ("update_every", "drop_fraction", "end_fraction")
 
+# Registration order is the order of tables and plots.
 register(MethodSpec("dense", dense, "Dense", sparse=False,
                     sparsity_at=lambda kwargs, steps, final: np.zeros(np.shape(steps))))
-register(MethodSpec("static", static_sparse, "Static", needs_key=True))
-register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
-                    sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0))))
-register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
-                    sparsity_at=_gmp_sparsity_at))
 _phase_end = _pruned_after(lambda kw: kw.get("dense_steps", 0) + kw.get("penalty_steps", 1000))
-register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=("update_every", "rho"),
-                    sparsity_at=_phase_end))
 register(MethodSpec("slr", slr, "SLR", plan=_phased_plan, options=("update_every", "rho"),
-                    sparsity_at=_phase_end))
+                    sparsity_at=_phase_end, check=_check_phases))
+register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=("update_every", "rho"),
+                    sparsity_at=_phase_end, check=_check_phases))
+register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
+                    sparsity_at=_gmp_sparsity_at, flops_requires=("end_step",),
+                    check=_check_every))
 register(MethodSpec("set", set_, "SET", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True))
 register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
-                    dense_gradient_steps=_rigl_dense_gradient_steps))
+                    dense_gradient_steps=_rigl_dense_gradient_steps,
+                    flops_requires=("update_every",)))
+# Static masks and one-shot pruning are reference points, run on request.
+register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps=False))
+register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
+                    sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0)),
+                    flops_requires=("prune_step",), in_sweeps=False))
 
 #: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
 METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}

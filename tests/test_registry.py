@@ -1,0 +1,76 @@
+"""The method registry: a method added with one register call reaches runs, sweeps, FLOPs, CLI."""
+import json
+
+import numpy as np
+import pytest
+
+import sparsegnn_jax as sg
+from sparsegnn_jax import cli, config, flops, runs, sparsity, sweeps
+from sparsegnn_jax.sparsity import registry
+
+
+def magnitude_once(inner, sparsity=0.9, distribution="uniform", filter_fn=None,
+                   warmup_steps=0):
+    """A toy method: dense for ``warmup_steps``, then the magnitude mask, fixed."""
+    return sg.one_shot(inner, sparsity=sparsity, prune_step=warmup_steps,
+                       distribution=distribution, filter_fn=filter_fn)
+
+
+def _plan(options, total_steps, steps_per_epoch):
+    return dict(warmup_steps=total_steps // 2)
+
+
+@pytest.fixture
+def toy_method():
+    spec = registry.MethodSpec(
+        "toy", magnitude_once, "Toy", plan=_plan,
+        sparsity_at=lambda kw, steps, final: np.where(np.asarray(steps) < kw["warmup_steps"],
+                                                      0.0, final),
+        in_sweeps=False)
+    registry.register(spec)
+    try:
+        yield spec
+    finally:
+        registry.unregister("toy")
+
+
+def test_register_rejects_a_taken_name_and_a_factory_without_sparsity():
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.MethodSpec("rigl", sparsity.rigl, "RigL"))
+    with pytest.raises(ValueError, match="must take"):
+        registry.register(registry.MethodSpec("bad", lambda inner: inner, "Bad"))
+    assert "bad" not in registry.names()
+
+
+def test_a_registered_method_runs_sweeps_and_counts_flops(toy_method, tmp_path, capsys):
+    assert "toy" in registry.names() and "toy" not in registry.sweep_defaults()
+    cfg = config.RunConfig(task="node", method="toy", sparsity=0.75, epochs=4, progress=False)
+    rec = runs.run(cfg)
+    steps = rec["data"]["steps"]
+    for path, s in rec["layer_sparsity"].items():
+        assert s == pytest.approx(0.75, abs=0.01), path
+    # Dense for the first half of the run, then sparse: the FLOPs of the trace and of the
+    # spec's schedule agree.
+    f_dense = rec["flops"]["forward_step_dense"]
+    expected = flops.training("toy", steps, f_dense, 0.25, warmup_steps=steps // 2)
+    assert expected == pytest.approx(3 * f_dense * (steps // 2) + 3 * 0.25 * f_dense
+                                     * (steps - steps // 2))
+    assert rec["flops"]["training"] < 3 * f_dense * steps
+
+    group = sweeps.run_group(cfg, [0.5, 0.75], [0], vmapped=True)
+    assert [r["config"]["sparsity"] for r in group] == [0.5, 0.75]
+    assert [round(r["sparsity"], 2) for r in group] == [0.5, 0.75]
+
+    # The command line takes it by name.
+    assert cli.main("node", ["--method=toy", "--sparsity=0.5", "--epochs=2", "--no-progress",
+                             f"--out={tmp_path}"]) == 0
+    written = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert written["config"]["method"] == "toy"
+    assert written["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_flops_training_rejects_unknown_methods_after_unregistering(toy_method):
+    registry.unregister("toy")
+    with pytest.raises(ValueError, match="unknown"):
+        flops.training("toy", 10, 1000.0, 0.5)
+    registry.register(toy_method)
