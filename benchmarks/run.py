@@ -39,7 +39,6 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Callable
 
 import numpy as np
 
@@ -178,34 +177,6 @@ def link_models(kind: str, num_nodes: int, seed: int = 0):
     return sg.models.LinkPredictor(sg.models.Identity(), decoder)
 
 
-def split_pure(model):
-    """``(bound, params)`` with params as a plain nested dict of arrays.
-
-    The sparsity transforms return updates as plain arrays, so ``optax.apply_updates`` needs
-    params without ``nnx.Variable`` wrappers; ``nnx.merge`` accepts the plain dict.
-    """
-    from flax import nnx
-
-    import sparsegnn_jax as sg
-
-    bound, params = sg.train.split_model(model)
-    return bound, (params if isinstance(params, dict) else nnx.to_pure_dict(params))
-
-
-def init_state(params, tx, key):
-    """``sg.train.init_state`` for sparsity methods; a plain optax optimizer's state as is."""
-    import jax
-    import jax.numpy as jnp
-
-    import sparsegnn_jax as sg
-
-    try:
-        sg.get_masks(jax.eval_shape(tx.init, params))
-    except ValueError:  # no sparsity method inside: nothing to mask
-        return sg.train.TrainState(params, tx.init(params), key, jnp.zeros((), jnp.int32))
-    return sg.train.init_state(params, tx, key)
-
-
 def link_graph(kind: str, split, seed: int = 0):
     import sparsegnn_jax as sg
 
@@ -252,7 +223,8 @@ def bench_overhead(res: Results, args) -> None:
     edges = jnp.asarray(tiled_edges(split.train_edges, DT * LINK_BATCH))
     for kind in ("gcn", "mlp"):
         graph = link_graph(kind, split)
-        bound, params = split_pure(link_models(kind, split.num_nodes))
+        inputs = sg.train.LinkInputs(graph, edges, keys)
+        bound, params = sg.train.split_model(link_models(kind, split.num_nodes))
         n_params = sum(x.size for x in jax.tree.leaves(params))
         states, fns = {}, {}
         for method, tx in method_txs(DT).items():
@@ -261,10 +233,10 @@ def bench_overhead(res: Results, args) -> None:
                                or (kind == "gcn" and method in ("static", "set"))):
                 continue
             epoch = jax.jit(sg.train.make_link_epoch(bound, tx, LINK_BATCH, split.num_nodes))
-            states[method] = init_state(params, tx, jax.random.key(0))
+            states[method] = sg.train.init_state(params, tx, jax.random.key(0))
 
             def run(method=method, epoch=epoch):
-                states[method], loss = epoch(states[method], graph, edges, keys)
+                states[method], loss = epoch(states[method], inputs)
                 jax.block_until_ready((states[method], loss))
 
             t0 = time.perf_counter()
@@ -382,117 +354,39 @@ SWEEP_DT = 50
 
 
 def bench_sweep(res: Results, args) -> None:
-    import jax
-    import jax.numpy as jnp
-    import optax
+    """The library's sweep (``sweeps.run_group``): 36 RigL runs vmapped vs one after another.
 
-    import sparsegnn_jax as sg
+    Both timings are whole groups as ``experiments/sweep.py`` runs them: model init,
+    compilation, training, evaluation and FLOPs of every run, on one prepared problem.
+    """
+    from sparsegnn_jax import config, sweeps, tasks
 
-    epochs = 2 if args.quick else 6            # epochs of SWEEP_DT steps each
-    repeats = 1 if args.quick else 3
-    steps = epochs * SWEEP_DT
-    name, split = load_link_graph(args.data_root)
-    graph = link_graph("mlp", split)
-    keys = jnp.asarray(sg.data.edge_keys(split.train_edges, split.num_nodes))
-    edges = jnp.asarray(tiled_edges(split.train_edges, SWEEP_DT * LINK_BATCH))
-    runs = [(s, seed) for s in SWEEP_SPARSITIES for seed in SWEEP_SEEDS]
-    print(f"  {len(runs)} runs (12 sparsities x 3 seeds) of RigL (dT={SWEEP_DT}) on the paper "
-          f"link MLP, {steps} steps each, batch {LINK_BATCH}+{LINK_BATCH}, graph {name}", flush=True)
-
-    bound = None
-    per_seed = []
-    for seed in SWEEP_SEEDS:
-        bound, p = split_pure(link_models("mlp", split.num_nodes, seed))
-        per_seed.append(p)
-    params = jax.tree.map(lambda *xs: jnp.stack(xs), *[per_seed[SWEEP_SEEDS.index(seed)]
-                                                      for _, seed in runs])
-    sparsities = jnp.asarray([s for s, _ in runs], jnp.float32)
-    seeds = jnp.asarray([seed for _, seed in runs], jnp.uint32)
-
-    def init_one(p, sparsity, seed):
-        # The sparsity is traced here: keep counts go into the state, so one update_fn serves all.
-        key = jax.random.key(seed)
-        tx = sg.rigl(optax.adam(1e-3), sparsity=sparsity, update_every=SWEEP_DT, key=key)
-        return sg.train.init_state(p, tx, key)
-
-    # Step counters are the same in every run: keeping them unbatched keeps the mask update's
-    # lax.cond a real branch under vmap (a batched predicate turns it into a select that runs the
-    # drop-and-grow at every step).
-    shape = jax.eval_shape(init_one, per_seed[0], jnp.float32(0.5), jnp.uint32(0))
-    axes = sweep_axes(shape)
-    naive_axes = jax.tree.map(lambda _: 0, shape)
-    t0 = time.perf_counter()
-    init_states = jax.block_until_ready(
-        jax.jit(jax.vmap(init_one, out_axes=axes))(params, sparsities, seeds))
-    print(f"  vmapped init of 36 states: {time.perf_counter() - t0:.1f} s", flush=True)
-    got = jax.vmap(lambda s: jnp.stack([1.0 - jnp.sum(m) / m.size for m in jax.tree.leaves(
-        sg.get_masks(s.opt_state)) if m.ndim >= 2]), in_axes=(axes,))(init_states)
-    if not np.allclose(np.asarray(got).mean(axis=1), np.asarray(sparsities), atol=0.01):
-        res.note("sweep: initial per-run sparsities differ from the requested ones")
-
-    tx = sg.rigl(optax.adam(1e-3), sparsity=SPARSITY, update_every=SWEEP_DT)  # update only
-    epoch = sg.train.make_link_epoch(bound, tx, LINK_BATCH, split.num_nodes)
-    single = jax.jit(epoch)
-
-    def take(i):
-        return jax.tree.map(lambda a, x: x if a is None else x[i], axes, init_states,
-                            is_leaf=lambda a: a is None)
-
-    def vmapped_runner(in_axes):
-        fn = jax.jit(jax.vmap(epoch, in_axes=(in_axes, None, None, None), out_axes=(in_axes, 0)))
-        start = init_states
-        if in_axes is naive_axes:  # every leaf batched, counters included
-            start = jax.tree.map(lambda a, x: jnp.broadcast_to(x, (len(runs),) + x.shape)
-                                 if a is None else x, axes, init_states,
-                                 is_leaf=lambda a: a is None)
-
-        def run():
-            s = start
-            for _ in range(epochs):
-                s, loss = fn(s, graph, edges, keys)
-            return jax.block_until_ready((s, loss))
-
-        return fn, start, run
-
-    def run_sequential():
-        out = []
-        for i in range(len(runs)):
-            s = take(i)
-            for _ in range(epochs):
-                s, loss = single(s, graph, edges, keys)
-            out.append(jax.block_until_ready((s, loss)))
-        return out
-
-    variants = {"vmapped": vmapped_runner(axes)}
-    if not args.quick:
-        variants["vmapped_batched_counters"] = vmapped_runner(naive_axes)
-    # Warm-up (compiles every program).
-    t0 = time.perf_counter()
-    for fn, start, _ in variants.values():
-        jax.block_until_ready(fn(start, graph, edges, keys))
-    jax.block_until_ready(single(take(0), graph, edges, keys))
-    print(f"  warm-up (compile) {time.perf_counter() - t0:.1f} s", flush=True)
-    fns = {name: run for name, (_, _, run) in variants.items()}
-    fns["sequential"] = run_sequential
-    times = interleaved_times(fns, repeats)
-    t_s = median(times["sequential"])
-    total_steps = len(runs) * steps
-    for name in fns:
-        t = median(times[name])
-        res.add(f"sweep/{name}_36", t, "s", t_s / t, f"{total_steps / t:.0f} run-steps/s")
-    t_v = median(times["vmapped"])
-    res.add("sweep/speedup", t_s / t_v, "x", t_s / t_v)
-    print(f"  speed-up {t_s / t_v:.2f}x  target >= 3: {verdict(t_s / t_v >= 3.0)}", flush=True)
-
-
-def sweep_axes(state):
-    """vmap axes of a sweep's TrainState: 0 everywhere except the step counters (None)."""
-    import jax
-
-    axes = jax.tree.map(lambda _: 0, state)
-    sp = axes.opt_state
-    sp = sp._replace(count=None, trace=sp.trace._replace(steps=None, mask_updates=None))
-    return axes._replace(opt_state=sp, step=None)
+    epochs = 2 if args.quick else 6
+    dataset = "email-eu-temporal" if args.data_root else "synthetic-temporal"
+    cfg = config.resolve(config.RunConfig(
+        task="link", dataset=dataset, model="mlp", method="rigl", epochs=epochs,
+        update_every=SWEEP_DT, data_root=args.data_root, progress=False))
+    problem = tasks.get("link").prepare(cfg)
+    n = len(SWEEP_SPARSITIES) * len(SWEEP_SEEDS)
+    print(f"  {n} runs (12 sparsities x 3 seeds) of RigL (dT={SWEEP_DT}) on the paper link MLP, "
+          f"{problem.total_steps} steps each, batch {cfg.batch_size}, graph {dataset}", flush=True)
+    times, records = {}, {}
+    for name, vmapped in (("vmapped", True), ("sequential", False)):
+        t0 = time.perf_counter()
+        records[name] = sweeps.run_group(cfg, SWEEP_SPARSITIES, SWEEP_SEEDS, vmapped=vmapped,
+                                         problem=problem)
+        times[name] = time.perf_counter() - t0
+    same = all(a["layer_sparsity"] == b["layer_sparsity"]
+               for a, b in zip(records["vmapped"], records["sequential"]))
+    if not same:
+        res.note("sweep: vmapped and sequential runs ended with different layer sparsities")
+    t_s = times["sequential"]
+    for name, t in times.items():
+        res.add(f"sweep/{name}_{n}", t, "s", t_s / t,
+                f"{n * problem.total_steps / t:.0f} run-steps/s, compile included")
+    res.add("sweep/speedup", t_s / times["vmapped"], "x", t_s / times["vmapped"])
+    print(f"  speed-up {t_s / times['vmapped']:.2f}x  target >= 3: "
+          f"{verdict(t_s / times['vmapped'] >= 3.0)}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -556,21 +450,22 @@ def worker_ours(prob: dict, steps: int) -> dict:
         receivers=jnp.asarray(prob["receivers"]), n_node=jnp.asarray([n]),
         n_edge=jnp.asarray([prob["senders"].size]), globals=None)
     labels, idx = jnp.asarray(prob["labels"]), jnp.asarray(prob["train_idx"])
+    inputs = sg.train.NodeInputs(graph, labels, idx)
     model = sg.models.build("gcn", prob["x"].shape[1], prob["hidden"], prob["classes"],
                             num_layers=2, rngs=nnx.Rngs(0))
     bound, params = sg.train.split_model(model)
     tx = optax.adam(0.01)
     step = jax.jit(sg.train.make_node_epoch(bound, tx, None), donate_argnums=0)
-    state = init_state(params, tx, jax.random.key(0))
+    state = sg.train.init_state(params, tx, jax.random.key(0))
     del prob
     rss_before = peak_rss_mb()
     t0 = time.perf_counter()
-    state, loss = jax.block_until_ready(step(state, graph, labels, idx))
+    state, loss = jax.block_until_ready(step(state, inputs))
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, loss = jax.block_until_ready(step(state, graph, labels, idx))
+        state, loss = jax.block_until_ready(step(state, inputs))
         times.append(time.perf_counter() - t0)
     return dict(step_s=median(times), compile_s=compile_s, loss=float(loss),
                 rss_setup_mb=rss_before, peak_rss_mb=peak_rss_mb(),
