@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import pathlib
-import tempfile
+import uuid
 from typing import IO, Any, Callable, Iterable, Sequence
 
 __all__ = ["atomic_write", "write_json_atomic", "write_csv_atomic"]
@@ -42,18 +42,20 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO], None], mode: 
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # open(..., "x") with a random name rather than tempfile.mkstemp: mkstemp creates the file
+    # with mode 0600, and the rename would carry that onto e.g. a shared data root.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     text = {"encoding": "utf-8", "newline": newline} if mode == "w" else {}
     try:
-        with os.fdopen(fd, mode, **text) as f:
+        with open(tmp, mode.replace("w", "x"), **text) as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         if verify is not None:
-            verify(pathlib.Path(tmp))
+            verify(tmp)
         os.replace(tmp, path)
     except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

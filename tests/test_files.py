@@ -94,3 +94,11 @@ def test_write_csv_atomic_keeps_old_file_on_unknown_field(tmp_path):
         files.write_csv_atomic(target, [{"a": 2}, {"b": 3}], ["a"])
     assert target.read_bytes() == b"a\r\n1\r\n"
     assert _names(tmp_path) == ["r.csv"]
+
+
+def test_written_file_has_the_default_permissions(tmp_path):
+    """Like a plain open(): a temp file's private 0600 mode must not reach the target."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    ours = files.atomic_write(tmp_path / "ours.txt", lambda f: f.write("x"))
+    assert ours.stat().st_mode == plain.stat().st_mode
