@@ -1,5 +1,9 @@
 """Checkpoints: bitwise round trips of a realistic training state, retention, atomicity, errors."""
 import functools
+import os
+import signal
+import subprocess
+import sys
 from typing import NamedTuple
 
 import jax
@@ -164,43 +168,50 @@ def test_saving_same_step_again_replaces_it(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000005"]
 
 
+def _crash_at_commit(error, step_folder="step_00000020"):
+    """An os.rename that raises ``error`` instead of making ``step_folder`` visible.
+
+    The save dies with everything written, at the one rename that commits the checkpoint.
+    """
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.path.basename(dst) == step_folder:
+            raise error
+        real_rename(src, dst)
+    return rename
+
+
 def test_interrupted_rename_leaves_previous_checkpoint(tmp_path, monkeypatch):
     state = _make_state()
     ckpt.save(tmp_path, 10, state, {"epoch": 1})
 
-    def crash(src, dst):
-        raise OSError("simulated crash before the checkpoint became visible")
-
-    monkeypatch.setattr(ckpt.os, "rename", crash)
+    monkeypatch.setattr(os, "rename", _crash_at_commit(
+        OSError("simulated crash before the checkpoint became visible")))
     with pytest.raises(OSError, match="simulated crash"):
         ckpt.save(tmp_path, 20, _make_state(seed=3), {"epoch": 2})
     monkeypatch.undo()
 
     assert ckpt.latest_step(tmp_path) == 10
-    assert [p.name for p in tmp_path.iterdir()] == ["step_00000010"]  # temp dir cleaned up
+    assert ckpt.list_steps(tmp_path) == [10]
     restored, meta = ckpt.restore(tmp_path, _make_state(seed=3))
     _assert_bitwise_equal(restored, state)
     assert meta == {"epoch": 1}
 
 
 def test_killed_save_leftovers_are_invisible_and_cleaned(tmp_path, monkeypatch):
-    """A process killed mid-save leaves a hidden temp dir with partial arrays and no JSON."""
+    """A process killed mid-save leaves a temp folder with the arrays but no checkpoint."""
     ckpt.save(tmp_path, 10, {"w": jnp.arange(4.0)})
 
-    class _DiesAfterWriting:
-        def save(self, path, arrays):
-            path.mkdir()
-            (path / "partial").write_bytes(b"\0" * 16)
-            raise KeyboardInterrupt  # stands in for the process dying mid-write
-
-    monkeypatch.setattr(ckpt, "_checkpointer", lambda: _DiesAfterWriting())
-    monkeypatch.setattr(ckpt.shutil, "rmtree", lambda *a, **k: None)  # as if killed: no cleanup
+    # KeyboardInterrupt stands in for the process dying right before the commit.
+    monkeypatch.setattr(os, "rename", _crash_at_commit(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         ckpt.save(tmp_path, 20, {"w": jnp.zeros(4)})
     monkeypatch.undo()
 
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    assert len(leftovers) == 1
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "step_00000010"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith("step_00000020.")
+    assert (leftovers[0] / "state").is_dir() and (leftovers[0] / "meta").is_dir()
     assert ckpt.latest_step(tmp_path) == 10
     restored, _ = ckpt.restore(tmp_path, {"w": jnp.zeros(4)})
     assert restored["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -209,10 +220,34 @@ def test_killed_save_leftovers_are_invisible_and_cleaned(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000010", "step_00000030"]
 
 
-def test_step_directory_without_its_json_is_ignored(tmp_path):
-    """Only a directory holding checkpoint.json counts, e.g. not a half-copied one."""
+def test_killed_process_mid_save_leaves_previous_checkpoint(tmp_path):
+    """A real SIGKILL between writing the arrays and the commit: nothing partial is visible."""
+    ckpt.save(tmp_path, 10, {"w": jnp.arange(4.0)}, {"epoch": 1})
+    script = (
+        "import os, signal, sys\n"
+        "import jax.numpy as jnp\n"
+        "from sparsegnn_jax import checkpoint\n"
+        "real_rename = os.rename\n"
+        "def rename(src, dst):\n"
+        "    if os.path.basename(dst) == 'step_00000020':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real_rename(src, dst)\n"
+        "os.rename = rename\n"
+        "checkpoint.save(sys.argv[1], 20, {'w': jnp.zeros(4)}, {'epoch': 2})\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("step_00000020.")]
+    assert len(leftovers) == 1 and (leftovers[0] / "state").is_dir()
+    assert ckpt.list_steps(tmp_path) == [10]
+    restored, meta = ckpt.restore(tmp_path, {"w": jnp.zeros(4)})
+    assert restored["w"].tolist() == [0.0, 1.0, 2.0, 3.0] and meta == {"epoch": 1}
+
+
+def test_step_directory_without_its_commit_marker_is_ignored(tmp_path):
+    """Only a directory holding orbax's commit marker counts, e.g. not a half-copied one."""
     ckpt.save(tmp_path, 10, {"w": jnp.arange(2.0)})
-    (tmp_path / "step_00000020" / "arrays").mkdir(parents=True)
+    (tmp_path / "step_00000020" / "state").mkdir(parents=True)
+    (tmp_path / "step_00000020" / "meta").mkdir()
     assert ckpt.latest_step(tmp_path) == 10
     restored, _ = ckpt.restore(tmp_path, {"w": jnp.zeros(2)})
     assert restored["w"].tolist() == [0.0, 1.0]

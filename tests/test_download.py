@@ -249,3 +249,20 @@ def test_module_runs_as_script(data_root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "drosophila-right: ok" in proc.stdout
     assert data.load("drosophila-right", root=root).num_nodes == 213
+
+
+@pytest.mark.parametrize("gz_bytes, error, fragment", [
+    (gzip.compress(b"0 1\n1 2\n"), dl.ChecksumError, "sha256 mismatch"),
+    (b"not gzip at all", OSError, "could not decompress"),
+])
+def test_derived_file_failure_leaves_no_partial_file(tmp_path, gz_bytes, error, fragment):
+    """A wrong or undecodable download never becomes the derived file, and no temp file stays."""
+    srv, root = tmp_path / "srv", tmp_path / "root"
+    srv.mkdir()
+    (srv / "email-Eu-core.txt.gz").write_bytes(gz_bytes)
+    source = dl.SOURCES["email-eu"][0]
+    with _serve(srv) as (server, url):
+        with pytest.raises(error, match=fragment):
+            dl.download("email-eu", root, base_url=url, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in (root / "email_eu_core").iterdir()) == [
+        pathlib.Path(source.path).name]

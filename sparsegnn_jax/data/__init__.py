@@ -7,7 +7,8 @@ Typical use::
     keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
     neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
 """
-from .datasets import DATASET_FILES, Dataset, available, data_root, load, register
+from .dataset import Dataset
+from .datasets import DATASET_FILES, available, data_root, load, register
 from .parsers import (
     EdgeList,
     PlanetoidData,

@@ -22,6 +22,7 @@ import urllib.request
 
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from .datasets import ENV_VAR
 
 __all__ = ["ChecksumError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
@@ -178,7 +179,8 @@ def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
     An existing ``dest`` with the right digest (or any ``dest`` when no digest is known) is
     kept. A ``.part`` file is continued with an HTTP Range request; a server that ignores the
     Range header makes the download start over. The finished file is checked and only then
-    renamed onto ``dest`` (atomic on one file system).
+    renamed onto ``dest`` (atomic on one file system). This is not :func:`atomic_write`: its
+    temp file is deleted on failure, while ``dest.part`` must survive one to be resumed.
 
     Args:
       url: address to fetch (http, https or file).
@@ -243,25 +245,27 @@ def _derive(source: Source, root: pathlib.Path, log) -> pathlib.Path:
     expected = KNOWN_SHA256.get(source.target)
     if _is_good(target, expected):
         return target
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as out:
-            if source.derive == "gunzip":
-                for chunk in iter(lambda: fin.read(1 << 20), b""):
-                    out.write(chunk)
-            else:
-                for i, line in enumerate(fin):
-                    if i == _PREFIX_LINES - 1:
-                        # The published prefix file ends without a final newline.
-                        out.write(line.rstrip(b"\n"))
-                        break
-                    out.write(line)
-    except (OSError, EOFError) as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"could not decompress {src}: {err}; delete it and download again") from err
-    _verify(tmp, expected, f"{target} (from {src.name})", log)
-    os.replace(tmp, target)
-    return target
+
+    def write(out):
+        try:
+            with gzip.open(src, "rb") as fin:
+                if source.derive == "gunzip":
+                    for chunk in iter(lambda: fin.read(1 << 20), b""):
+                        out.write(chunk)
+                else:
+                    for i, line in enumerate(fin):
+                        if i == _PREFIX_LINES - 1:
+                            # The published prefix file ends without a final newline.
+                            out.write(line.rstrip(b"\n"))
+                            break
+                        out.write(line)
+        except (OSError, EOFError) as err:
+            raise OSError(f"could not decompress {src}: {err}; delete it and download "
+                          f"again") from err
+
+    return atomic_write(target, write, mode="wb",
+                        verify=lambda tmp: _verify(tmp, expected, f"{target} (from {src.name})",
+                                                   log))
 
 
 def download(name: str, root=None, base_url: str | None = None, progress: bool = True,

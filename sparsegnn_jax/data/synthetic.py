@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets import Dataset
+from .dataset import Dataset
 from .splits import node_split
 
 __all__ = ["temporal_sbm", "sbm"]

@@ -1,0 +1,104 @@
+"""Atomic file writes: the old file survives any failure and no temp file is left behind."""
+import math
+
+import pytest
+
+from sparsegnn_jax import files, runs, sweeps
+
+
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_atomic_write_creates_parents_and_writes_text_and_bytes(tmp_path):
+    text = files.atomic_write(tmp_path / "a/b/out.txt", lambda f: f.write("héllo\n"))
+    assert text == tmp_path / "a/b/out.txt"
+    assert text.read_bytes() == "héllo\n".encode("utf-8")
+    blob = files.atomic_write(tmp_path / "out.bin", lambda f: f.write(b"\0\1\2"), mode="wb")
+    assert blob.read_bytes() == b"\0\1\2"
+    assert _names(tmp_path) == ["a", "out.bin"] and _names(tmp_path / "a/b") == ["out.txt"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("writer failed"), KeyboardInterrupt()])
+def test_failing_writer_keeps_old_file_and_removes_temp(tmp_path, error):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+
+    def write(f):
+        f.write("half of the new cont")
+        raise error
+
+    with pytest.raises(type(error)):
+        files.atomic_write(target, write)
+    assert target.read_text() == "old"
+    assert _names(tmp_path) == ["results.json"]
+
+
+def test_failing_writer_without_old_file_leaves_nothing(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        files.atomic_write(tmp_path / "new.txt", lambda f: 1 / 0)
+    assert _names(tmp_path) == []
+
+
+def test_failing_verify_keeps_old_file_and_sees_finished_temp(tmp_path):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"old")
+    seen = []
+
+    def verify(tmp):
+        seen.append((tmp.parent, tmp.read_bytes()))
+        raise ValueError("checksum mismatch")
+
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        files.atomic_write(target, lambda f: f.write(b"new"), mode="wb", verify=verify)
+    assert seen == [(tmp_path, b"new")]
+    assert target.read_bytes() == b"old" and _names(tmp_path) == ["data.bin"]
+
+
+def test_bad_mode(tmp_path):
+    with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
+        files.atomic_write(tmp_path / "x", lambda f: None, mode="a")
+    assert _names(tmp_path) == []
+
+
+def test_write_json_atomic_matches_runs_writer_byte_for_byte(tmp_path):
+    obj = {"b": [1, 2.5, None, True], "a": {"z": "text", "y": math.nan, "x": float("inf")},
+           "nested": {"list": [{"k": 1}], "empty": {}}}
+    ours = files.write_json_atomic(tmp_path / "ours/run.json", obj)
+    theirs = runs.write_json_atomic(tmp_path / "theirs/run.json", obj)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_write_json_atomic_keeps_old_file_when_object_is_not_serialisable(tmp_path):
+    target = files.write_json_atomic(tmp_path / "run.json", {"ok": 1})
+    with pytest.raises(TypeError):
+        files.write_json_atomic(target, {"bad": object()})
+    assert target.read_text() == '{\n  "ok": 1\n}'
+    assert _names(tmp_path) == ["run.json"]
+
+
+def test_write_csv_atomic_matches_sweeps_writer_byte_for_byte(tmp_path):
+    fields = sweeps.CSV_FIELDS
+    rows = [{f: i * 10 + j for j, f in enumerate(fields)} for i in range(3)]
+    rows[1]["dataset"] = 'with, comma and "quotes"\nand a newline'
+    rows[2]["test_roc_auc"] = ""
+    files.write_csv_atomic(tmp_path / "ours.csv", rows, fields)
+    sweeps.write_csv_atomic(tmp_path / "theirs.csv", rows)
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "theirs.csv").read_bytes()
+    assert sweeps.read_csv(tmp_path / "ours.csv")[1]["dataset"] == rows[1]["dataset"]
+
+
+def test_write_csv_atomic_keeps_old_file_on_unknown_field(tmp_path):
+    target = files.write_csv_atomic(tmp_path / "r.csv", [{"a": 1}], ["a"])
+    with pytest.raises(ValueError):
+        files.write_csv_atomic(target, [{"a": 2}, {"b": 3}], ["a"])
+    assert target.read_bytes() == b"a\r\n1\r\n"
+    assert _names(tmp_path) == ["r.csv"]
+
+
+def test_written_file_has_the_default_permissions(tmp_path):
+    """Like a plain open(): a temp file's private 0600 mode must not reach the target."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    ours = files.atomic_write(tmp_path / "ours.txt", lambda f: f.write("x"))
+    assert ours.stat().st_mode == plain.stat().st_mode
