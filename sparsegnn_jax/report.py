@@ -1,23 +1,33 @@
-"""Tables and plots of one or more sweep results.csv files; the paper's density-vs-step figure.
+"""Results tables and plots of sweep ``results.csv`` files; the paper's density-vs-step figure.
+
+Reading (:func:`read_results`, :func:`load_rows`) -> seed statistics (:func:`summarise`) ->
+markdown (:func:`markdown_tables`) and PNG plots (:func:`write_plots`, :func:`plot_density`).
+Columns come from :data:`sparsegnn_jax.sweeps.CSV_FIELDS`; method order and labels from the
+method registry (:mod:`sparsegnn_jax.sparsity.registry`), so a method registered at runtime
+appears in the tables under its label. Plots need matplotlib (``pip install -e ".[plots]"``);
+everything else does not.
+
+:func:`main` is the command line of ``experiments/report.py``::
 
     python experiments/report.py runs/sweep/results.csv --out docs/results/email-eu-temporal_mlp
     python experiments/report.py a/results.csv b/results.csv --out report --density-trace
 
-Writes ``DIR/results.md`` (printed too): per (dataset, model) the test accuracy (and macro-F1 for
-node classification) as mean +- std over seeds in %, with one row per sparsity (the dense model
-first) and one column per method; training FLOPs relative to dense; and RigL against SLR per
-sparsity (accuracy difference in points, training-FLOPs ratio). PNG plots per (dataset, model):
-``<dataset>_<model>_accuracy.png`` (and ``_macro_f1.png`` for node tasks) and
+It writes ``DIR/results.md`` (printed too): per (dataset, model) the test accuracy (and
+macro-F1 for node classification) as mean +- std over seeds in %, with one row per sparsity
+(the dense model first) and one column per method; training FLOPs relative to dense; and RigL
+against SLR per sparsity (accuracy difference in points, training-FLOPs ratio). PNG plots per
+(dataset, model): ``<dataset>_<model>_accuracy.png`` (and ``_macro_f1.png`` for node tasks) and
 ``<dataset>_<model>_flops.png``. With ``--density-trace``: ``density_vs_step.png``, the density
-of SLR and RigL over training computed from the schedules the runs use.
+of each ``--density-methods`` method (default SLR and RigL) over training, from the schedules
+the runs use.
 
-Exit codes: 0 done; 2 bad input (missing CSV, missing columns, bad values); 3 tables written but
-plots skipped because matplotlib is not installed (``pip install -e ".[plots]"``).
+Exit codes: 0 done, also when results.md was written but the plots were skipped because
+matplotlib is not installed (one ``warning:`` line on stderr says so); 2 bad input (missing
+CSV, missing columns, bad values), or only plots were asked for and matplotlib is missing.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import pathlib
@@ -26,18 +36,32 @@ import statistics
 import sys
 from typing import Iterable, Sequence
 
-# Same columns the sweep writes; the report needs only these.
+import numpy as np
+
+from sparsegnn_jax import config, runs, sweeps
+from sparsegnn_jax.sparsity import registry
+
+__all__ = [
+    "DENSITY_METHODS", "NUMERIC_COLUMNS", "PLOTS_HINT", "REQUIRED_COLUMNS", "TEXT_COLUMNS",
+    "PlotsUnavailable", "build_parser", "compare", "comparison_table", "dense_cell",
+    "density_trace", "flops_table", "format_mean_std", "format_sparsity", "load_rows", "main",
+    "markdown_tables", "mean_std", "method_label", "method_sort_key", "metric_table",
+    "plot_accuracy", "plot_density", "plot_flops", "read_results", "safe_name", "sparse_methods",
+    "sparsity_grid", "sparsity_x", "summarise", "write_plots",
+]
+#: Columns read as text; ``seed`` is an integer and every other column of
+#: :data:`sparsegnn_jax.sweeps.CSV_FIELDS` a number.
+TEXT_COLUMNS = ("dataset", "model", "method")
+#: The columns of :data:`sparsegnn_jax.sweeps.CSV_FIELDS` the report cannot do without.
 REQUIRED_COLUMNS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy",
                     "training_flops", "training_flops_relative")
-# Numeric columns parsed to float (empty cells become None: link rows have no macro-F1).
-NUMERIC_COLUMNS = ("sparsity", "test_accuracy", "test_roc_auc", "test_ap", "test_macro_f1",
-                   "val_accuracy", "achieved_sparsity", "training_flops",
-                   "training_flops_relative", "inference_flops", "wall_time_s")
-# Column order of the tables: the sweep's methods first, then any other method alphabetically.
-METHOD_ORDER = ("dense", "slr", "admm", "gmp", "set", "rigl", "static", "one_shot")
-METHOD_LABELS = {"dense": "Dense", "static": "Static", "one_shot": "One-shot", "gmp": "GMP",
-                 "admm": "ADMM", "slr": "SLR", "set": "SET", "rigl": "RigL"}
+#: Columns parsed to float (empty cells become None: link rows have no macro-F1).
+NUMERIC_COLUMNS = tuple(c for c in sweeps.CSV_FIELDS if c not in TEXT_COLUMNS + ("seed",))
+#: Methods of the density-vs-step figure unless others are asked for.
+DENSITY_METHODS = ("slr", "rigl")
 PLOTS_HINT = 'plots need matplotlib: pip install -e ".[plots]"'
+# Line colours of the density figure, in the order of its methods.
+_DENSITY_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 # Sparsities are grouped after rounding, so 0.9 read from two files is one row.
 _SPARSITY_DIGITS = 9
 
@@ -75,35 +99,34 @@ def read_results(path: str | os.PathLike) -> list[dict]:
       ValueError: a required column is missing (named) or a value is not a number (file, line
         and column named).
     """
-    import csv
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results CSV not found: {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
-                             f"(found: {', '.join(header) or 'no header'})")
-        rows = []
-        # Line 1 is the header, so the first data row is line 2.
-        for line, raw in enumerate(reader, start=2):
-            row = {"dataset": raw["dataset"], "model": raw["model"],
-                   "method": raw["method"].strip(), "source": f"{path}:{line}"}
-            try:
-                row["seed"] = int(float(raw["seed"]))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {line}: column 'seed' must be an integer, "
-                                 f"got {raw['seed']!r}") from None
-            for column in NUMERIC_COLUMNS:
-                row[column] = _parse_float(raw.get(column), path, line, column)
-            if row["sparsity"] is None:
-                raise ValueError(f"{path}, line {line}: column 'sparsity' is empty")
-            if row["method"] == "dense":
-                row["sparsity"] = 0.0
-            rows.append(row)
+    raw_rows = sweeps.read_csv(path)
+    # The header is the keys of any row; a file without rows is caught by load_rows.
+    header = [k for k in raw_rows[0] if k is not None] if raw_rows else list(REQUIRED_COLUMNS)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
+                         f"(found: {', '.join(header)})")
+    rows = []
+    # Line 1 is the header, so the first data row is line 2.
+    for line, raw in enumerate(raw_rows, start=2):
+        row = {column: raw[column] for column in TEXT_COLUMNS}
+        row["method"] = row["method"].strip()
+        row["source"] = f"{path}:{line}"
+        try:
+            row["seed"] = int(float(raw["seed"]))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, line {line}: column 'seed' must be an integer, "
+                             f"got {raw['seed']!r}") from None
+        for column in NUMERIC_COLUMNS:
+            row[column] = _parse_float(raw.get(column), path, line, column)
+        if row["sparsity"] is None:
+            raise ValueError(f"{path}, line {line}: column 'sparsity' is empty")
+        if row["method"] == "dense":
+            row["sparsity"] = 0.0
+        rows.append(row)
     return rows
 
 
@@ -162,10 +185,16 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def method_sort_key(method: str) -> tuple:
-    """Known methods in :data:`METHOD_ORDER`, others after them alphabetically."""
-    if method in METHOD_ORDER:
-        return METHOD_ORDER.index(method), ""
-    return len(METHOD_ORDER), method
+    """Registered methods in registration order, others after them alphabetically."""
+    order = registry.names()
+    if method in order:
+        return order.index(method), ""
+    return len(order), method
+
+
+def method_label(method: str) -> str:
+    """A method's name in tables and plots: its registry label, else the name itself."""
+    return registry.get(method).label if method in registry.names() else method
 
 
 def summarise(rows: Iterable[dict]) -> dict:
@@ -303,7 +332,7 @@ def metric_table(group: dict, metric: str = "accuracy") -> str:
             c = group["methods"][m].get(s)
             row.append("-" if c is None else format_mean_std(c[metric], c["n"], n_seeds))
         body.append(row)
-    return _table(["sparsity"] + [METHOD_LABELS.get(m, m) for m in methods], body)
+    return _table(["sparsity"] + [method_label(m) for m in methods], body)
 
 
 def _format_ratio(v: float | None) -> str:
@@ -326,7 +355,7 @@ def flops_table(group: dict) -> str:
             c = group["methods"][m].get(s)
             row.append("-" if c is None else _format_ratio(c["training_flops_relative"]))
         body.append(row)
-    return _table(["sparsity"] + [METHOD_LABELS.get(m, m) for m in methods], body)
+    return _table(["sparsity"] + [method_label(m) for m in methods], body)
 
 
 def comparison_table(group: dict, a: str = "rigl", b: str = "slr") -> str | None:
@@ -334,7 +363,7 @@ def comparison_table(group: dict, a: str = "rigl", b: str = "slr") -> str | None
     rows = compare(group, a, b)
     if not rows:
         return None
-    la, lb = METHOD_LABELS.get(a, a), METHOD_LABELS.get(b, b)
+    la, lb = method_label(a), method_label(b)
 
     def pct(v):
         return "n/a" if v is None else f"{v:.2f}"
@@ -447,7 +476,7 @@ def plot_accuracy(group: dict, path: str | os.PathLike, metric: str = "accuracy"
             continue
         ax.errorbar([sparsity_x(s) for s, _ in pts], [100 * v[0] for _, v in pts],
                     yerr=[100 * v[1] for _, v in pts], marker="o", ms=4, capsize=3,
-                    label=METHOD_LABELS.get(m, m))
+                    label=method_label(m))
     dense = dense_cell(group)
     if dense is not None and dense[metric] is not None:
         mean, std = (100 * v for v in dense[metric])
@@ -487,7 +516,7 @@ def plot_flops(group: dict, path: str | os.PathLike, *, title: str = "") -> path
                if s > 0 and c["training_flops"]]
         if pts:
             ax.plot([sparsity_x(s) for s, _ in pts], [v for _, v in pts], marker="o", ms=4,
-                    label=METHOD_LABELS.get(m, m))
+                    label=method_label(m))
     dense = dense_cell(group)
     if dense is not None and dense["training_flops"]:
         ax.axhline(dense["training_flops"], color="k", ls="--", lw=1, label="Dense")
@@ -501,84 +530,94 @@ def plot_flops(group: dict, path: str | os.PathLike, *, title: str = "") -> path
     return _save(fig, path)
 
 
-def density_trace(sparsity: float = 0.9, steps: int = 1000, task: str = "link") -> dict:
-    """Density of SLR and RigL at every training step, from the schedules the runs use.
+def density_trace(sparsity: float = 0.9, steps: int = 1000, task: str = "link",
+                  methods: Sequence[str] = DENSITY_METHODS) -> dict:
+    """Density of each method at every training step, from its registry entry.
 
-    SLR trains dense for ``dense_steps + penalty_steps`` (the phase lengths of
-    ``sparsegnn_jax.runs.method_schedule``: 50% and 25% of the budget), then sparse at
-    ``1 - sparsity``; RigL is sparse at ``1 - sparsity`` from the first step. Densities are of
-    the forward and backward passes; RigL's occasional dense gradient for regrowth (every
-    ``rigl_update_every`` steps) is not a density change and is returned separately.
+    A method's factory arguments are those of a run of the paper's MLP over ``steps`` steps
+    (:func:`sparsegnn_jax.runs.method_kwargs`, one step per epoch); its
+    :attr:`~sparsegnn_jax.sparsity.registry.MethodSpec.sparsity_at` gives the sparsity in force
+    at each step, and the density is one minus it. Densities are of the forward and backward
+    passes: a method that takes a dense gradient every ``update_every`` steps (RigL's regrowth)
+    does not change its density there, so that period is returned separately.
 
     Args:
       sparsity: target sparsity in [0, 1).
       steps: training steps (the step budget).
-      task: "link" or "node" (selects the RigL update period).
+      task: "link" or "node" (selects the paper's mask-update period).
+      methods: registered method names.
 
     Returns:
-      ``{"step": [0..steps-1], "slr": [...], "rigl": [...], "dense_steps", "penalty_steps",
-      "rigl_update_every"}`` (lists of floats).
-    """
-    from sparsegnn_jax import config, runs
+      ``{"step": [0..steps-1], <method>: [density per step] for each method,
+      "dense_gradient_every": {method: update_every} of the methods with dense-gradient steps}``
+      plus, when a method has SLR-style phases, ``"phased"`` (the first such method) and its
+      ``"dense_steps"`` and ``"penalty_steps"``. Densities are Python floats.
 
+    Raises:
+      ValueError: sparsity or steps out of range, no method, or an unknown method.
+    """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"--density-sparsity must be in [0, 1), got {sparsity}")
     if steps <= 0:
         raise ValueError(f"--density-steps must be positive, got {steps}")
-    base = config.RunConfig(task=task, model="mlp", sparsity=sparsity)
-    slr = runs.method_kwargs(config.resolve(dataclasses.replace(base, method="slr")), steps, 1)
-    rigl = runs.method_kwargs(config.resolve(dataclasses.replace(base, method="rigl")), steps, 1)
-    prune_step = slr["dense_steps"] + slr["penalty_steps"]
-    step = list(range(steps))
-    density = 1.0 - sparsity
-    return {
-        "step": step,
-        "slr": [1.0 if t < prune_step else density for t in step],
-        "rigl": [density] * steps,
-        "dense_steps": slr["dense_steps"],
-        "penalty_steps": slr["penalty_steps"],
-        "rigl_update_every": rigl["update_every"],
-    }
+    if not methods:
+        raise ValueError("--density-methods must name at least one method")
+    step = np.arange(steps)
+    trace: dict = {"step": step.tolist(), "dense_gradient_every": {}}
+    for method in methods:
+        cfg = config.resolve(config.RunConfig(task=task, model="mlp", sparsity=sparsity,
+                                              method=method))
+        kw = runs.method_kwargs(cfg, steps, 1)
+        spec = registry.get(method)
+        trace[method] = (1.0 - np.asarray(spec.sparsity_at(kw, step, sparsity))).tolist()
+        if spec.dense_gradient_steps(kw, steps) > 0 and "update_every" in kw:
+            trace["dense_gradient_every"][method] = kw["update_every"]
+        if "phased" not in trace and {"dense_steps", "penalty_steps"} <= set(kw):
+            trace.update(phased=method, dense_steps=kw["dense_steps"],
+                         penalty_steps=kw["penalty_steps"])
+    return trace
 
 
 def plot_density(path: str | os.PathLike, sparsity: float = 0.9, steps: int = 1000,
-                 task: str = "link") -> pathlib.Path:
-    """The paper's method figure: density vs training step, SLR against RigL.
+                 task: str = "link", methods: Sequence[str] = DENSITY_METHODS) -> pathlib.Path:
+    """The paper's method figure: density vs training step, one line per method (SLR, RigL).
 
-    The SLR phases (dense, penalty, masked retraining) are shaded; the legend gives each
-    method's mean density, the fraction of dense training FLOPs it spends.
+    The phases of the first phased method (dense, penalty, masked retraining) are shaded; dense
+    gradient steps are marked; the legend gives each method's mean density, the fraction of
+    dense training FLOPs it spends.
 
     Args:
       path: PNG file to write.
-      sparsity, steps, task: as :func:`density_trace`.
+      sparsity, steps, task, methods: as :func:`density_trace`.
 
     Returns:
       The written path.
 
     Raises:
       PlotsUnavailable: matplotlib is not installed.
+      ValueError: as :func:`density_trace`.
     """
-    trace = density_trace(sparsity, steps, task)
+    trace = density_trace(sparsity, steps, task, methods)
     fig = _figure_class()(figsize=(7, 4))
     ax = fig.add_subplot()
-    d, p = trace["dense_steps"], trace["penalty_steps"]
-    for lo, hi, label, alpha in ((0, d, "dense", 0.10), (d, d + p, "penalty", 0.18),
-                                 (d + p, steps, "masked retraining", 0.04)):
-        if hi > lo:
-            ax.axvspan(lo, hi, color="tab:blue", alpha=alpha, lw=0)
-            ax.text((lo + hi) / 2, 1.04, f"SLR: {label}", ha="center", va="bottom",
-                    fontsize="small")
-    mean_slr = statistics.fmean(trace["slr"])
-    mean_rigl = statistics.fmean(trace["rigl"])
-    ax.step(trace["step"], trace["slr"], where="post", color="tab:blue", lw=2,
-            label=f"SLR (mean density {mean_slr:.3f})")
-    ax.step(trace["step"], trace["rigl"], where="post", color="tab:red", lw=2,
-            label=f"RigL (mean density {mean_rigl:.3f})")
-    every = trace["rigl_update_every"]
-    updates = list(range(every, steps, every))
-    if updates:
-        ax.plot(updates, [1.0 - sparsity] * len(updates), "|", color="tab:red", ms=12,
-                label=f"RigL mask update (every {every} steps)")
+    colors = {m: _DENSITY_COLORS[i % len(_DENSITY_COLORS)] for i, m in enumerate(methods)}
+    if "phased" in trace:
+        d, p = trace["dense_steps"], trace["penalty_steps"]
+        phased = trace["phased"]
+        for lo, hi, label, alpha in ((0, d, "dense", 0.10), (d, d + p, "penalty", 0.18),
+                                     (d + p, steps, "masked retraining", 0.04)):
+            if hi > lo:
+                ax.axvspan(lo, hi, color=colors[phased], alpha=alpha, lw=0)
+                ax.text((lo + hi) / 2, 1.04, f"{method_label(phased)}: {label}", ha="center",
+                        va="bottom", fontsize="small")
+    for m in methods:
+        ax.step(trace["step"], trace[m], where="post", color=colors[m], lw=2,
+                label=f"{method_label(m)} (mean density {statistics.fmean(trace[m]):.3f})")
+    for m, every in trace["dense_gradient_every"].items():
+        updates = list(range(every, steps, every))
+        if updates:
+            ax.plot(updates, [trace[m][t] for t in updates], "|", color=colors[m], ms=12,
+                    label=f"{method_label(m)} mask update (every {every} steps)")
     ax.set_xlim(0, steps)
     ax.set_ylim(0, 1.15)
     ax.set_xlabel("training step")
@@ -628,23 +667,45 @@ def write_plots(summary: dict, out: str | os.PathLike) -> list[pathlib.Path]:
 # Command line
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="experiments/report.py", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``experiments/report.py``."""
+    p = argparse.ArgumentParser(
+        prog="experiments/report.py",
+        description="Tables and plots of one or more sweep results.csv files; the paper's "
+                    "density-vs-step figure.",
+        epilog="Exit codes: 0 done (also when plots are skipped for lack of matplotlib after "
+               "results.md was written: a warning says so); 2 bad input, or only plots asked "
+               "for and matplotlib missing.")
     p.add_argument("csv", nargs="*", help="results.csv files of experiments/sweep.py")
     p.add_argument("--out", required=True, help="folder for results.md and the PNG plots")
     p.add_argument("--density-trace", action="store_true",
-                   help="also write density_vs_step.png (SLR against RigL, from the schedules)")
+                   help="also write density_vs_step.png (from the methods' schedules)")
+    p.add_argument("--density-methods", default=",".join(DENSITY_METHODS),
+                   help="comma-separated methods of the density figure "
+                        f"(default {','.join(DENSITY_METHODS)})")
     p.add_argument("--density-sparsity", type=float, default=0.9,
                    help="sparsity of the density figure (default 0.9)")
     p.add_argument("--density-steps", type=int, default=1000,
                    help="step budget of the density figure (default 1000)")
     p.add_argument("--no-plots", action="store_true", help="only write results.md")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line of ``experiments/report.py``; returns its exit code.
+
+    Args:
+      argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+      0 when done, also when results.md was written but matplotlib is missing (the plots are
+      skipped with one ``warning:`` line on stderr); 2 on bad input (one ``error:`` line), or
+      when only plots were asked for and matplotlib is missing.
+    """
+    args = build_parser().parse_args(argv)
     out = pathlib.Path(args.out)
+    density_methods = [m.strip() for m in args.density_methods.split(",") if m.strip()]
+    wrote_tables = False
     try:
         if not args.csv and not args.density_trace:
             raise ValueError("give at least one results CSV (or --density-trace)")
@@ -654,28 +715,29 @@ def main(argv=None) -> int:
             text = markdown_tables(summary, args.csv)
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.md").write_text(text)
+            wrote_tables = True
             print(text, end="")
             print(f"wrote {out / 'results.md'}")
         if args.density_trace:
             # Validate before plotting, so a bad flag is exit 2 even without matplotlib.
-            density_trace(args.density_sparsity, args.density_steps)
+            density_trace(args.density_sparsity, args.density_steps, methods=density_methods)
         if args.no_plots:
             return 0
         written = write_plots(summary, out) if summary else []
         if args.density_trace:
             written.append(plot_density(out / "density_vs_step.png", args.density_sparsity,
-                                        args.density_steps))
+                                        args.density_steps, methods=density_methods))
         for path in written:
             print(f"wrote {path}")
     except PlotsUnavailable as err:
-        done = "results.md was written, " if args.csv else ""
-        print(f"error: {err}; {done}plots were skipped", file=sys.stderr)
-        return 3
+        if wrote_tables:
+            # The tables are the report; the plots are an optional extra.
+            print(f"warning: {err}; results.md was written, plots were skipped",
+                  file=sys.stderr)
+            return 0
+        print(f"error: {err}; nothing was written", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
