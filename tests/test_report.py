@@ -1,6 +1,6 @@
-"""experiments/report.py: seed statistics, markdown tables, plots, the density figure, errors."""
+"""sparsegnn_jax.report and experiments/report.py: seed statistics, markdown tables, plots, the
+density figure, errors."""
 import csv
-import importlib.util
 import math
 import os
 import pathlib
@@ -11,21 +11,14 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from sparsegnn_jax import config, runs, sweeps
+import numpy as np
+
+from sparsegnn_jax import config, report, runs, sweeps
+from sparsegnn_jax.sparsity import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "report.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_report():
-    spec = importlib.util.spec_from_file_location("report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
 
 # Known accuracies: method -> sparsity -> (seed 0, seed 1).
 ACC = {
@@ -189,6 +182,24 @@ def test_density_trace_follows_the_run_schedules():
         report.density_trace(1.0)
 
 
+def test_density_trace_reads_any_registered_method_from_the_registry():
+    trace = report.density_trace(0.9, 1000, methods=("gmp", "rigl", "dense"))
+    kw = runs.method_kwargs(config.resolve(config.RunConfig(method="gmp", model="mlp")), 1000, 1)
+    expected = 1.0 - registry.gmp_sparsity(np.arange(1000), 0.9, kw["begin_step"],
+                                           kw["end_step"], kw["every"])
+    np.testing.assert_allclose(trace["gmp"], expected)
+    # GMP: dense until 10% of the run, a cubic ramp down to the target density by 50%.
+    assert trace["gmp"][99] == 1.0 and trace["gmp"][-1] == pytest.approx(0.1)
+    assert 0.1 < trace["gmp"][300] < 1.0
+    assert trace["dense"] == [1.0] * 1000
+    # RigL's dense gradients every update_every steps are not a density change.
+    rigl = runs.method_kwargs(config.resolve(config.RunConfig(method="rigl", model="mlp")), 1000, 1)
+    assert trace["dense_gradient_every"] == {"rigl": rigl["update_every"]}
+    assert "phased" not in trace and "dense_steps" not in trace
+    with pytest.raises(ValueError, match="unknown --method='nope'"):
+        report.density_trace(methods=("nope",))
+
+
 def _is_png(path):
     data = pathlib.Path(path).read_bytes()
     return len(data) > 1000 and data.startswith(PNG_MAGIC)
@@ -223,8 +234,10 @@ def test_without_matplotlib_tables_are_still_written(tmp_path, csv_path, monkeyp
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     out = tmp_path / "report"
-    assert report.main([str(csv_path), "--out", str(out)]) == 3
+    # The tables were written: success, with one warning line about the skipped plots.
+    assert report.main([str(csv_path), "--out", str(out)]) == 0
     err = capsys.readouterr().err
+    assert err.startswith("warning:") and err.count("\n") == 1
     assert 'pip install -e ".[plots]"' in err and "results.md was written" in err
     assert "## toy / mlp" in (out / "results.md").read_text()
     assert not list(out.glob("*.png"))
@@ -232,6 +245,11 @@ def test_without_matplotlib_tables_are_still_written(tmp_path, csv_path, monkeyp
         report.plot_density(tmp_path / "d.png")
     # --no-plots never needs matplotlib.
     assert report.main([str(csv_path), "--out", str(out), "--no-plots"]) == 0
+    # Only the density figure asked for: nothing can be written, an error.
+    capsys.readouterr()
+    assert report.main(["--density-trace", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nothing was written" in err
 
 
 def test_missing_csv_is_named_exit_2(tmp_path, capsys):
@@ -263,6 +281,44 @@ def test_bad_value_and_empty_csv_exit_2(tmp_path, capsys):
     assert "no result rows" in capsys.readouterr().err
     assert report.main(["--out", str(tmp_path / "o")]) == 2
     assert "at least one results CSV" in capsys.readouterr().err
+
+
+def test_required_columns_are_sweep_columns():
+    assert set(report.REQUIRED_COLUMNS) <= set(sweeps.CSV_FIELDS)
+    assert set(report.TEXT_COLUMNS) | {"seed"} | set(report.NUMERIC_COLUMNS) == set(sweeps.CSV_FIELDS)
+
+
+def _toy_method(inner, sparsity=0.9, distribution="uniform", filter_fn=None):
+    return registry.sparsifier("static", inner, sparsity=sparsity, distribution=distribution,
+                               filter_fn=filter_fn)
+
+
+def test_method_registered_at_runtime_gets_its_label_and_unknown_ones_sort_last(tmp_path):
+    rows = _rows() + [dict(r, method=m) for m in ("toy", "zz_unregistered")
+                      for r in _rows() if r["method"] == "rigl"]
+    path = _write(tmp_path / "r.csv", rows)
+    registry.register(registry.MethodSpec("toy", _toy_method, "Toy"))
+    try:
+        summary = report.summarise(report.load_rows([path]))
+        md = report.markdown_tables(summary)
+    finally:
+        registry.unregister("toy")
+    assert list(summary["toy"]["mlp"]["methods"]) == ["dense", "slr", "rigl", "toy",
+                                                      "zz_unregistered"]
+    header = _cells(_section(md, "Test accuracy (%)")[0])
+    assert header == ["sparsity", "SLR", "RigL", "Toy", "zz_unregistered"]
+    assert _cells(_section(md, "Training FLOPs relative to dense (mean)")[0]) == header
+
+
+def test_script_writes_results_md(tmp_path, csv_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--out", str(out),
+                           "--no-plots"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "results.md").read_text()
+    assert "## toy / mlp" in md and md in proc.stdout
+    assert proc.stderr == ""
 
 
 def test_script_exit_code_and_message(tmp_path):

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from sparsegnn_jax import config, sweeps
+from sparsegnn_jax import config, report, sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,6 @@ def test_vmapped_and_sequential_runs_agree():
 def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
-        import report
         import sweep
     finally:
         sys.path.pop(0)
