@@ -6,7 +6,7 @@ Methods: :func:`dense`, :func:`static_sparse`, :func:`one_shot`, :func:`gradual_
 and the run's :class:`SparsityTrace` are read back with :func:`get_masks` / :func:`get_trace`.
 """
 from sparsegnn_jax.sparsity import distributions, masks, schedules
-from sparsegnn_jax.sparsity._core import (
+from sparsegnn_jax.sparsity.transform import (
     SparsityState,
     SparsityTrace,
     find_state,
