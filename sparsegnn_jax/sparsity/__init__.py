@@ -4,6 +4,12 @@ method as an optax transformation wrapping an inner optimizer.
 Methods: :func:`dense`, :func:`static_sparse`, :func:`one_shot`, :func:`gradual_magnitude`,
 :func:`admm`, :func:`slr`, :func:`set_`, :func:`rigl`; by name with :func:`sparsifier`. The masks
 and the run's :class:`SparsityTrace` are read back with :func:`get_masks` / :func:`get_trace`.
+
+Modules: ``masks`` (mask pytrees), ``distributions`` (per-layer sparsities), ``schedules``,
+``topk`` (exact top-k, drop and grow on one array), ``trees`` (layer paths, prunable filters,
+pure views, structure checks), ``validation`` (argument checks), ``transform`` (the optax
+transformation every method is built from, with its extension point ``transform.Rule``), and one
+module per method family: ``pruning``, ``dst``, ``admm``.
 """
 from sparsegnn_jax.sparsity import distributions, masks, schedules
 from sparsegnn_jax.sparsity.transform import (
