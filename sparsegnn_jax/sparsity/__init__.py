@@ -12,6 +12,16 @@ transformation every method is built from, with its extension point ``transform.
 module per method family: ``pruning``, ``dst``, ``admm``.
 """
 from sparsegnn_jax.sparsity import distributions, masks, schedules
+from sparsegnn_jax.sparsity.admm import AdmmState, SlrState, admm, slr
+from sparsegnn_jax.sparsity.dst import rigl, set_
+from sparsegnn_jax.sparsity.pruning import (
+    GmpState,
+    dense,
+    gradual_magnitude,
+    one_shot,
+    static_sparse,
+)
+from sparsegnn_jax.sparsity.registry import METHODS, sparsifier
 from sparsegnn_jax.sparsity.transform import (
     SparsityState,
     SparsityTrace,
@@ -19,10 +29,6 @@ from sparsegnn_jax.sparsity.transform import (
     get_masks,
     get_trace,
 )
-from sparsegnn_jax.sparsity.admm import AdmmState, SlrState, admm, slr
-from sparsegnn_jax.sparsity.dst import rigl, set_
-from sparsegnn_jax.sparsity.pruning import GmpState, dense, gradual_magnitude, one_shot, static_sparse
-from sparsegnn_jax.sparsity.registry import METHODS, sparsifier
 
 __all__ = [
     "AdmmState", "GmpState", "METHODS", "SlrState", "SparsityState", "SparsityTrace", "admm",

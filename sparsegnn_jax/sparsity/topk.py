@@ -85,11 +85,9 @@ def _as_signed(keys):
 
 
 def _counts(preds):
-    """Number of True entries of each bool array, all in one pass over the data.
-
-    A single variadic reduce: XLA CPU emits it as one vectorised loop, measured several times
-    faster than separate ``jnp.sum`` calls (even than one ``jnp.sum`` of a single array).
-    """
+    """Number of True entries of each bool array, all in one pass over the data."""
+    # A single variadic reduce: XLA CPU emits it as one vectorised loop, measured several times
+    # faster than separate ``jnp.sum`` calls (even than one ``jnp.sum`` of a single array).
     ops = tuple(p.astype(jnp.int32) for p in preds)
     return lax.reduce(ops, tuple(jnp.int32(0) for _ in ops),
                       lambda a, b: tuple(x + y for x, y in zip(a, b)),
