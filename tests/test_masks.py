@@ -9,7 +9,7 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsegnn_jax.sparsity import distributions, masks
+from sparsegnn_jax.sparsity import distributions, masks, topk
 
 PAPER_GRID = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
               0.984375, 0.9921875]
@@ -193,10 +193,8 @@ def np_ranks(scores):
 
 
 def topk_search(scores, k):
-    """The sort-free path of topk_mask (used for arrays above masks._SORT_MAX_SIZE), on any size."""
-    flat = jnp.asarray(scores).reshape(-1)
-    k = jnp.clip(jnp.asarray(k), 0, flat.size).astype(jnp.int32)
-    return masks._topk_mask_search(flat, k, masks._order_keys(flat)).reshape(jnp.shape(scores))
+    """The sort-free path of topk_mask (used for arrays above topk.SORT_MAX_SIZE), on any size."""
+    return topk.topk_mask_by_search(scores, k)
 
 
 TOPK_IMPLS = pytest.mark.parametrize("topk", [masks.topk_mask, topk_search],
@@ -289,7 +287,7 @@ def test_topk_extreme_finite_values(topk):
 def test_topk_fractional_k_selects_ceil_on_both_paths():
     # A fractional k selects ceil(k) entries, as comparing integer ranks with k does.
     s = jnp.asarray(np.random.default_rng(14).normal(size=5000).astype(np.float32))
-    for scores in (s[:100], s):  # sorted below masks._SORT_MAX_SIZE entries, searched above
+    for scores in (s[:100], s):  # sorted below topk.SORT_MAX_SIZE entries, searched above
         np.testing.assert_array_equal(masks.topk_mask(scores, 2.5), np_topk(scores, 3))
         assert int(masks.topk_mask(scores, 0.0).sum()) == 0
 

@@ -89,7 +89,7 @@ def test_dense_phase_is_the_inner_optimizer_and_penalty_is_rho_w_minus_z_plus_u(
             for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(ref)):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         else:
-            z, u = state.extra.z[1], state.extra.u[1]  # leaf order: b, w
+            z, u = state.extra.z["w"], state.extra.u["w"]
             want = -0.05 * (grads["w"] + 0.3 * (params["w"] - z + u))
             np.testing.assert_allclose(np.asarray(updates["w"]), np.asarray(want), rtol=1e-5,
                                        atol=1e-7)
@@ -114,7 +114,7 @@ def test_w_minus_z_falls_on_least_squares(method):
     gaps = []
     for t in range(dense_steps, dense_steps + penalty_steps, every):
         w = np.asarray(log[t][0]["w"])
-        z = np.asarray(log[t][1].extra.z[1])
+        z = np.asarray(log[t][1].extra.z["w"])
         gaps.append(np.linalg.norm(w - z))
     assert gaps[0] > 0.1
     assert max(gaps[len(gaps) // 2:]) < 0.5 * gaps[0], gaps
@@ -140,25 +140,25 @@ def test_slr_step_size_rule_and_surrogate_condition():
     for t in range(dense_steps + every, dense_steps + 60, every):
         before, after = log[t - 1][1].extra, log[t][1].extra
         w = np.asarray(log[t][0]["w"])
-        z_new = np.asarray(after.z[1])
+        z_new = np.asarray(after.z["w"])
         # Z' = proj(W + lam / rho), whatever the condition says.
-        target = w + np.asarray(before.lam[1]) / rho
+        target = w + np.asarray(before.lam["w"]) / rho
         np.testing.assert_allclose(z_new, np.where(np_top(np.abs(target), 48), target, 0),
                                    rtol=1e-6)
         held = int(after.accepted) == int(before.accepted) + 1
         if held:
             accepted += 1
-            n_prev = np.linalg.norm(np.asarray(before.w_prev[1]) - np.asarray(before.z_prev[1]))
+            n_prev = np.linalg.norm(np.asarray(before.w_prev["w"]) - np.asarray(before.z_prev["w"]))
             n_new = np.linalg.norm(w - z_new)
             s_want = float(slr_alpha(int(before.k))) * float(before.s) * n_prev / n_new
             np.testing.assert_allclose(float(after.s), s_want, rtol=1e-4)
-            np.testing.assert_allclose(np.asarray(after.lam[1]),
-                                       np.asarray(before.lam[1]) + s_want * (w - z_new),
+            np.testing.assert_allclose(np.asarray(after.lam["w"]),
+                                       np.asarray(before.lam["w"]) + s_want * (w - z_new),
                                        rtol=1e-4, atol=1e-6)
             assert int(after.k) == int(before.k) + 1
         else:
             rejected += 1
-            np.testing.assert_array_equal(np.asarray(after.lam[1]), np.asarray(before.lam[1]))
+            np.testing.assert_array_equal(np.asarray(after.lam["w"]), np.asarray(before.lam["w"]))
             assert float(after.s) == float(before.s) and int(after.k) == int(before.k)
         if t == bad_step:
             assert not held

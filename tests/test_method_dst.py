@@ -6,7 +6,7 @@ import optax
 import pytest
 
 import sparsegnn_jax.sparsity as sp
-from sparsegnn_jax.sparsity import _core, dst, schedules
+from sparsegnn_jax.sparsity import dst, schedules
 
 SHAPES = {"l0": (12, 32), "l1": (32, 24), "l2": (24, 3)}
 UPDATE_EVERY, END_STEP, STEPS = 2, 6, 10
@@ -202,21 +202,28 @@ def test_moment_reset_at_grown_positions(inner_name):
             assert np.all(np.asarray(tree[name]["bias"]) != 0)
 
 
-def test_reset_param_shaped_finds_nested_moments():
-    params = {"a": jnp.ones((2, 3)), "b": jnp.ones(3)}
-    where = [jnp.asarray([[True, False, False], [False, False, True]]), jnp.zeros(3, bool)]
-    pdef = jax.tree.structure(params)
-    shapes = [(2, 3), (3,)]
-    ms = optax.MultiSteps(optax.chain(optax.add_decayed_weights(1e-3),
-                                      optax.inject_hyperparams(optax.adam)(learning_rate=0.1)),
-                          every_k_schedule=2)
-    state = jax.tree.map(lambda x: jnp.full_like(x, 2.0) if x.ndim else x, ms.init(params))
-    out = _core.reset_param_shaped(state, pdef, shapes, where)
+def test_rigl_resets_nested_param_shaped_inner_state_at_grown_positions():
+    # The inner optimizer's params-shaped state is found inside any nesting of optax states
+    # (MultiSteps' accumulators, a chain, inject_hyperparams' Adam moments) and zeroed exactly at
+    # the grown positions; the rest of the inner state is untouched.
+    params = {"a": jnp.ones((6, 5)), "b": jnp.ones(5)}
+    inner = optax.MultiSteps(optax.chain(optax.add_decayed_weights(1e-3),
+                                         optax.inject_hyperparams(optax.adam)(learning_rate=0.1)),
+                             every_k_schedule=2)
+    tx = sp.rigl(inner, sparsity=0.5, update_every=1, drop_fraction=0.5)
+    state = tx.init(params)
+    filled = jax.tree.map(lambda x: jnp.full_like(x, 2.0) if x.ndim else x, state.inner_state)
+    state = state._replace(count=jnp.ones((), jnp.int32), inner_state=filled)
+    grads = {"a": jnp.arange(30.0).reshape(6, 5), "b": jnp.ones(5)}
+    _, new_state = jax.jit(tx.update)(grads, state, params)
+    grown = np.asarray(new_state.masks["a"]) & ~np.asarray(state.masks["a"])
+    assert grown.sum() > 0
+    out = new_state.inner_state
     adam_state = out.inner_opt_state[1].inner_state[0]
+    # The first call is a MultiSteps mini-step: Adam does not run, so its moments stay 2 wherever
+    # no weight was grown.
     for tree in (adam_state.mu, adam_state.nu, out.acc_grads):
-        np.testing.assert_array_equal(np.asarray(tree["a"]), [[0, 2, 2], [2, 2, 0]])
-        np.testing.assert_array_equal(np.asarray(tree["b"]), [2, 2, 2])
-    # A subtree with the right structure but other shapes is left alone.
-    other = {"a": jnp.full((3, 2), 2.0), "b": jnp.full(3, 2.0)}
-    same = _core.reset_param_shaped(other, pdef, shapes, where)
-    np.testing.assert_array_equal(np.asarray(same["a"]), np.full((3, 2), 2.0))
+        assert np.all(np.asarray(tree["a"])[grown] == 0)
+        assert np.all(np.asarray(tree["b"]) != 0)
+    for tree in (adam_state.mu, adam_state.nu):
+        np.testing.assert_array_equal(np.asarray(tree["a"])[~grown], 2.0)

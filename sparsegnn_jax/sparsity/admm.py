@@ -17,29 +17,34 @@ optimality condition (Gurevin et al., IJCAI 2021).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sparsegnn_jax.sparsity import _core
+from sparsegnn_jax.sparsity import distributions as distributions_lib
+from sparsegnn_jax.sparsity import masks as masks_lib
+from sparsegnn_jax.sparsity import transform
+from sparsegnn_jax.sparsity.validation import check_greater, check_sparsity, check_step
 
 
 class AdmmState(NamedTuple):
-    """Extra state of :func:`admm` (leaf lists in the params' leaf order).
+    """Extra state of :func:`admm`: trees with the params' structure (a scalar 0 placeholder on
+    non-prunable leaves).
 
     Attributes:
       z: the sparse projections Z.
       u: the scaled multipliers U.
     """
 
-    z: list
-    u: list
+    z: Any
+    u: Any
 
 
 class SlrState(NamedTuple):
-    """Extra state of :func:`slr` (leaf lists in the params' leaf order).
+    """Extra state of :func:`slr`; ``z, lam, w_prev, z_prev`` are trees with the params'
+    structure (a scalar 0 placeholder on non-prunable leaves).
 
     Attributes:
       z: the sparse projections Z.
@@ -52,35 +57,47 @@ class SlrState(NamedTuple):
       accepted: number of multiplier updates where the surrogate condition held.
     """
 
-    z: list
-    lam: list
-    w_prev: list
-    z_prev: list
+    z: Any
+    lam: Any
+    w_prev: Any
+    z_prev: Any
     loss_prev: jax.Array
     s: jax.Array
     k: jax.Array
     accepted: jax.Array
 
 
-def _project(leaves, counts, prunable) -> list:
+def _project(tree, counts, prunable_tree):
     """Per-layer magnitude projection: keep the ``counts`` largest |x|, zero the rest."""
-    masks = _core.magnitude(leaves, counts, prunable)
-    return [jnp.where(m, x, jnp.zeros_like(x)) for m, x in zip(masks, leaves)]
+    keep = masks_lib.top_magnitude(tree, counts, prunable_tree)
+    return jax.tree.map(lambda m, x: jnp.where(m, x, jnp.zeros_like(x)), keep, tree)
 
 
-def _zeros(leaves, prunable) -> list:
+def _zeros(params, prunable_tree):
     # Non-prunable leaves carry a scalar placeholder: no memory is spent on them.
-    return [jnp.zeros_like(x) if p else jnp.zeros((), x.dtype) for x, p in zip(leaves, prunable)]
+    return jax.tree.map(lambda x, p: jnp.zeros_like(x) if p else jnp.zeros((), x.dtype),
+                        params, prunable_tree)
+
+
+def _keep_placeholders(new, old, prunable_tree):
+    """``new`` on prunable leaves, ``old`` (the scalar placeholder) elsewhere: cond-stable shapes."""
+    return jax.tree.map(lambda n, o, p: n if p else o, new, old, prunable_tree)
+
+
+def _sq_norm(tree, prunable_tree) -> jax.Array:
+    """Sum of squares over the prunable leaves (summed in leaf order)."""
+    terms = [jnp.sum(jnp.square(x))
+             for x, p in zip(jax.tree.leaves(tree), jax.tree.leaves(prunable_tree)) if p]
+    return sum(terms, jnp.zeros((), jnp.float32))
 
 
 def _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_every) -> None:
-    _core.check_sparsity(sparsity)
-    _core.check_distribution(distribution)
-    if _core._is_concrete_number(rho) and not float(rho) > 0:
-        raise ValueError(f"rho must be > 0, got {rho!r}")
-    _core.check_step(dense_steps, "dense_steps")
-    _core.check_step(penalty_steps, "penalty_steps")
-    _core.check_positive_int(update_every, "update_every")
+    check_sparsity(sparsity)
+    distributions_lib.check_distribution(distribution)
+    check_greater(rho, "rho", 0)
+    check_step(dense_steps, "dense_steps")
+    check_step(penalty_steps, "penalty_steps")
+    check_step(update_every, "update_every", positive=True)
 
 
 def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_steps,
@@ -88,7 +105,7 @@ def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_st
     """The four-phase method shared by ADMM and SLR (see the module docstring)."""
     prune_step = dense_steps + penalty_steps
 
-    def grads(ctx: _core.StepContext):
+    def grads(ctx: transform.StepContext):
         t = ctx.step
         in_penalty = (t >= dense_steps) & (t < prune_step)
         extra = jax.lax.cond(
@@ -96,22 +113,22 @@ def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_st
             lambda: jax.lax.cond(
                 in_penalty & ((t - dense_steps) % update_every == 0),
                 lambda: multiplier_update(ctx), lambda: ctx.extra))
-        pen = penalty(ctx.params, extra, ctx.prunable)
-        new = [jnp.where(in_penalty, g + d, g) if p else g
-               for g, d, p in zip(ctx.grads, pen, ctx.prunable)]
+        pen = penalty(ctx.params, extra)
+        new = jax.tree.map(lambda g, d, p: jnp.where(in_penalty, g + d, g) if p else g,
+                           ctx.grads, pen, ctx.prunable)
         return new, extra
 
-    def step(ctx: _core.StepContext):
+    def step(ctx: transform.StepContext):
         new = jax.lax.cond(ctx.step == prune_step,
-                           lambda: _core.magnitude(ctx.params, ctx.counts, ctx.prunable),
-                           lambda: list(ctx.masks))
+                           lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable),
+                           lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
-    rule = _core.Rule(init_masks=_core.init_dense, step=step, grads=grads, init_extra=init_extra)
-    return _core.sparse_transform(
-        inner, rule,
-        counts_fn=lambda params: _core.keep_counts(params, sparsity, distribution, filter_fn),
-        filter_fn=filter_fn, key=_core.make_key(0), name=name)
+    rule = transform.Rule(init_masks=transform.init_dense, step=step, grads=grads,
+                          init_extra=init_extra)
+    return transform.sparse_transform(
+        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=transform.make_key(0), name=name)
 
 
 def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps: int = 0,
@@ -142,22 +159,22 @@ def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_step
     """
     _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_every)
 
-    def init_extra(params, leaves, counts, prunable):
-        return AdmmState(z=_zeros(leaves, prunable), u=_zeros(leaves, prunable))
+    def init_extra(params, counts, prunable_tree):
+        return AdmmState(z=_zeros(params, prunable_tree), u=_zeros(params, prunable_tree))
 
     def start(ctx):
         z = _project(ctx.params, ctx.counts, ctx.prunable)
         return AdmmState(z=_keep_placeholders(z, ctx.extra.z, ctx.prunable), u=ctx.extra.u)
 
     def multiplier_update(ctx):
-        w_u = [w + u for w, u in zip(ctx.params, ctx.extra.u)]
+        w_u = jax.tree.map(lambda w, u: w + u, ctx.params, ctx.extra.u)
         z = _project(w_u, ctx.counts, ctx.prunable)
-        u = [u + w - zz for u, w, zz in zip(ctx.extra.u, ctx.params, z)]
+        u = jax.tree.map(lambda u, w, zz: u + w - zz, ctx.extra.u, ctx.params, z)
         return AdmmState(z=_keep_placeholders(z, ctx.extra.z, ctx.prunable),
                          u=_keep_placeholders(u, ctx.extra.u, ctx.prunable))
 
-    def penalty(params, extra, prunable):
-        return [rho * (w - z + u) for w, z, u in zip(params, extra.z, extra.u)]
+    def penalty(params, extra):
+        return jax.tree.map(lambda w, z, u: rho * (w - z + u), params, extra.z, extra.u)
 
     return _phased(inner, sparsity=sparsity, distribution=distribution, filter_fn=filter_fn,
                    dense_steps=dense_steps, penalty_steps=penalty_steps,
@@ -213,16 +230,13 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
       Lagrangian Relaxation", IJCAI 2021.
     """
     _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_every)
-    if _core._is_concrete_number(M) and not float(M) > 1:
-        raise ValueError(f"M must be > 1, got {M!r}")
-    if _core._is_concrete_number(r) and not float(r) > 0:
-        raise ValueError(f"r must be > 0, got {r!r}")
+    check_greater(M, "M", 1)
+    check_greater(r, "r", 0)
     s0 = rho if initial_step_size is None else initial_step_size
-    if _core._is_concrete_number(s0) and not float(s0) > 0:
-        raise ValueError(f"initial_step_size must be > 0, got {s0!r}")
+    check_greater(s0, "initial_step_size", 0)
 
-    def init_extra(params, leaves, counts, prunable):
-        zeros = lambda: _zeros(leaves, prunable)  # noqa: E731
+    def init_extra(params, counts, prunable_tree):
+        zeros = lambda: _zeros(params, prunable_tree)  # noqa: E731
         return SlrState(z=zeros(), lam=zeros(), w_prev=zeros(), z_prev=zeros(),
                         loss_prev=jnp.zeros((), jnp.float32),
                         s=jnp.asarray(s0, jnp.float32), k=jnp.ones((), jnp.int32),
@@ -235,30 +249,33 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
         e = ctx.extra
         keep = lambda new, old: _keep_placeholders(new, old, ctx.prunable)  # noqa: E731
         z = keep(_project(ctx.params, ctx.counts, ctx.prunable), e.z)
-        w = keep(list(ctx.params), e.w_prev)
+        w = keep(ctx.params, e.w_prev)
         return e._replace(z=z, w_prev=w, z_prev=z, loss_prev=loss_value(ctx))
 
-    def surrogate(f, w, z, lam, prunable):
-        return f + 0.5 * rho * _core.sq_norm(
-            [ww - zz + ll / rho for ww, zz, ll in zip(w, z, lam)], prunable)
+    def surrogate(f, w, z, lam, prunable_tree):
+        gap = jax.tree.map(lambda ww, zz, ll: ww - zz + ll / rho, w, z, lam)
+        return f + 0.5 * rho * _sq_norm(gap, prunable_tree)
+
+    def distance(a, b, prunable_tree):
+        return jnp.sqrt(_sq_norm(jax.tree.map(jnp.subtract, a, b), prunable_tree))
 
     def multiplier_update(ctx):
-        e, prunable = ctx.extra, ctx.prunable
-        keep = lambda new, old: _keep_placeholders(new, old, prunable)  # noqa: E731
+        e, prunable_tree = ctx.extra, ctx.prunable
+        keep = lambda new, old: _keep_placeholders(new, old, prunable_tree)  # noqa: E731
         f = loss_value(ctx)
-        w = keep(list(ctx.params), e.w_prev)
-        z = keep(_project([ww + ll / rho for ww, ll in zip(w, e.lam)], ctx.counts, prunable),
-                 e.z)
-        holds = (surrogate(f, w, z, e.lam, prunable)
-                 < surrogate(e.loss_prev, e.w_prev, e.z_prev, e.lam, prunable)) | (e.k == 1)
-        n_prev = jnp.sqrt(_core.sq_norm([a - b for a, b in zip(e.w_prev, e.z_prev)], prunable))
-        n_new = jnp.sqrt(_core.sq_norm([a - b for a, b in zip(w, z)], prunable))
+        w = keep(ctx.params, e.w_prev)
+        w_lam = jax.tree.map(lambda ww, ll: ww + ll / rho, w, e.lam)
+        z = keep(_project(w_lam, ctx.counts, prunable_tree), e.z)
+        holds = (surrogate(f, w, z, e.lam, prunable_tree)
+                 < surrogate(e.loss_prev, e.w_prev, e.z_prev, e.lam, prunable_tree)) | (e.k == 1)
+        n_prev = distance(e.w_prev, e.z_prev, prunable_tree)
+        n_new = distance(w, z, prunable_tree)
         ratio_ok = (n_prev > 0) & (n_new > 0)
         s_new = jnp.where(ratio_ok,
                           slr_alpha(e.k, M, r) * e.s * n_prev / jnp.where(ratio_ok, n_new, 1.0),
                           e.s)
-        lam_new = [ll + s_new * (ww - zz) for ll, ww, zz in zip(e.lam, w, z)]
-        pick = lambda a, b: [jnp.where(holds, x, y) for x, y in zip(a, b)]  # noqa: E731
+        lam_new = jax.tree.map(lambda ll, ww, zz: ll + s_new * (ww - zz), e.lam, w, z)
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(holds, x, y), a, b)  # noqa: E731
         return SlrState(
             z=z,
             lam=keep(pick(lam_new, e.lam), e.lam),
@@ -269,15 +286,11 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
             k=e.k + holds.astype(jnp.int32),
             accepted=e.accepted + holds.astype(jnp.int32))
 
-    def penalty(params, extra, prunable):
-        return [rho * (w - z) + ll for w, z, ll in zip(params, extra.z, extra.lam)]
+    def penalty(params, extra):
+        return jax.tree.map(lambda w, z, ll: rho * (w - z) + ll, params, extra.z, extra.lam)
 
     return _phased(inner, sparsity=sparsity, distribution=distribution, filter_fn=filter_fn,
                    dense_steps=dense_steps, penalty_steps=penalty_steps,
                    update_every=update_every, init_extra=init_extra, start=start,
                    multiplier_update=multiplier_update, penalty=penalty, name="slr")
 
-
-def _keep_placeholders(new, old, prunable) -> list:
-    """``new`` on prunable leaves, ``old`` (the scalar placeholder) elsewhere: cond-stable shapes."""
-    return [n if p else o for n, o, p in zip(new, old, prunable)]

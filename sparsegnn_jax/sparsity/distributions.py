@@ -32,15 +32,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsegnn_jax.sparsity import masks as _masks
+from sparsegnn_jax.sparsity.topk import keep_count
+from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
+from sparsegnn_jax.sparsity.validation import check_sparsity, is_concrete
 
 PyTree = Any
 
-__all__ = ["DISTRIBUTIONS", "layer_densities", "keep_counts", "erdos_renyi_densities"]
+__all__ = ["DISTRIBUTIONS", "ALIASES", "check_distribution", "layer_densities", "keep_counts",
+           "erdos_renyi_densities"]
 
 DISTRIBUTIONS = ("uniform", "uniform_dense_first", "erk", "er")
 
-_ALIASES = {
+# Accepted names (case-insensitive) and the distribution each one means.
+ALIASES = {
     "uniform": "uniform",
     "uniform_dense_first": "uniform_dense_first",
     "erk": "erk",
@@ -52,8 +56,8 @@ _ALIASES = {
 
 def _prunable_shapes(params: PyTree, filter_fn) -> dict:
     """``{path: shape}`` of prunable leaves in flattening order."""
-    paths, leaves, _ = _masks._flatten(params)
-    flags = _masks._flags(paths, leaves, filter_fn)
+    paths, leaves, _ = flatten_with_paths(params)
+    flags = prunable_flags(paths, leaves, filter_fn)
     return {p: tuple(np.shape(leaf)) for p, leaf, f in zip(paths, leaves, flags) if f}
 
 
@@ -116,13 +120,36 @@ def erdos_renyi_densities(shapes: Mapping[str, tuple], sparsity: float,
 
 
 def _check_concrete(sparsity, name: str):
-    if not _masks._is_concrete(sparsity):
+    if not is_concrete(sparsity):
         raise ValueError(
             f"distribution {name!r} needs a concrete (non-traced) sparsity because its "
             "per-layer densities come from an iterative NumPy solve; use 'uniform' or "
             "'uniform_dense_first' to vmap/jit over sparsity, or compute the ERK densities "
             "outside the transformation and pass them as a {path: sparsity} dict"
         )
+
+
+def check_distribution(distribution):
+    """Validates a ``distribution`` argument.
+
+    Args:
+      distribution: a name of :data:`ALIASES` (any case) or a ``{path: sparsity}`` dict.
+
+    Returns:
+      The canonical name (one of :data:`DISTRIBUTIONS`), or the dict unchanged.
+
+    Raises:
+      ValueError: for an unknown name, or a dict entry outside ``[0, 1)`` (named
+        ``distribution[path]``).
+    """
+    if isinstance(distribution, Mapping):
+        return check_sparsity(distribution, "distribution")
+    if not isinstance(distribution, str) or distribution.lower() not in ALIASES:
+        raise ValueError(
+            f"distribution must be one of {list(DISTRIBUTIONS)} or a {{path: sparsity}} "
+            f"dict, got {distribution!r}"
+        )
+    return ALIASES[distribution.lower()]
 
 
 def layer_densities(params: PyTree, sparsity, distribution="uniform", filter_fn=None) -> dict:
@@ -157,22 +184,17 @@ def layer_densities(params: PyTree, sparsity, distribution="uniform", filter_fn=
         out = {}
         for p in shapes:
             if p in distribution:
-                s = _masks.check_sparsity(distribution[p], f"distribution[{p!r}]")
-                out[p] = 1.0 - float(s) if _masks._is_concrete(s) else 1.0 - jnp.asarray(s)
+                s = check_sparsity(distribution[p], f"distribution[{p!r}]")
+                out[p] = 1.0 - float(s) if is_concrete(s) else 1.0 - jnp.asarray(s)
             else:
                 out[p] = 1.0
         return out
 
-    if not isinstance(distribution, str) or distribution.lower() not in _ALIASES:
-        raise ValueError(
-            f"distribution must be one of {list(DISTRIBUTIONS)} or a {{path: sparsity}} "
-            f"dict, got {distribution!r}"
-        )
-    name = _ALIASES[distribution.lower()]
-    _masks.check_sparsity(sparsity, "sparsity")
+    name = check_distribution(distribution)
+    check_sparsity(sparsity, "sparsity")
 
     if name in ("uniform", "uniform_dense_first"):
-        if _masks._is_concrete(sparsity) and np.ndim(sparsity) == 0:
+        if is_concrete(sparsity) and np.ndim(sparsity) == 0:
             density = 1.0 - float(sparsity)
         else:
             density = 1.0 - jnp.asarray(sparsity)
@@ -202,12 +224,12 @@ def keep_counts(params: PyTree, sparsity, distribution="uniform", filter_fn=None
       inputs, jnp when traced).
     """
     densities = layer_densities(params, sparsity, distribution, filter_fn)
-    paths, leaves, treedef = _masks._flatten(params)
+    paths, leaves, treedef = flatten_with_paths(params)
     counts = []
     for p, leaf in zip(paths, leaves):
         size = int(np.size(leaf))
         if p in densities:
-            k = _masks.keep_count(size, densities[p])
+            k = keep_count(size, densities[p])
             counts.append(np.int32(k) if isinstance(k, int) else k)
         else:
             counts.append(np.int32(size))

@@ -13,8 +13,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparsegnn_jax.sparsity import _core
+from sparsegnn_jax.sparsity import distributions as distributions_lib
 from sparsegnn_jax.sparsity import masks as masks_lib
+from sparsegnn_jax.sparsity import schedules as schedules_lib
+from sparsegnn_jax.sparsity import transform
+from sparsegnn_jax.sparsity.topk import drop, grow
+from sparsegnn_jax.sparsity.validation import (
+    check_fraction,
+    check_sparsity,
+    check_step,
+)
 
 
 def drop_count(mask, fraction) -> jax.Array:
@@ -41,45 +49,44 @@ def swap(mask, weights, scores, fraction):
       New bool mask with exactly as many True as ``mask``.
     """
     n = drop_count(mask, fraction)
-    kept = masks_lib.drop(mask, weights, n)
-    grown = masks_lib.grow(mask, scores, n) & ~mask
+    kept = drop(mask, weights, n)
+    grown = grow(mask, scores, n) & ~mask
     return kept | grown
 
 
 def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step, distribution,
          scores, filter_fn, seed, key, name) -> optax.GradientTransformationExtraArgs:
-    _core.check_sparsity(sparsity)
-    _core.check_distribution(distribution)
-    _core.check_positive_int(update_every, "update_every")
-    _core.check_fraction(drop_fraction, "drop_fraction")
-    _core.check_step(end_step, "end_step", allow_none=True)
-    fraction_at = _core.as_schedule(drop_fraction)
+    check_sparsity(sparsity)
+    distributions_lib.check_distribution(distribution)
+    check_step(update_every, "update_every", positive=True)
+    check_fraction(drop_fraction, "drop_fraction")
+    check_step(end_step, "end_step", allow_none=True)
+    fraction_at = schedules_lib.as_schedule(drop_fraction)
 
     def is_update(t):
         due = (t > 0) & (t % update_every == 0)
         return due if end_step is None else due & (t <= end_step)
 
-    def step(ctx: _core.StepContext):
+    def step(ctx: transform.StepContext):
         def update():
             fraction = jnp.asarray(fraction_at(ctx.step), jnp.float32)
             if regrow == "gradient":
-                key, grow_scores = ctx.key, [jnp.abs(g) for g in ctx.grads]
+                key, grow_scores = ctx.key, jax.tree.map(jnp.abs, ctx.grads)
             else:
                 key, sub = jax.random.split(ctx.key)
-                grow_scores = _core.random_scores(sub, ctx.params)
-            new = [swap(m, x, s, fraction) if p else m
-                   for m, x, s, p in zip(ctx.masks, ctx.params, grow_scores, ctx.prunable)]
+                grow_scores = masks_lib.random_scores(sub, ctx.params)
+            new = jax.tree.map(lambda m, x, s, p: swap(m, x, s, fraction) if p else m,
+                               ctx.masks, ctx.params, grow_scores, ctx.prunable)
             return new, key
 
-        new, key = jax.lax.cond(is_update(ctx.step), update, lambda: (list(ctx.masks), ctx.key))
+        new, key = jax.lax.cond(is_update(ctx.step), update, lambda: (ctx.masks, ctx.key))
         used_dense_grad = is_update(ctx.step) if regrow == "gradient" else jnp.zeros((), bool)
         return new, key, ctx.extra, used_dense_grad
 
-    rule = _core.Rule(init_masks=_core.init_masks_by(scores), step=step, may_grow=True)
-    return _core.sparse_transform(
-        inner, rule,
-        counts_fn=lambda params: _core.keep_counts(params, sparsity, distribution, filter_fn),
-        filter_fn=filter_fn, key=_core.make_key(seed, key), name=name)
+    rule = transform.Rule(init_masks=transform.init_masks_by(scores), step=step, may_grow=True)
+    return transform.sparse_transform(
+        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=transform.make_key(seed, key), name=name)
 
 
 def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,

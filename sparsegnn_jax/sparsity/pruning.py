@@ -1,26 +1,34 @@
 """Pruning methods as optax transformations: dense, static sparse, one-shot and gradual magnitude.
 
 Each wraps an inner optimizer and emits updates after which plain ``optax.apply_updates`` gives
-exactly masked params (see ``_core``).
+exactly masked params (see :mod:`transform`).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sparsegnn_jax.sparsity import _core
 from sparsegnn_jax.sparsity import distributions as distributions_lib
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity import schedules as schedules_lib
+from sparsegnn_jax.sparsity import transform
+from sparsegnn_jax.sparsity.topk import drop, keep_count
+from sparsegnn_jax.sparsity.trees import leaf_paths
+from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
 
 
 class GmpState(NamedTuple):
-    """Extra state of :func:`gradual_magnitude`: each leaf's final sparsity (float32, leaf order)."""
+    """Extra state of :func:`gradual_magnitude`.
 
-    final_sparsity: list
+    Attributes:
+      final_sparsity: float32 scalars with the params' structure, each leaf's final sparsity
+        (0 for non-prunable leaves).
+    """
+
+    final_sparsity: Any
 
 
 def dense(inner: optax.GradientTransformation,
@@ -37,9 +45,9 @@ def dense(inner: optax.GradientTransformation,
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    rule = _core.Rule(init_masks=_core.init_dense, masked=False)
-    return _core.sparse_transform(inner, rule, counts_fn=lambda p: _core.sizes(jax.tree.leaves(p)),
-                                  filter_fn=filter_fn, key=_core.make_key(0), name="dense")
+    rule = transform.Rule(init_masks=transform.init_dense, masked=False)
+    return transform.sparse_transform(inner, rule, counts_fn=_sizes, filter_fn=filter_fn,
+                                      key=transform.make_key(0), name="dense")
 
 
 def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distribution="uniform",
@@ -60,12 +68,12 @@ def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distributio
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    _core.check_sparsity(sparsity)
-    _core.check_distribution(distribution)
-    rule = _core.Rule(init_masks=_core.init_masks_by(scores))
-    return _core.sparse_transform(
-        inner, rule, counts_fn=_counts(sparsity, distribution, filter_fn), filter_fn=filter_fn,
-        key=_core.make_key(seed, key), name="static_sparse")
+    check_sparsity(sparsity)
+    distributions_lib.check_distribution(distribution)
+    rule = transform.Rule(init_masks=transform.init_masks_by(scores))
+    return transform.sparse_transform(
+        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=transform.make_key(seed, key), name="static_sparse")
 
 
 def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int = 0,
@@ -86,20 +94,21 @@ def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    _core.check_sparsity(sparsity)
-    _core.check_distribution(distribution)
-    _core.check_step(prune_step, "prune_step")
+    check_sparsity(sparsity)
+    distributions_lib.check_distribution(distribution)
+    check_step(prune_step, "prune_step")
 
-    def step(ctx: _core.StepContext):
+    def step(ctx: transform.StepContext):
         new = jax.lax.cond(
             ctx.step == prune_step,
-            lambda: _core.magnitude(ctx.params, ctx.counts, ctx.prunable),
-            lambda: list(ctx.masks))
+            lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable),
+            lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
-    rule = _core.Rule(init_masks=_core.init_dense, step=step)
-    return _core.sparse_transform(inner, rule, counts_fn=_counts(sparsity, distribution, filter_fn),
-                                  filter_fn=filter_fn, key=_core.make_key(0), name="one_shot")
+    rule = transform.Rule(init_masks=transform.init_dense, step=step)
+    return transform.sparse_transform(
+        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=transform.make_key(0), name="one_shot")
 
 
 def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_step: int = 0,
@@ -133,45 +142,42 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
     References:
       Zhu & Gupta, "To prune, or not to prune", 2017.
     """
-    _core.check_sparsity(sparsity)
-    _core.check_sparsity(initial_sparsity, "initial_sparsity")
-    _core.check_distribution(distribution)
-    _core.check_step(begin_step, "begin_step")
-    _core.check_step(end_step, "end_step")
-    _core.check_positive_int(every, "every")
+    check_sparsity(sparsity)
+    check_sparsity(initial_sparsity, "initial_sparsity")
+    distributions_lib.check_distribution(distribution)
+    check_step(begin_step, "begin_step")
+    check_step(end_step, "end_step")
+    check_step(every, "every", positive=True)
     if end_step < begin_step:
         raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
 
-    def init_extra(params, leaves, counts, prunable):
+    def init_extra(params, counts, prunable_tree):
         # Final per-layer sparsities, fixed at init so that update never needs the distribution.
         if distribution == "uniform":
-            final = [jnp.asarray(sparsity, jnp.float32) for _ in leaves]
+            final = jax.tree.map(lambda x: jnp.asarray(sparsity, jnp.float32), params)
         else:
-            final = _layer_sparsities(params, sparsity, distribution, filter_fn)
+            final = _layer_sparsities(params, sparsity, distribution, filter_fn, prunable_tree)
         return GmpState(final_sparsity=final)
 
-    counts_fn = _counts(sparsity, distribution, filter_fn)
-
-    def step(ctx: _core.StepContext):
+    def step(ctx: transform.StepContext):
         t = ctx.step
         is_prune = ((t >= begin_step) & (t <= end_step)
                     & (((t - begin_step) % every == 0) | (t == end_step)))
 
-        def prune():
-            out = []
-            for m, x, s_final, p in zip(ctx.masks, ctx.params, ctx.extra.final_sparsity,
-                                        ctx.prunable):
-                if not p:
-                    out.append(m)
-                    continue
-                s_t = layer_schedule(s_final)(t)
-                target = masks_lib.keep_count(x.size, 1.0 - s_t)
-                active = jnp.sum(m, dtype=jnp.int32)
-                n_drop = jnp.maximum(active - jnp.asarray(target, jnp.int32), 0)
-                out.append(masks_lib.drop(m, x, n_drop))
-            return out
+        def prune_layer(m, x, s_final, p):
+            if not p:
+                return m
+            s_t = layer_schedule(s_final)(t)
+            target = keep_count(x.size, 1.0 - s_t)
+            active = jnp.sum(m, dtype=jnp.int32)
+            n_drop = jnp.maximum(active - jnp.asarray(target, jnp.int32), 0)
+            return drop(m, x, n_drop)
 
-        new = jax.lax.cond(is_prune, prune, lambda: list(ctx.masks))
+        def prune():
+            return jax.tree.map(prune_layer, ctx.masks, ctx.params, ctx.extra.final_sparsity,
+                                ctx.prunable)
+
+        new = jax.lax.cond(is_prune, prune, lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
     def layer_schedule(s_final):
@@ -184,18 +190,21 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
         return schedules_lib.polynomial_sparsity(s_final, begin_step, end_step,
                                                  initial_sparsity=init_s, power=power)
 
-    rule = _core.Rule(init_masks=_core.init_dense, step=step, init_extra=init_extra)
-    return _core.sparse_transform(inner, rule, counts_fn=counts_fn, filter_fn=filter_fn,
-                                  key=_core.make_key(0), name="gradual_magnitude")
+    rule = transform.Rule(init_masks=transform.init_dense, step=step, init_extra=init_extra)
+    return transform.sparse_transform(
+        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        filter_fn=filter_fn, key=transform.make_key(0), name="gradual_magnitude")
 
 
-def _counts(sparsity, distribution, filter_fn) -> Callable:
-    return lambda params: _core.keep_counts(params, sparsity, distribution, filter_fn)
+def _sizes(params):
+    """Leaf sizes as int32 counts (the keep counts of a dense model)."""
+    return jax.tree.map(lambda x: jnp.asarray(x.size, jnp.int32), params)
 
 
-def _layer_sparsities(params, sparsity, distribution, filter_fn) -> list:
-    """Per-leaf final sparsities (leaf order; 0 for non-prunable leaves)."""
+def _layer_sparsities(params, sparsity, distribution, filter_fn, prunable_tree):
+    """Per-leaf final sparsities with the params' structure (0 for non-prunable leaves)."""
     densities = distributions_lib.layer_densities(params, sparsity, distribution, filter_fn)
-    prunable = _core.prunable_leaves(params, filter_fn)
-    return [jnp.asarray(1.0 - densities[path], jnp.float32) if p else jnp.zeros((), jnp.float32)
-            for path, p in zip(_core.leaf_paths(params), prunable)]
+    treedef = jax.tree.structure(params)
+    final = [jnp.asarray(1.0 - densities[path], jnp.float32) if p else jnp.zeros((), jnp.float32)
+             for path, p in zip(leaf_paths(params), jax.tree.leaves(prunable_tree))]
+    return jax.tree.unflatten(treedef, final)

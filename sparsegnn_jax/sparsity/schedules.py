@@ -3,6 +3,16 @@
 They follow optax's schedule convention, so any ``optax.Schedule`` can be passed wherever the
 library takes a schedule (e.g. a method's ``drop_fraction``), and these can be passed to optax.
 :func:`as_schedule` turns a constant into a schedule and leaves callables untouched.
+
+Why not optax's own schedules: their arithmetic rounds differently, and these values decide keep
+counts and drop counts, which must not move. Measured over steps 0..5000 (float32, eager, jit and
+vmap): ``optax.linear_schedule`` differs from :func:`linear` by one ulp at ~2% of the steps;
+``optax.cosine_decay_schedule(init, T, alpha=final / init)`` matches :func:`cosine_drop` for
+``final_fraction`` 0 and for the paper's 0.5 -> 0.005 but differs at 20-30% of the steps for e.g.
+0.3 -> 0.003 or 0.9 -> 0.2; ``optax.polynomial_schedule``
+differs from :func:`polynomial_sparsity` by one ulp at a few steps under ``jit`` (and is constant
+instead of a step when ``end_step == begin_step``); ``optax.constant_schedule`` returns the bare
+Python value instead of a float32 array of the step's shape.
 """
 from __future__ import annotations
 
@@ -10,6 +20,8 @@ import math
 from typing import Callable, Union
 
 import jax.numpy as jnp
+
+from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
 
 Schedule = Callable[[Union[int, jnp.ndarray]], jnp.ndarray]
 
@@ -22,17 +34,6 @@ __all__ = [
     "paper_drop",
     "polynomial_sparsity",
 ]
-
-
-def _check_step(value, name: str, allow_zero: bool = False) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer step, got {value!r}") from None
-    if v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return v
 
 
 def _as_float(step):
@@ -80,7 +81,7 @@ def linear(init, final, end_step) -> Schedule:
     Returns:
       ``step -> init + (final - init) * clip(step / end_step, 0, 1)``.
     """
-    end = _check_step(end_step, "end_step", allow_zero=True)
+    end = check_step(end_step, "end_step")
 
     def schedule(step):
         if end == 0:
@@ -109,7 +110,7 @@ def cosine_drop(init_fraction, end_step, final_fraction=0.0) -> Schedule:
     References:
       Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020.
     """
-    end = _check_step(end_step, "end_step")
+    end = check_step(end_step, "end_step", positive=True)
 
     def schedule(step):
         t = jnp.minimum(_as_float(step), float(end))
@@ -152,12 +153,10 @@ def polynomial_sparsity(final_sparsity, begin_step, end_step, initial_sparsity=0
       Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
       compression", 2017.
     """
-    from sparsegnn_jax.sparsity.masks import check_sparsity
-
     check_sparsity(final_sparsity, "final_sparsity")
     check_sparsity(initial_sparsity, "initial_sparsity")
-    t0 = _check_step(begin_step, "begin_step", allow_zero=True)
-    t1 = _check_step(end_step, "end_step", allow_zero=True)
+    t0 = check_step(begin_step, "begin_step")
+    t1 = check_step(end_step, "end_step")
     if t1 < t0:
         raise ValueError(f"end_step must be >= begin_step, got end_step={t1}, begin_step={t0}")
     span = float(max(t1 - t0, 1))

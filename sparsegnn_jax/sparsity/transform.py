@@ -1,0 +1,356 @@
+"""The optax transformation behind every sparsity method, and its extension point (:class:`Rule`).
+
+Every method is the same optax transformation with a different *rule*: a rule decides the initial
+masks, optionally edits the gradients (ADMM / SLR penalties) and, under ``lax.cond``, decides the
+next masks. Rules see and return pytrees with the params' structure (masks as bool pytrees).
+This module owns what is common to all of them:
+
+* the state (:class:`SparsityState`) and the cheap run record (:class:`SparsityTrace`);
+* the masked-update emission ``u' = where(old & new, u, -p)``: ``optax.apply_updates`` then gives
+  exactly sparse params, the inner update is kept bit for bit where a weight stays active, and
+  weights that are dropped *or* grown end the step at exactly 0;
+* the reset of the inner optimizer's parameter-shaped state (momentum, Adam moments, ...) at grown
+  positions, with ``optax.tree_map_params`` - no list of optimizer types;
+* :func:`get_masks` / :func:`get_trace`, which find the state inside nested optax states.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsegnn_jax.sparsity import distributions
+from sparsegnn_jax.sparsity import masks as masks_lib
+from sparsegnn_jax.sparsity.trees import as_pure, leaf_paths, prunable
+
+__all__ = [
+    "SparsityTrace",
+    "SparsityState",
+    "Rule",
+    "StepContext",
+    "sparse_transform",
+    "find_state",
+    "get_masks",
+    "get_trace",
+    "make_key",
+    "init_dense",
+    "init_masks_by",
+    "keep_counts_fn",
+]
+
+
+class SparsityTrace(NamedTuple):
+    """What a run did, recorded at the cost of one reduction per prunable layer and step.
+
+    Attributes:
+      steps: int32 scalar, number of ``update`` calls.
+      density_steps: ``{path: float32}``, per prunable layer the sum over steps of the layer's
+        density during the step (the mask the step's gradient was computed with; dense phases
+        count as 1).
+      mask_updates: int32 scalar, number of steps that used a dense gradient to regrow (RigL).
+    """
+
+    steps: jax.Array
+    density_steps: dict
+    mask_updates: jax.Array
+
+
+class SparsityState(NamedTuple):
+    """State of every sparsity method.
+
+    Attributes:
+      count: int32 scalar, number of ``update`` calls so far (the step index of the next call).
+      masks: bool pytree with the params' structure (all True for non-prunable leaves).
+      keep_counts: int32 pytree with the params' structure: the target number of active weights
+        per leaf (the final one for methods that prune progressively; size for non-prunable).
+      key: raw uint32 PRNG key (random regrowth).
+      inner_state: state of the wrapped optimizer.
+      trace: :class:`SparsityTrace`.
+      extra: method-specific state (e.g. :class:`AdmmState`), ``()`` when there is none.
+    """
+
+    count: jax.Array
+    masks: Any
+    keep_counts: Any
+    key: jax.Array
+    inner_state: Any
+    trace: SparsityTrace
+    extra: Any
+
+
+def _no_extra(params, counts, prunable_tree):
+    return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How one method chooses its masks.
+
+    Every tree a rule receives or returns has the params' structure: params and grads, bool
+    masks, int32 keep counts, and ``prunable`` (Python bools, :func:`trees.prunable`).
+
+    Attributes:
+      init_masks: ``(key, params, counts, prunable) -> masks``.
+      step: ``(ctx: StepContext) -> (masks, key, extra, used_dense_grad)`` or None for fixed
+        masks. It is traced once and must choose between update and non-update steps with
+        ``lax.cond``.
+      init_extra: ``(params, counts, prunable) -> extra state`` (``()`` by default).
+      grads: ``(ctx) -> (grads, extra)``: edits gradients before masking (penalties).
+      may_grow: whether the rule can activate weights (then the inner state is reset there).
+      masked: False for the dense method: the inner update passes through untouched (no select
+        around it), so that XLA compiles exactly the inner optimizer's arithmetic.
+    """
+
+    init_masks: Callable
+    step: Optional[Callable] = None
+    init_extra: Callable = _no_extra
+    grads: Optional[Callable] = None
+    may_grow: bool = False
+    masked: bool = True
+
+
+class StepContext(NamedTuple):
+    """Everything a rule sees during ``update``; trees have the params' structure.
+
+    Attributes:
+      step: int32 scalar, the step index of this ``update`` call.
+      grads: the incoming gradients.
+      params: the params passed to ``update``.
+      masks: the current bool masks.
+      counts: the int32 keep counts.
+      prunable: Python bools, which leaves the method may sparsify.
+      key: raw PRNG key.
+      extra: the method's extra state.
+      extra_args: the extra keyword arguments of ``update`` (e.g. ``value``).
+    """
+
+    step: jax.Array
+    grads: Any
+    params: Any
+    masks: Any
+    counts: Any
+    prunable: Any
+    key: jax.Array
+    extra: Any
+    extra_args: dict
+
+
+def make_key(seed: int = 0, key=None) -> jax.Array:
+    """A raw uint32 key from ``key`` (typed or raw) or ``seed``; raw keys survive every container."""
+    if key is None:
+        return jax.random.PRNGKey(seed)
+    if jnp.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return jnp.asarray(key, jnp.uint32)
+
+
+def init_dense(key, params, counts, prunable_tree):
+    """``Rule.init_masks`` of the methods that start dense: all True."""
+    return masks_lib.all_true(params)
+
+
+def init_masks_by(scores: str) -> Callable:
+    """A ``Rule.init_masks``: per prunable leaf the top keep-count of ``scores``.
+
+    Args:
+      scores: ``"random"`` or ``"magnitude"`` (see :func:`masks.initial_masks`).
+
+    Raises:
+      ValueError: for another ``scores``.
+    """
+    if scores not in masks_lib.SCORES:
+        raise ValueError(f"scores must be 'random' or 'magnitude', got {scores!r}")
+
+    def init_masks(key, params, counts, prunable_tree):
+        return masks_lib.initial_masks(key, params, counts, prunable_tree, scores)
+
+    return init_masks
+
+
+def keep_counts_fn(sparsity, distribution, filter_fn) -> Callable:
+    """A ``counts_fn`` for :func:`sparse_transform`: ``distributions.keep_counts`` as int32.
+
+    Returns:
+      ``params -> int32 keep counts`` (a pytree with the params' structure); the sparsity may be
+      traced.
+    """
+
+    def counts_fn(params):
+        counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
+        return jax.tree.map(lambda c: jnp.asarray(c, jnp.int32), counts)
+
+    return counts_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the state.
+
+
+def find_state(state) -> SparsityState:
+    """The first (outermost) :class:`SparsityState` inside a possibly nested optax state.
+
+    Args:
+      state: the method's state, or any optax state containing it (``optax.chain``,
+        ``optax.MultiSteps``, ``optax.inject_hyperparams``, an ``nnx.Optimizer``'s ``opt_state``).
+
+    Returns:
+      The state, with NNX Variable boxes removed.
+
+    Raises:
+      ValueError: when there is none.
+    """
+    found = optax.tree_utils.tree_get_all_with_path(
+        state, SparsityState.__name__,
+        filtering=lambda path, value: isinstance(value, SparsityState))
+    if not found:
+        raise ValueError(f"no sparsity method state found in the optimizer state of type "
+                         f"{type(state).__name__}; was the optimizer built with a sparsity method?")
+    return as_pure(found[0][1])
+
+
+def get_masks(state):
+    """The current masks (a bool pytree with the params' structure) of a sparsity method.
+
+    Args:
+      state: as in :func:`find_state`.
+
+    Returns:
+      The masks pytree.
+    """
+    return find_state(state).masks
+
+
+def get_trace(state) -> SparsityTrace:
+    """The :class:`SparsityTrace` of a sparsity method (see :func:`find_state` for ``state``)."""
+    return find_state(state).trace
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformation.
+
+
+def _densities(masks, flags, paths) -> dict:
+    return {path: jnp.sum(m, dtype=jnp.int32).astype(jnp.float32) / m.size
+            for m, p, path in zip(jax.tree.leaves(masks), flags, paths) if p}
+
+
+def _init_trace(flags, paths) -> SparsityTrace:
+    zero = jnp.zeros((), jnp.float32)
+    return SparsityTrace(jnp.zeros((), jnp.int32),
+                         {path: zero for path, p in zip(paths, flags) if p},
+                         jnp.zeros((), jnp.int32))
+
+
+def _zero_where(x, where):
+    return jnp.where(where, jnp.zeros_like(x), x)
+
+
+def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_fn: Callable,
+                     filter_fn=None, key: jax.Array,
+                     name: str = "sparsity") -> optax.GradientTransformationExtraArgs:
+    """Builds a sparsity method from a :class:`Rule`.
+
+    Args:
+      inner: the optimizer whose updates are masked. When the rule may grow weights, its
+        ``init`` must accept ``optax.tree_map_params``' params placeholder (optax's optimizers
+        do; ``optax.masked`` with a callable mask does not).
+      rule: the method's mask rule.
+      counts_fn: ``params -> int32 keep counts`` (a pytree with the params' structure), called
+        in ``init``, where the sparsity may be traced (``jax.vmap`` of ``init`` over sparsities).
+      filter_fn: which leaves are prunable (``trees.default_filter`` when None).
+      key: raw PRNG key stored in the state.
+      name: method name used in error messages.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        params = as_pure(params)
+        prunable_tree = prunable(params, filter_fn)
+        counts = counts_fn(params)
+        masks = rule.init_masks(key, params, counts, prunable_tree)
+        masks = jax.tree.map(lambda m, x, p: jnp.asarray(m, bool) if p else jnp.ones(x.shape, bool),
+                             masks, params, prunable_tree)
+        return SparsityState(
+            count=jnp.zeros((), jnp.int32),
+            masks=masks,
+            keep_counts=counts,
+            key=key,
+            inner_state=inner.init(params),
+            trace=_init_trace(jax.tree.leaves(prunable_tree), leaf_paths(params)),
+            extra=rule.init_extra(params, counts, prunable_tree),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError(f"{name}: update() needs the current params "
+                             f"(tx.update(grads, state, params)) to mask and prune them")
+        # Updates go back out with the structure they came in (e.g. an nnx.State of Params).
+        out_treedef = jax.tree.structure(updates)
+        updates = as_pure(updates)
+        params = as_pure(params)
+        treedef = jax.tree.structure(params)
+
+        def like_params(tree):
+            return jax.tree.unflatten(treedef, treedef.flatten_up_to(tree))
+
+        old = like_params(state.masks)
+        prunable_tree = prunable(params, filter_fn)
+        ctx = StepContext(state.count, like_params(updates), params, old,
+                          like_params(state.keep_counts), prunable_tree, state.key, state.extra,
+                          extra_args)
+
+        extra = state.extra
+        if rule.grads is not None:
+            grads, extra = rule.grads(ctx)
+            ctx = ctx._replace(grads=grads, extra=extra)
+        if rule.step is not None:
+            new, key, extra, used_dense_grad = rule.step(ctx)
+        else:
+            new, key, used_dense_grad = old, state.key, jnp.zeros((), bool)
+
+        if not rule.masked:
+            inner_updates, inner_state = inner.update(updates, state.inner_state, params,
+                                                      **extra_args)
+        else:
+            # The step's gradient belongs to the current (old) mask: pruned weights learn nothing.
+            masked = jax.tree.map(lambda m, g: jnp.where(m, g, jnp.zeros_like(g)), old, ctx.grads)
+            inner_updates, inner_state = inner.update(masked, state.inner_state, params,
+                                                      **extra_args)
+
+        if rule.may_grow:
+            grown = jax.tree.map(lambda n, o: n & ~o, new, old)
+            any_grown = jnp.any(jnp.stack([jnp.any(g) for g in jax.tree.leaves(grown)]))
+            inner_state = jax.lax.cond(
+                any_grown,
+                lambda s: optax.tree_map_params(inner, _zero_where, s, grown),
+                lambda s: s, inner_state)
+
+        if rule.masked:
+            # Dropped and grown weights both end at exactly 0; kept ones get the inner update.
+            out = jax.tree.map(lambda o, n, u, p: jnp.where(o & n, u, (-p).astype(u.dtype)),
+                               old, new, like_params(inner_updates), params)
+        else:
+            out = inner_updates
+
+        dens = _densities(old, jax.tree.leaves(prunable_tree), leaf_paths(params))
+        trace = SparsityTrace(
+            steps=state.trace.steps + 1,
+            density_steps={k: state.trace.density_steps[k] + dens[k] for k in dens},
+            mask_updates=state.trace.mask_updates + used_dense_grad.astype(jnp.int32))
+        new_state = SparsityState(
+            count=state.count + 1,
+            masks=new,
+            keep_counts=state.keep_counts,
+            key=key,
+            inner_state=inner_state,
+            trace=trace,
+            extra=extra)
+        return jax.tree.unflatten(out_treedef, jax.tree.leaves(out)), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
