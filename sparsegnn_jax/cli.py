@@ -128,12 +128,32 @@ def main(task: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    layers = ", ".join(f"{k}={v:.4f}" for k, v in result["layer_sparsity"].items())
-    print(f"layer sparsity: {layers}")
-    t = result["test"]
-    metric_text = " ".join(f"{k}={v:.4f}" for k, v in t.items())
-    print(f"test {metric_text} sparsity={result['sparsity']:.4f} "
-          f"train_flops={result['flops']['training']:.3e} "
-          f"({result['flops']['training_relative']:.3f}x dense) "
-          f"time={result['wall_time_s']:.1f}s -> {path}")
+    print(summary(result, path))
     return 0
+
+
+def _metric_text(metrics: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
+def summary(result: dict, path) -> str:
+    """What a run prints: per-layer sparsity, then one line of test metrics.
+
+    Link runs show ROC-AUC and AP first, the seen / new breakdown, the selected epoch and the
+    best non-learned baseline on the same pairs.
+    """
+    layers = ", ".join(f"{k}={v:.4f}" for k, v in result["layer_sparsity"].items())
+    t = result["test"]
+    lines = [f"layer sparsity: {layers}"]
+    line = f"test {_metric_text(t)}"
+    if "baselines" in result:
+        groups = " ".join(f"{g}_roc_auc={t[g]['roc_auc']:.4f}" for g in ("seen", "new")
+                          if t[g]["roc_auc"] is not None)
+        name, best = max(result["baselines"].items(), key=lambda kv: kv[1]["roc_auc"])
+        line += (f" {groups} epoch={result['selected_epoch']} | best baseline {name} "
+                 f"roc_auc={best['roc_auc']:.4f} ap={best['ap']:.4f}")
+    lines.append(f"{line} | sparsity={result['sparsity']:.4f} "
+                 f"train_flops={result['flops']['training']:.3e} "
+                 f"({result['flops']['training_relative']:.3f}x dense) "
+                 f"time={result['wall_time_s']:.1f}s -> {path}")
+    return "\n".join(lines)

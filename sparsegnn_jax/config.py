@@ -10,12 +10,18 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from sparsegnn_jax.data.splits import EVAL_PROTOCOLS
 from sparsegnn_jax.sparsity import distributions, registry
 
 TASKS = ("link", "node")
 GNN_MODELS = ("gcn", "sage", "gat", "gin")
 MODELS = GNN_MODELS + ("mlp",)
 DECODERS = ("dot", "mlp_hadamard", "mlp_concat")
+# Node inputs of message-passing link predictors: a learnt row per node id, structural
+# features of the message-passing graph, or both; nodes without edges share a learnt row.
+FEATURES = ("ids", "struct", "ids+struct")
+TRAIN_NEGATIVES = ("uniform", "history")
+SELECTIONS = ("best_val", "last")
 
 
 @dataclasses.dataclass
@@ -41,6 +47,12 @@ class RunConfig:
     dropout: float | None = None
     decoder: str | None = None             # link decoder for GNNs: dot | mlp_hadamard | mlp_concat
     embedding_dim: int | None = None       # walk-embedding width for model="mlp" (8 link, 64 node)
+    # Link prediction only (see tasks.LinkTask):
+    target_fraction: float | None = None   # latest share of training edges held out as targets
+    features: str | None = None            # GNN node inputs: ids | struct | ids+struct
+    train_negatives: str | None = None     # uniform | history: where training negatives come from
+    eval_protocol: str | None = None       # uniform | dyglib (data.evaluation_pairs)
+    select: str | None = None              # best_val (keep the best validation AUC epoch) | last
     rho: float | None = None
     seed: int = 0
     data_root: str | None = None
@@ -63,29 +75,41 @@ class ModelDefaults:
 # with dropout 0.1); message-passing models follow Kipf & Welling for node classification. Link
 # GNNs use no weight decay: the initial pair logits of a GCN on random embeddings are ~1e-3, and
 # an L2 term fed through Adam outweighs such gradients and collapses sparse models to a constant.
+_LINK_ONLY = "link prediction only"
+_NODE_FIXED = dict(target_fraction=_LINK_ONLY, features=_LINK_ONLY, train_negatives=_LINK_ONLY,
+                   eval_protocol=_LINK_ONLY, select=_LINK_ONLY)
+# Link prediction on temporal graphs (any model): the latest 20% of the training edges are the
+# training targets, unseen by message passing, so new nodes' links are learnt, not ruled out;
+# the parameters of the best validation ROC-AUC epoch are kept.
+_LINK_PROTOCOL = dict(target_fraction=0.2, train_negatives="uniform", eval_protocol="uniform",
+                      select="best_val")
+
 DEFAULTS = {
     ("link", "mlp"): ModelDefaults(
         dict(epochs=50, hidden=128, num_layers=2, lr=0.1, weight_decay=5e-4, optimizer="sgd",
-             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=8),
+             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=8,
+             features="walks", **_LINK_PROTOCOL),
         dict(num_layers="the paper's link MLP has two layers",
              dropout="the paper's link MLP has no dropout",
-             decoder="the paper's link MLP concatenates the two embeddings")),
+             decoder="the paper's link MLP concatenates the two embeddings",
+             features="the paper's link MLP reads walk embeddings")),
     ("node", "mlp"): ModelDefaults(
         dict(epochs=40, hidden=256, num_layers=2, lr=0.1, weight_decay=1e-3, optimizer="adam",
              batch_size=128, dropout=0.1, decoder="mlp_hadamard", embedding_dim=64),
         dict(hidden="the paper's node MLP is fixed at 64 -> 256 -> 128 -> classes",
              num_layers="the paper's node MLP is fixed at three layers",
              dropout="the paper's node MLP has dropout 0.1",
-             decoder="node classification has no link decoder")),
+             decoder="node classification has no link decoder", **_NODE_FIXED)),
     ("link", "gnn"): ModelDefaults(
         dict(epochs=20, hidden=64, num_layers=2, lr=0.01, weight_decay=0.0, optimizer="adam",
-             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=None),
+             batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=None,
+             features="ids+struct", **_LINK_PROTOCOL),
         dict(embedding_dim="walk embeddings feed only --model=mlp")),
     ("node", "gnn"): ModelDefaults(
         dict(epochs=200, hidden=16, num_layers=2, lr=0.01, weight_decay=5e-4, optimizer="adam",
              batch_size=None, dropout=0.5, decoder="mlp_hadamard", embedding_dim=None),
         dict(embedding_dim="walk embeddings feed only --model=mlp",
-             decoder="node classification has no link decoder")),
+             decoder="node classification has no link decoder", **_NODE_FIXED)),
 }
 
 # Per task: the paper's mask-update period dT for RigL / SET and its ADMM / SLR penalty weight.
@@ -126,7 +150,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     defaults = DEFAULTS[(cfg.task, model_family(cfg.model))]
     for name, why in defaults.fixed.items():
         # The fixed value itself is accepted, so resolving a resolved config changes nothing.
-        if getattr(cfg, name) not in (None, defaults.values[name]):
+        if getattr(cfg, name) not in (None, defaults.values.get(name)):
             raise ValueError(f"{flag(name)} has no effect with --model={cfg.model} for the "
                              f"{cfg.task} task ({why}); leave it unset")
     for name, value in defaults.values.items():
@@ -169,8 +193,25 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ValueError(f"--drop-fraction must be in (0, 1], got {cfg.drop_fraction}")
     if cfg.optimizer not in ("sgd", "adam"):
         raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    if cfg.task == "link":
+        _check_link(cfg)
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+
+
+def _check_link(cfg: RunConfig) -> None:
+    if not 0.0 <= cfg.target_fraction < 1.0:
+        raise ValueError(f"--target-fraction must be in [0, 1), got {cfg.target_fraction}")
+    if cfg.model != "mlp" and cfg.features not in FEATURES:
+        raise ValueError(f"--features must be one of {', '.join(FEATURES)}, got {cfg.features!r}")
+    if cfg.train_negatives not in TRAIN_NEGATIVES:
+        raise ValueError(f"--train-negatives must be one of {', '.join(TRAIN_NEGATIVES)}, "
+                         f"got {cfg.train_negatives!r}")
+    if cfg.eval_protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"--eval-protocol must be one of {', '.join(EVAL_PROTOCOLS)}, "
+                         f"got {cfg.eval_protocol!r}")
+    if cfg.select not in SELECTIONS:
+        raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
 
 
 def method_options(cfg: RunConfig) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "accuracy_at_half",
@@ -228,3 +229,26 @@ def macro_f1(logits_or_preds, labels, num_classes, mask=None):
     f1 = jnp.where(present, 2.0 * tp / jnp.maximum(denom, 1.0), 0.0)
     n_present = jnp.sum(present)
     return jnp.where(n_present > 0, jnp.sum(f1) / jnp.maximum(n_present, 1), 0.0)
+
+
+def pair_metrics(pos_scores, neg_scores) -> dict:
+    """ROC-AUC, AP and accuracy at 0.5 of positive against negative pair logits.
+
+    Args:
+      pos_scores: [P] logits of true pairs.
+      neg_scores: [Q] logits of non-pairs.
+
+    Returns:
+      ``{"roc_auc", "ap", "accuracy", "pairs"}`` as Python numbers; the three metrics are None
+      when either side is empty (undefined), ``pairs`` is ``P + Q``.
+    """
+    pos = np.asarray(pos_scores, np.float32).reshape(-1)
+    neg = np.asarray(neg_scores, np.float32).reshape(-1)
+    out = {"roc_auc": None, "ap": None, "accuracy": None, "pairs": int(pos.size + neg.size)}
+    if pos.size == 0 or neg.size == 0:
+        return out
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(pos.size, np.float32), np.zeros(neg.size, np.float32)])
+    out.update(roc_auc=float(roc_auc(scores, labels)), ap=float(average_precision(scores, labels)),
+               accuracy=float(accuracy_at_half(scores, labels)))
+    return out

@@ -57,6 +57,7 @@ REQUIRED_COLUMNS = ("dataset", "model", "method", "sparsity", "seed", "test_accu
                     "training_flops", "training_flops_relative")
 #: Columns parsed to float (empty cells become None: link rows have no macro-F1).
 NUMERIC_COLUMNS = tuple(c for c in sweeps.CSV_FIELDS if c not in TEXT_COLUMNS + ("seed",))
+BASELINE_PREFIX, BASELINE_SUFFIX = "baseline_", "_roc_auc"
 #: Methods of the density-vs-step figure unless others are asked for.
 DENSITY_METHODS = ("slr", "rigl")
 PLOTS_HINT = 'plots need matplotlib: pip install -e ".[plots]"'
@@ -236,11 +237,46 @@ def summarise(rows: Iterable[dict]) -> dict:
                     "training_flops": _mean(r["training_flops"] for r in runs_),
                     "training_flops_relative": _mean(r["training_flops_relative"] for r in runs_),
                     "inference_flops": _mean(r["inference_flops"] for r in runs_),
+                    "roc_auc_seen": mean_std(r.get("test_roc_auc_seen") for r in runs_),
+                    "roc_auc_new": mean_std(r.get("test_roc_auc_new") for r in runs_),
                 }
             methods[method] = cells
         summary.setdefault(dataset, {})[model] = {
-            "task": "node" if node else "link", "seeds": sorted(seeds), "methods": methods}
+            "task": "node" if node else "link", "seeds": sorted(seeds), "methods": methods,
+            "baselines": _baselines(r for cells in by_method.values() for rs in cells.values()
+                                    for r in rs)}
     return summary
+
+
+def _baselines(rows: Iterable[dict]) -> dict:
+    """``{baseline: (mean, std)}`` of test ROC-AUC over seeds (one value per seed: every run of
+    a seed scores the same pairs)."""
+    per_seed: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for column, value in row.items():
+            if (column.startswith(BASELINE_PREFIX) and column.endswith(BASELINE_SUFFIX)
+                    and value is not None):
+                name = column[len(BASELINE_PREFIX):-len(BASELINE_SUFFIX)]
+                per_seed.setdefault(name, {})[row["seed"]] = value
+    return {name: mean_std(v.values()) for name, v in per_seed.items()}
+
+
+def baselines_table(group: dict) -> str | None:
+    """Baselines' test ROC-AUC in % beside the dense model's, best first (None without any)."""
+    if not group.get("baselines"):
+        return None
+    n_seeds = len(group["seeds"])
+    rows = sorted(group["baselines"].items(), key=lambda kv: -kv[1][0])
+    body = [[name, format_mean_std(ms, None, n_seeds)] for name, ms in rows]
+    dense = dense_cell(group)
+    if dense is not None and dense["roc_auc"] is not None:
+        body.insert(0, [f"{model_row_label(group)} (dense)",
+                        format_mean_std(dense["roc_auc"], dense["n"], n_seeds)])
+    return _table(["score", "test ROC-AUC (%)"], body)
+
+
+def model_row_label(group: dict) -> str:
+    return "model"
 
 
 def sparse_methods(group: dict) -> list[str]:
@@ -398,7 +434,15 @@ def markdown_tables(summary: dict, sources: Sequence[str] = ()) -> str:
             task = "node classification" if group["task"] == "node" else "link prediction"
             out += [f"## {dataset} / {model}", "",
                     f"Task: {task}; seeds: {seeds}.", "",
-                    "### Test accuracy (%)", "", metric_table(group, "accuracy"), ""]
+                    ]
+            if group["task"] == "link":
+                out += ["### Test ROC-AUC (%)", "", metric_table(group, "roc_auc"), "",
+                        "### Test ROC-AUC (%) on pairs touching a node without training "
+                        "history", "", metric_table(group, "roc_auc_new"), ""]
+                table = baselines_table(group)
+                if table is not None:
+                    out += ["### Non-learned baselines on the same test pairs", "", table, ""]
+            out += ["### Test accuracy (%)", "", metric_table(group, "accuracy"), ""]
             if group["task"] == "node":
                 out += ["### Test macro-F1 (%)", "", metric_table(group, "macro_f1"), ""]
             out += ["### Training FLOPs relative to dense (mean)", "", flops_table(group), ""]

@@ -94,36 +94,58 @@ def run(cfg: config.RunConfig) -> dict:
     bound, params = train.split_model(model)
     tx = build_optimizer(problem)
     state = train.init_state(params, tx, jax.random.key(cfg.seed))
+    score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
+    selector = (None if score is None
+                else train.BestOnValidation(jax.jit(score), train.no_selection(state.params)))
     first_epoch = 0
     if cfg.resume:
         if cfg.checkpoint_dir is None:
             raise ValueError("--resume needs a checkpoint folder (--checkpoint-dir)")
         if checkpoint.latest_step(cfg.checkpoint_dir) is not None:
-            state, meta = checkpoint.restore(cfg.checkpoint_dir, state)
+            template = state if selector is None else (state, selector.selection)
+            restored, meta = checkpoint.restore(cfg.checkpoint_dir, template)
+            if selector is None:
+                state = restored
+            else:
+                state, selector.selection = restored
             first_epoch = int(meta["epoch"])
     mesh = train.data_mesh(cfg.devices) if cfg.devices > 1 else None
     state = train.replicate(state, mesh)
     inputs = train.replicate(problem.inputs, mesh)
     hooks = [train.finite_guard(cfg.method)]
+    if selector is not None:
+        hooks.append(selector)
     if cfg.checkpoint_dir:
-        hooks.append(train.checkpoint_hook(cfg.checkpoint_dir, cfg.epochs, cfg.checkpoint_every,
-                                           {"config": dataclasses.asdict(cfg)}))
+        hooks.append(train.checkpoint_hook(
+            cfg.checkpoint_dir, cfg.epochs, cfg.checkpoint_every,
+            {"config": dataclasses.asdict(cfg)},
+            extra=None if selector is None else (lambda: selector.selection)))
     state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
                             cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
-    val = task.evaluate(problem, bound, state.params, "val")
-    test = task.evaluate(problem, bound, state.params, "test")
+    params, extra = state.params, {}
+    if selector is not None:
+        params = selector.selection.params
+        extra["selected_epoch"] = int(selector.selection.epoch)
+    val = task.evaluate(problem, bound, params, "val")
+    test = task.evaluate(problem, bound, params, "test")
     masks = sparsity.get_masks(state.opt_state)
     flops = flops_summary(problem, model, masks, sparsity.get_trace(state.opt_state))
     return record(cfg, time.perf_counter() - start, float(loss), val, test, masks, flops,
-                  problem.info)
+                  problem, **extra)
 
 
-def record(cfg, wall_time, loss, val, test, masks, flops, data_info) -> dict:
-    """The results record of one run (what the CLI writes as JSON)."""
-    return {
+def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem,
+           selected_epoch: int | None = None) -> dict:
+    """The results record of one run (what the CLI writes as JSON).
+
+    Link runs add the baselines' metrics on the same test and validation pairs
+    (``baselines``, ``val_baselines``: name -> metrics) and the epoch whose parameters were
+    kept (``selected_epoch``; ``epochs`` when the last epoch is reported).
+    """
+    rec = {
         "config": dataclasses.asdict(cfg),
-        "data": data_info,
+        "data": problem.info,
         "final_train_loss": loss,
         "val": val,
         "test": test,
@@ -133,4 +155,9 @@ def record(cfg, wall_time, loss, val, test, masks, flops, data_info) -> dict:
         "flops": flops,
         "wall_time_s": wall_time,
     }
+    if problem.baselines is not None:
+        rec["baselines"] = problem.baselines["test"]
+        rec["val_baselines"] = problem.baselines["val"]
+        rec["selected_epoch"] = cfg.epochs if selected_epoch is None else selected_epoch
+    return rec
 

@@ -18,15 +18,19 @@ from typing import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 
-from sparsegnn_jax import config, files, runs, sparsity, tasks, train
+from sparsegnn_jax import baselines, config, files, runs, sparsity, tasks, train
 
 # The paper's sparsity grid (same for every method).
 PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
               0.984375, 0.9921875)
 
+# Link rows also carry the seen / new breakdown, the selected epoch and every baseline's test
+# ROC-AUC on the same pairs; node rows leave those empty.
+BASELINE_COLUMNS = tuple(f"baseline_{name}_roc_auc" for name in baselines.BASELINES)
 CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
-              "training_flops_relative", "inference_flops", "wall_time_s")
+              "training_flops_relative", "inference_flops", "wall_time_s", "val_roc_auc",
+              "test_roc_auc_seen", "test_roc_auc_new", "selected_epoch") + BASELINE_COLUMNS
 
 
 def _index(tree, i: int):
@@ -63,20 +67,25 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
     bound, _ = train.split_model(models[seeds[0]])
     param_list = [train.split_model(models[seed])[1] for _, seed in combos]
     train_runs = _train_vmapped if vmapped else _train_sequential
-    states, losses = train_runs(problem, bound, param_list, combos)
+    score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
+    states, losses, selections = train_runs(problem, bound, param_list, combos, score)
     elapsed = (time.perf_counter() - start) / len(combos)
     records = []
     for i, (s, seed) in enumerate(combos):
         run_cfg = dataclasses.replace(cfg, sparsity=s, seed=seed)
         state = states[i]
         run_problem = dataclasses.replace(problem, cfg=run_cfg)
-        val = task.evaluate(run_problem, bound, state.params, "val")
-        test = task.evaluate(run_problem, bound, state.params, "test")
+        params, extra = state.params, {}
+        if selections is not None:
+            params = selections[i].params
+            extra["selected_epoch"] = int(selections[i].epoch)
+        val = task.evaluate(run_problem, bound, params, "val")
+        test = task.evaluate(run_problem, bound, params, "test")
         masks = sparsity.get_masks(state.opt_state)
         flops = runs.flops_summary(run_problem, models[seed], masks,
                                    sparsity.get_trace(state.opt_state))
         records.append(runs.record(run_cfg, elapsed, float(losses[i]), val, test, masks, flops,
-                                   problem.info))
+                                   problem, **extra))
     return records
 
 
@@ -127,7 +136,7 @@ class _GridEpoch:
         return fn(jax.tree.unflatten(treedef, compact), inputs)
 
 
-def _train_vmapped(problem, bound, param_list, combos):
+def _train_vmapped(problem, bound, param_list, combos, score=None):
     cfg = problem.cfg
     sparsities = sorted({s for s, _ in combos})
     seeds = sorted({seed for _, seed in combos})
@@ -146,29 +155,43 @@ def _train_vmapped(problem, bound, param_list, combos):
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
     epoch = _GridEpoch(tasks.get(cfg.task).make_epoch(problem, bound, tx), grid)
+    hooks = [train.finite_guard(cfg.method, _run_names(combos))]
+    if score is not None:
+        # One validation score per run: vmapped over the [sparsity, seed] axes of the params.
+        selector = train.BestOnValidation(jax.jit(jax.vmap(jax.vmap(score))),
+                                          train.no_selection(state.params, grid))
+        hooks.append(selector)
     state, losses = train.fit(
-        epoch, state, problem.inputs, cfg.epochs,
-        hooks=[train.finite_guard(cfg.method, _run_names(combos))],
+        epoch, state, problem.inputs, cfg.epochs, hooks=hooks,
         progress=f"{cfg.method} x{len(combos)} {cfg.dataset}" if cfg.progress else None)
     losses = jnp.broadcast_to(losses, grid)
-    state = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), state)
-    return [_index(state, i) for i in range(len(combos))], list(map(float, losses.reshape(-1)))
+
+    def runs_of(tree):
+        tree = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+        return [_index(tree, i) for i in range(len(combos))]
+
+    selections = None if score is None else runs_of(selector.selection)
+    return runs_of(state), list(map(float, losses.reshape(-1))), selections
 
 
-def _train_sequential(problem, bound, param_list, combos):
+def _train_sequential(problem, bound, param_list, combos, score=None):
     cfg = problem.cfg
     task = tasks.get(cfg.task)
-    states, losses = [], []
+    states, losses, selections = [], [], []
+    score = None if score is None else jax.jit(score)
     for params, (s, seed) in zip(param_list, combos):
         key = jax.random.key(seed)
         tx = runs.build_optimizer(problem, s, key)
         state = train.init_state(params, tx, key)
+        hooks = [train.finite_guard(cfg.method, _run_names([(s, seed)]))]
+        if score is not None:
+            hooks.append(train.BestOnValidation(score, train.no_selection(state.params)))
         state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state,
-                                problem.inputs, cfg.epochs,
-                                hooks=[train.finite_guard(cfg.method, _run_names([(s, seed)]))])
+                                problem.inputs, cfg.epochs, hooks=hooks)
         states.append(state)
         losses.append(float(loss))
-    return states, losses
+        selections.append(None if score is None else hooks[-1].selection)
+    return states, losses, (None if score is None else selections)
 
 
 def csv_row(rec: dict) -> dict:
@@ -182,7 +205,17 @@ def csv_row(rec: dict) -> dict:
         "val_accuracy": val.get("accuracy"), "achieved_sparsity": rec["sparsity"],
         "training_flops": fl["training"], "training_flops_relative": fl["training_relative"],
         "inference_flops": fl["inference"], "wall_time_s": rec["wall_time_s"],
-    }
+        "val_roc_auc": _blank(val.get("roc_auc")),
+        "test_roc_auc_seen": _blank(test.get("seen", {}).get("roc_auc")),
+        "test_roc_auc_new": _blank(test.get("new", {}).get("roc_auc")),
+        "selected_epoch": _blank(rec.get("selected_epoch")),
+    } | {f"baseline_{name}_roc_auc": _blank(m.get("roc_auc"))
+         for name, m in rec.get("baselines", {}).items()}
+
+
+def _blank(value):
+    """An empty CSV cell for a missing or undefined value."""
+    return "" if value is None else value
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:

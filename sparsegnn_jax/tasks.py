@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import graphs, models, train, walks
+from sparsegnn_jax import baselines, graphs, metrics, models, train, walks
 from sparsegnn_jax.config import RunConfig
 
 
@@ -35,6 +35,13 @@ class Problem:
     info: dict                 # data sizes for the record
     labels: np.ndarray | None = None
     num_classes: int = 0
+    # Link prediction: the evaluation graph (every training edge), the fixed validation and
+    # test pairs {part: (pos, neg)}, which nodes have training history, and the baselines'
+    # metrics on the same pairs {part: {name: metrics}}.
+    eval_graph: Any = None
+    eval_pairs: dict | None = None
+    seen_nodes: np.ndarray | None = None
+    baselines: dict | None = None
 
     @property
     def total_steps(self) -> int:
@@ -71,13 +78,22 @@ def walk_features(ds, dim: int, edge_index=None) -> np.ndarray:
 
 def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rngs,
             input_dropout: bool = False) -> nnx.Module:
-    """A message-passing encoder; featureless graphs get a learnable embedding table."""
+    """A message-passing encoder over ``cfg.features`` (link) or the dataset's features.
+
+    Featureless graphs get a learnable embedding table (``ids``) whose nodes without edges
+    share one learnt row, structural features of the graph (``struct``), or both.
+    """
     opts: dict[str, Any] = {}
     if input_dropout and in_dim is not None:
         opts["input_dropout"] = cfg.dropout  # Kipf & Welling drop the input features too
-    if in_dim is None:
+    if in_dim is None and cfg.features in ("struct", "ids+struct"):
+        opts["structural"] = True
+    if in_dim is None and cfg.features == "struct":
+        in_dim = 0
+    elif in_dim is None:
         in_dim = cfg.hidden
         opts["num_nodes"] = num_nodes
+        opts["cold_start"] = cfg.features is not None
     return models.build(cfg.model, in_dim, cfg.hidden, out_dim, num_layers=cfg.num_layers,
                         rngs=rngs, dropout=cfg.dropout, **opts)
 
@@ -88,30 +104,91 @@ def _dataset(cfg: RunConfig):
     return ds, features
 
 
+EVAL_SEED = 0
+
+
+def _degrees(senders, receivers, num_nodes: int) -> np.ndarray:
+    """[N] number of edges (self-loops aside) touching each node."""
+    real = senders != receivers
+    return (np.bincount(senders[real], minlength=num_nodes)
+            + np.bincount(receivers[real], minlength=num_nodes))
+
+
+def _grouped_auc_ap(seen_pair: np.ndarray) -> Callable:
+    """Baseline metrics on all pairs and on the ``seen`` / ``new`` groups of pairs."""
+
+    def group(scores, labels, mask):
+        if mask.sum() == 0 or labels[mask].min() == labels[mask].max():
+            return {"roc_auc": None, "ap": None, "pairs": int(mask.sum())}
+        return baselines.auc_ap(scores[mask], labels[mask]) | {"pairs": int(mask.sum())}
+
+    def metrics_fn(scores, labels):
+        return (baselines.auc_ap(scores, labels)
+                | {"seen": group(scores, labels, seen_pair),
+                   "new": group(scores, labels, ~seen_pair)})
+
+    return metrics_fn
+
+
 class LinkTask:
-    """Temporal link prediction: chronological split, pairs scored by an encoder + decoder."""
+    """Temporal link prediction: chronological split, pairs scored by an encoder + decoder.
+
+    Training: the latest ``target_fraction`` of the training edges are the targets and the
+    earlier ones the message-passing graph, so the model predicts links it cannot see and
+    learns how nodes without history link (they are targets too, not only negatives).
+    Evaluation: the message-passing graph holds every training edge; validation and test pairs
+    are fixed per seed (``data.evaluation_pairs``), scored by the model and by the
+    non-learned baselines alike, overall and split into pairs of two seen nodes (``seen``)
+    and pairs touching a node without training history (``new``).
+    """
 
     name = "link"
     default_dataset = "synthetic-temporal"
 
     def prepare(self, cfg: RunConfig) -> Problem:
         ds, features = _dataset(cfg)
-        split = sg_data.temporal_link_split(ds)
-        if cfg.model == "mlp":
-            features = walk_features(ds, cfg.embedding_dim, split.train_index)
+        split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
-        graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
-                                  node_features=features, symmetric=True, self_loops=True)
-        train_edges = jnp.asarray(split.train_edges)
-        batch_size = min(cfg.batch_size, int(train_edges.shape[0]))
-        steps_per_epoch = int(train_edges.shape[0]) // batch_size
-        inputs = train.LinkInputs(graph, train_edges,
-                                  jnp.asarray(sg_data.edge_keys(split.train_edges, n)))
-        info = dict(num_nodes=n, train_edges=int(train_edges.shape[0]),
-                    val_edges=len(split.val_edges), test_edges=len(split.test_edges),
+        history_degree = _degrees(split.history_senders, split.history_receivers, n)
+        if cfg.model == "mlp":
+            # Walks see the training-time graph only; nodes without a history walk get a zero
+            # row (not skip-gram's random init), the same for every such node.
+            features = walk_features(ds, cfg.embedding_dim, split.history_index)
+            features = np.where((history_degree > 0)[:, None], features, 0.0).astype(np.float32)
+        train_graph = graphs.from_edges(split.history_senders, split.history_receivers, n,
+                                        node_features=features, symmetric=True, self_loops=True)
+        eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
+                                       node_features=features, symmetric=True, self_loops=True)
+        targets = jnp.asarray(split.target_edges)
+        batch_size = min(cfg.batch_size, int(targets.shape[0]))
+        steps_per_epoch = int(targets.shape[0]) // batch_size
+        negative_nodes = (np.flatnonzero(history_degree > 0)
+                          if cfg.train_negatives == "history" else np.arange(n))
+        if negative_nodes.size < 2:
+            negative_nodes = np.arange(n)
+        inputs = train.LinkInputs(train_graph, targets,
+                                  jnp.asarray(sg_data.edge_keys(split.train_edges, n)),
+                                  jnp.asarray(negative_nodes, jnp.int32))
+        seen = _degrees(split.graph_senders, split.graph_receivers, n) > 0
+        # The evaluation pairs belong to the dataset's split, not to a training seed: every
+        # run and seed of a sweep is scored on the same pairs, as the baselines are.
+        eval_pairs = {part: sg_data.evaluation_pairs(split, part, EVAL_SEED, cfg.eval_protocol)
+                      for part in ("val", "test")}
+        base = {}
+        for part, (pos, neg) in eval_pairs.items():
+            seen_pair = seen[np.concatenate([pos, neg])].all(axis=1)
+            base[part] = baselines.evaluate(split.graph_senders, split.graph_receivers, n, pos,
+                                            neg, metrics_fn=_grouped_auc_ap(seen_pair))
+        info = dict(num_nodes=n, train_edges=len(split.train_edges),
+                    target_edges=len(split.target_edges),
+                    history_edges=len(split.history_senders),
+                    val_edges=len(eval_pairs["val"][0]), test_edges=len(eval_pairs["test"][0]),
+                    new_node_share_test=float(1.0 - seen[eval_pairs["test"][0]].all(axis=1).mean()),
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
-        return Problem(cfg, graph, features, n, batch_size, steps_per_epoch, inputs, split, info,
-                       labels=ds.labels, num_classes=ds.num_classes)
+        return Problem(cfg, train_graph, features, n, batch_size, steps_per_epoch, inputs, split,
+                       info, labels=ds.labels, num_classes=ds.num_classes,
+                       eval_graph=eval_graph, eval_pairs=eval_pairs, seen_nodes=seen,
+                       baselines=base)
 
     def build_model(self, problem: Problem, seed: int) -> nnx.Module:
         cfg, features = problem.cfg, problem.features
@@ -133,19 +210,31 @@ class LinkTask:
         return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
-        split = problem.split
-        all_keys = sg_data.edge_keys(split.all_edges, problem.num_nodes)
-        edges = split.val_edges if which == "val" else split.test_edges
-        return train.evaluate_link(bound, params, problem.graph, edges, problem.num_nodes,
-                                   all_keys, jax.random.key(problem.cfg.seed + 10_000))
+        pos, neg = problem.eval_pairs[which]
+        return train.evaluate_link(bound, params, problem.eval_graph, pos, neg,
+                                   problem.num_nodes, jax.random.key(EVAL_SEED + 10_000),
+                                   seen_nodes=problem.seen_nodes)
+
+    def validation_score(self, problem: Problem, bound) -> Callable:
+        """``score(params) -> validation ROC-AUC`` (jit-able, vmappable over params)."""
+        pos, neg = problem.eval_pairs["val"]
+        pairs = jnp.asarray(np.concatenate([pos, neg]))
+        labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
+        graph = problem.eval_graph
+
+        def score(params):
+            return metrics.roc_auc(train.link_scores(bound, params, graph, pairs), labels)
+
+        return score
 
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.
 
-        A step scores ``batch_size`` positives and as many negatives.
+        A step scores ``batch_size`` positives and as many negatives over the training-time
+        graph; inference scores the test pairs over the whole training graph.
         """
-        return ((problem.graph, 2 * problem.batch_size),
-                (problem.graph, len(problem.split.test_edges)))
+        test_pairs = sum(len(x) for x in problem.eval_pairs["test"])
+        return ((problem.graph, 2 * problem.batch_size), (problem.eval_graph, test_pairs))
 
 
 class NodeTask:
@@ -187,6 +276,10 @@ class NodeTask:
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
         return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
+
+    def validation_score(self, problem: Problem, bound) -> None:
+        """Node runs report their last epoch (the papers' protocol): no selection."""
+        return None
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         split = problem.split

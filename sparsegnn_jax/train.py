@@ -178,18 +178,64 @@ def finite_guard(method: str, run_names: Sequence[str] | None = None) -> Hook:
     return hook
 
 
-def checkpoint_hook(directory, epochs: int, every: int, metadata: dict) -> Hook:
+def checkpoint_hook(directory, epochs: int, every: int, metadata: dict,
+                    extra: Callable[[], Any] | None = None) -> Hook:
     """A hook saving the whole state every ``every`` epochs (0: never) and after the last one.
 
-    ``metadata`` (JSON) is stored beside it with ``epoch`` and ``loss`` added.
+    ``metadata`` (JSON) is stored beside it with ``epoch`` and ``loss`` added. With ``extra``
+    the saved tree is ``(state, extra())`` (e.g. a :class:`BestOnValidation` selection), so a
+    resumed run continues exactly.
     """
 
     def hook(epochs_done: int, state: TrainState, loss) -> None:
         if epochs_done == epochs or (every and epochs_done % every == 0):
-            checkpoint.save(directory, epochs_done, state,
+            tree = state if extra is None else (state, extra())
+            checkpoint.save(directory, epochs_done, tree,
                             {"epoch": epochs_done, "loss": float(loss)} | metadata)
 
     return hook
+
+
+class Selection(NamedTuple):
+    """The parameters of the best epoch so far, by a validation score (higher is better)."""
+
+    params: Any
+    score: jax.Array   # best score so far; -inf before any epoch (per run in a sweep)
+    epoch: jax.Array   # the epoch that reached it (0: none yet)
+
+
+def no_selection(params, run_shape: tuple[int, ...] = ()) -> Selection:
+    """The selection before training: the initial parameters, score -inf, epoch 0."""
+    return Selection(params, jnp.full(run_shape, -jnp.inf, jnp.float32),
+                     jnp.zeros(run_shape, jnp.int32))
+
+
+@jax.jit
+def _keep_better(selection: Selection, params, score, epoch) -> Selection:
+    better = score > selection.score  # NaN scores never win
+
+    def pick(new, old):
+        return jnp.where(better.reshape(better.shape + (1,) * (new.ndim - better.ndim)), new, old)
+
+    return Selection(jax.tree.map(pick, params, selection.params),
+                     jnp.where(better, score, selection.score),
+                     jnp.where(better, jnp.asarray(epoch, jnp.int32), selection.epoch))
+
+
+class BestOnValidation:
+    """A hook keeping the parameters of the epoch with the best ``score_fn(params)``.
+
+    ``score_fn`` maps the state's params to a score per run (a scalar for one run, the run
+    axes' shape for a vmapped sweep). :attr:`selection` holds the result; pass a restored one
+    to continue a resumed run exactly.
+    """
+
+    def __init__(self, score_fn: Callable, selection: Selection):
+        self.score_fn, self.selection = score_fn, selection
+
+    def __call__(self, epochs_done: int, state: TrainState, loss) -> None:
+        self.selection = _keep_better(self.selection, state.params,
+                                      self.score_fn(state.params), epochs_done)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,6 +293,7 @@ class LinkInputs(NamedTuple):
     graph: jraph.GraphsTuple   # the message-passing graph
     train_edges: jax.Array     # [E, 2] positive training pairs
     edge_keys: jax.Array       # sorted keys of every true edge (``data.edge_keys``): no negative
+    negative_nodes: jax.Array  # [M] the nodes training negatives are drawn from
 
 
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
@@ -260,9 +307,10 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
     masks stay identical on every device.
     """
 
-    def train_step(state: TrainState, pos, graph, edge_keys):
+    def train_step(state: TrainState, pos, graph, edge_keys, negative_nodes):
         key, neg_key, drop_key = jax.random.split(state.key, 3)
-        neg = data_splits.sample_negatives(neg_key, num_nodes, pos.shape[0], edge_keys)
+        neg = data_splits.sample_negatives(neg_key, num_nodes, pos.shape[0], edge_keys,
+                                           nodes=negative_nodes)
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
@@ -270,14 +318,14 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
             state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), key)
 
     def epoch(state: TrainState, inputs: LinkInputs):
-        graph, train_edges, edge_keys = inputs
+        graph, train_edges, edge_keys, negative_nodes = inputs
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         num_batches = train_edges.shape[0] // batch_size
         perm = shuffle_order(perm_key, train_edges.shape[0])[: num_batches * batch_size]
         batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
         state, losses = jax.lax.scan(
-            lambda s, pos: train_step(s, pos, graph, edge_keys), state, batches)
+            lambda s, pos: train_step(s, pos, graph, edge_keys, negative_nodes), state, batches)
         return state, losses.mean()
 
     return epoch
@@ -288,43 +336,50 @@ def link_scores(bound: BoundModel, params, graph, pairs) -> jax.Array:
     return bound(params, graph, pairs)
 
 
+link_logits = jax.jit(link_scores, static_argnums=0)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _link_metrics(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
-                  num_ranking_negatives: int, hits_k: int, all_edge_keys, key):
-    """Every link metric in one compiled program (one per model and evaluation-set size)."""
-    k_neg, k_rank = jax.random.split(key)
-    neg = data_splits.sample_negatives(k_neg, num_nodes, pos_edges.shape[0], all_edge_keys)
+def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
+             num_ranking_negatives: int, hits_k: int, key):
+    rank_neg = _corrupt_destinations(key, pos_edges, num_nodes, num_ranking_negatives)
     pos_logits = link_scores(bound, params, graph, pos_edges)
-    neg_logits = link_scores(bound, params, graph, neg)
-    logits = jnp.concatenate([pos_logits, neg_logits])
-    labels = jnp.concatenate([jnp.ones_like(pos_logits), jnp.zeros_like(neg_logits)])
-    rank_neg = _corrupt_destinations(k_rank, pos_edges, num_nodes, num_ranking_negatives)
     rank_logits = link_scores(bound, params, graph, rank_neg.reshape(-1, 2))
-    mrr, hits = metrics.mrr_hits(pos_logits, rank_logits.reshape(pos_edges.shape[0], -1),
-                                 k=hits_k)
-    return {
-        "accuracy": metrics.accuracy_at_half(logits, labels),
-        "roc_auc": metrics.roc_auc(logits, labels),
-        "ap": metrics.average_precision(logits, labels),
-        "mrr": mrr,
-        f"hits@{hits_k}": hits,
-    }
+    return metrics.mrr_hits(pos_logits, rank_logits.reshape(pos_edges.shape[0], -1), k=hits_k)
 
 
-def evaluate_link(bound: BoundModel, params, graph, pos_edges, num_nodes: int, all_edge_keys,
-                  key: jax.Array, num_ranking_negatives: int = 100, hits_k: int = 10) -> dict:
-    """Link metrics on ``pos_edges`` against sampled non-edges.
+def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_nodes: int,
+                  key: jax.Array, seen_nodes=None, num_ranking_negatives: int = 100,
+                  hits_k: int = 10) -> dict:
+    """Link metrics of ``params`` on fixed positive and negative pairs.
 
-    Accuracy at 0.5 (the paper's metric), ROC-AUC and AP use one sampled non-edge per positive;
-    MRR and Hits@K rank each positive against ``num_ranking_negatives`` non-edges that share its
-    source node (destination corrupted).
+    ROC-AUC, AP and accuracy at 0.5 (the paper's metric) score ``pos_pairs`` against
+    ``neg_pairs``; MRR and Hits@K rank each positive against ``num_ranking_negatives`` pairs
+    that share its source node (destination corrupted, drawn with ``key``). With
+    ``seen_nodes`` ([N] bool: the node has training history) the same metrics are also given
+    for the pairs whose two nodes are seen (``"seen"``: positives and negatives of that group
+    only) and for those touching a new node (``"new"``).
 
     Returns:
-      dict of Python floats: accuracy, roc_auc, ap, mrr, hits@K.
+      dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and
+      ``new`` dicts of roc_auc / ap / accuracy / pairs (None where a group lacks a class).
     """
-    out = _link_metrics(bound, params, graph, jnp.asarray(pos_edges), num_nodes,
-                        num_ranking_negatives, hits_k, jnp.asarray(all_edge_keys), key)
-    return {k: float(v) for k, v in out.items()}
+    pos_pairs, neg_pairs = np.asarray(pos_pairs), np.asarray(neg_pairs)
+    logits = np.asarray(link_logits(bound, params, graph,
+                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs]))))
+    pos, neg = logits[: len(pos_pairs)], logits[len(pos_pairs):]
+    out = metrics.pair_metrics(pos, neg)
+    del out["pairs"]
+    mrr, hits = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
+                         num_ranking_negatives, hits_k, key)
+    out |= {"mrr": float(mrr), f"hits@{hits_k}": float(hits)}
+    if seen_nodes is not None:
+        seen_nodes = np.asarray(seen_nodes)
+        pos_seen = seen_nodes[pos_pairs].all(axis=1)
+        neg_seen = seen_nodes[neg_pairs].all(axis=1)
+        out["seen"] = metrics.pair_metrics(pos[pos_seen], neg[neg_seen])
+        out["new"] = metrics.pair_metrics(pos[~pos_seen], neg[~neg_seen])
+    return out
 
 
 def _corrupt_destinations(key, pos_edges, num_nodes, k):

@@ -21,9 +21,11 @@ from .parsers import (
     remap_nodes,
 )
 from .splits import (
+    EVAL_PROTOCOLS,
     LinkSplit,
     NodeSplit,
     edge_keys,
+    evaluation_pairs,
     node_split,
     sample_negatives,
     temporal_link_split,
@@ -32,6 +34,7 @@ from .synthetic import sbm, temporal_sbm
 
 __all__ = [
     "DATASET_FILES",
+    "EVAL_PROTOCOLS",
     "Dataset",
     "EdgeList",
     "LinkSplit",
@@ -40,6 +43,7 @@ __all__ = [
     "available",
     "data_root",
     "edge_keys",
+    "evaluation_pairs",
     "load",
     "load_planetoid",
     "node_split",

@@ -46,6 +46,15 @@ class LinkSplit:
         its split, or None for a static dataset.
       train_index: [n_train] indices into the dataset's edges of every raw (not deduplicated)
         training edge, in time order - what a temporal walk over the past may use.
+      target_edges: [E_g, 2] the training targets: the pairs of the latest ``target_fraction``
+        of the training period (deduplicated), or every training pair when it is 0.
+      history_senders, history_receivers: the message-passing graph while training: the
+        training edges before the targets' period (every training edge when
+        ``target_fraction`` is 0), so a model learns to predict links it cannot see.
+      history_index: indices into the dataset's edges of the raw history edges, in time order.
+      val_events, test_events: [E, 2] every raw pair of the part in time order, repeated
+        interactions kept (what the ``"dyglib"`` evaluation protocol scores).
+      destinations: sorted unique destination nodes of the whole dataset.
     """
 
     num_nodes: int
@@ -58,6 +67,13 @@ class LinkSplit:
     val_times: np.ndarray | None = None
     test_times: np.ndarray | None = None
     train_index: np.ndarray | None = None
+    target_edges: np.ndarray | None = None
+    history_senders: np.ndarray | None = None
+    history_receivers: np.ndarray | None = None
+    history_index: np.ndarray | None = None
+    val_events: np.ndarray | None = None
+    test_events: np.ndarray | None = None
+    destinations: np.ndarray | None = None
 
     @property
     def all_edges(self) -> np.ndarray:
@@ -102,7 +118,8 @@ def _min_edges(train: float, val: float, start: int, limit: int = 1_000_000) -> 
     return None
 
 
-def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
+def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
+                        target_fraction: float = 0.0) -> LinkSplit:
     """Split a dataset's edges chronologically into train / val / test.
 
     Edges are sorted by time with a stable sort (file order breaks ties; a static dataset keeps
@@ -113,9 +130,12 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
       ds: a Dataset (needs ``num_nodes``, ``senders``, ``receivers``, ``times``).
       train: fraction of edges (by count, before dedup) used for training.
       val: fraction used for validation; the remaining ``1 - train - val`` is test.
+      target_fraction: fraction of the training edges (the latest ones) held out of the
+        training-time message-passing graph as training targets; 0 trains on every training
+        pair with all of them in the graph.
 
     Returns:
-      LinkSplit; the message-passing graph holds the training edges only.
+      LinkSplit; the evaluation message-passing graph holds the training edges only.
 
     Raises:
       ValueError: fractions outside (0, 1) or summing to more than 1, fewer than 2 nodes, or
@@ -125,6 +145,8 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
     if not (0.0 < train < 1.0) or not (0.0 <= val < 1.0) or train + val > 1.0 + 1e-9:
         raise ValueError(f"need 0 < train < 1, 0 <= val < 1 and train + val <= 1; "
                          f"got train={train}, val={val}")
+    if not 0.0 <= target_fraction < 1.0:
+        raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
     src = np.asarray(ds.senders, dtype=np.int32)
     dst = np.asarray(ds.receivers, dtype=np.int32)
     n = src.size
@@ -151,12 +173,26 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1) -> LinkSplit:
     parts = [_dedupe_first(edges[c], None if times is None else times[c], ds.num_nodes)
              for c in cuts]
     (tr, tr_t), (va, va_t), (te, te_t) = parts
+    # The latest target_fraction of the training edges are targets; at least one edge stays in
+    # each of the history and the targets.
+    n_history = min(max(int(np.floor(n_train * (1.0 - target_fraction) + 1e-9)), 1), n_train - 1)
+    if target_fraction == 0.0:
+        targets, history = tr, tr
+        n_history = n_train
+    else:
+        targets, _ = _dedupe_first(edges[n_history:n_train], None, ds.num_nodes)
+        history = edges[:n_history]
     return LinkSplit(
         num_nodes=int(ds.num_nodes),
         train_edges=tr, val_edges=va, test_edges=te,
         graph_senders=tr[:, 0].copy(), graph_receivers=tr[:, 1].copy(),
         train_times=tr_t, val_times=va_t, test_times=te_t,
         train_index=order[:n_train],
+        target_edges=targets,
+        history_senders=history[:, 0].copy(), history_receivers=history[:, 1].copy(),
+        history_index=order[:n_history],
+        val_events=edges[cuts[1]], test_events=edges[cuts[2]],
+        destinations=np.unique(dst),
     )
 
 
@@ -181,7 +217,8 @@ def edge_keys(edges, num_nodes: int) -> np.ndarray:
     return np.unique(src * num_nodes + dst)
 
 
-def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16) -> jax.Array:
+def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
+                     nodes=None) -> jax.Array:
     """Uniformly random non-edges (src != dst) by rejection against known edge keys.
 
     Each round draws a fresh pair for every slot whose pair is a known edge (looked up with a
@@ -195,6 +232,8 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16)
       num: number of pairs to return (static).
       edge_keys: sorted array of ``src * N + dst`` of all known edges (see :func:`edge_keys`).
       rounds: resampling rounds for rejected pairs (static).
+      nodes: optional [M] distinct node ids (M >= 2) to draw both ends from (e.g. the nodes
+        with history); None draws from all ``num_nodes``.
 
     Returns:
       [num, 2] int32 pairs.
@@ -204,23 +243,28 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16)
     if num_nodes * num_nodes >= 2**31 and not jax.config.jax_enable_x64:
         raise ValueError(f"num_nodes={num_nodes}: keys src*N+dst overflow int32; enable "
                          "jax_enable_x64 for graphs with more than 46340 nodes")
-    return _sample_negatives(key, jnp.asarray(edge_keys), num_nodes, num, rounds)
+    if nodes is None:
+        nodes = jnp.arange(num_nodes, dtype=jnp.int32)
+    return _sample_negatives(key, jnp.asarray(edge_keys), jnp.asarray(nodes, jnp.int32),
+                             num_nodes, num, rounds)
 
 
 @functools.partial(jax.jit, static_argnames=("num_nodes", "num", "rounds"))
-def _sample_negatives(key, keys_arr, num_nodes: int, num: int, rounds: int):
+def _sample_negatives(key, keys_arr, nodes, num_nodes: int, num: int, rounds: int):
     # Jitted once per (shapes, N, num, rounds): eager dispatch of the loop is slow.
     kdt = keys_arr.dtype if keys_arr.size else jnp.int32
     has_edges = keys_arr.size > 0
     last = max(keys_arr.size - 1, 0)
 
+    m = nodes.shape[0]
+
     def draw(k):
         k_src, k_dst = jax.random.split(k)
-        src = jax.random.randint(k_src, (num,), 0, num_nodes, dtype=jnp.int32)
-        # Draw dst from N-1 values and skip src: src != dst without rejection.
-        dst = jax.random.randint(k_dst, (num,), 0, num_nodes - 1, dtype=jnp.int32)
+        src = jax.random.randint(k_src, (num,), 0, m, dtype=jnp.int32)
+        # Draw dst from M-1 positions and skip src's: src != dst without rejection.
+        dst = jax.random.randint(k_dst, (num,), 0, m - 1, dtype=jnp.int32)
         dst = dst + (dst >= src).astype(jnp.int32)
-        return src, dst
+        return nodes[src], nodes[dst]
 
     def is_edge(src, dst):
         if not has_edges:
@@ -241,6 +285,44 @@ def _sample_negatives(key, keys_arr, num_nodes: int, num: int, rounds: int):
 
     src, dst, _ = jax.lax.fori_loop(0, rounds, body, (src, dst, key))
     return jnp.stack([src, dst], axis=1)
+
+
+EVAL_PROTOCOLS = ("uniform", "dyglib")
+
+
+def evaluation_pairs(split: LinkSplit, part: str, seed: int,
+                     protocol: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
+    """The fixed positive and negative pairs on which a part ("val" / "test") is scored.
+
+    Protocols:
+      ``"uniform"`` (default): the part's distinct pairs, each against one uniformly random
+        non-edge (both ends random, ``src != dst``, no known edge of any part).
+      ``"dyglib"``: as the dynamic-graph benchmarks (DyGLib, Yu et al. NeurIPS 2023; TGB's
+        random negatives): every event of the part, repeated interactions kept, each against
+        its own source with a destination drawn uniformly from the dataset's destination nodes
+        (not filtered against true edges, as there).
+
+    Both are deterministic in ``seed``; a model and the baselines score the same pairs.
+
+    Returns:
+      ``(positives [P, 2], negatives [P, 2])`` int32.
+    """
+    if part not in ("val", "test"):
+        raise ValueError(f"part must be 'val' or 'test', got {part!r}")
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown --eval-protocol={protocol!r}; known: "
+                         f"{', '.join(EVAL_PROTOCOLS)}")
+    offset = 0 if part == "val" else 1
+    if protocol == "uniform":
+        pos = split.val_edges if part == "val" else split.test_edges
+        keys = edge_keys(split.all_edges, split.num_nodes)
+        neg = sample_negatives(jax.random.key(10_000 + 2 * seed + offset), split.num_nodes,
+                               int(pos.shape[0]), keys)
+        return np.asarray(pos, np.int32), np.asarray(neg, np.int32)
+    pos = split.val_events if part == "val" else split.test_events
+    rng = np.random.default_rng([seed, offset, 7])
+    dst = split.destinations[rng.integers(0, split.destinations.size, pos.shape[0])]
+    return np.asarray(pos, np.int32), np.stack([pos[:, 0], dst], axis=1).astype(np.int32)
 
 
 def check_seed(seed) -> int:

@@ -10,7 +10,8 @@ from typing import Sequence, Union
 
 from flax import nnx
 
-from .encoders import LAYER_KINDS, NUM_STRUCTURAL_FEATURES, Encoder, Identity, structural_features
+from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, Encoder, Identity, has_edges,
+                       structural_features)
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier
 from .layers import (
     MESSAGE_PASSING_LAYERS,
@@ -53,6 +54,7 @@ __all__ = [
     "paper_node_mlp",
     "sage_conv",
     "structural_features",
+    "has_edges",
     "torch_uniform",
 ]
 
@@ -60,10 +62,10 @@ KINDS = tuple(LAYER_KINDS) + ("mlp",)
 
 _ENCODER_OPTS = {
     # heads=1 is accepted by every GNN kind so configs can sweep kinds with one option set.
-    "gcn": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "add_self_loops"},
-    "sage": {"num_nodes", "structural", "use_bias", "heads", "input_dropout"},
-    "gat": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "negative_slope"},
-    "gin": {"num_nodes", "structural", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
+    "gcn": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "add_self_loops"},
+    "sage": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout"},
+    "gat": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "negative_slope"},
+    "gin": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
     "mlp": {"use_bias", "init"},
 }
 
@@ -82,7 +84,8 @@ def build(kind: str, in_dim: int, hidden: Union[int, Sequence[int]], out_dim: in
       rngs: ``nnx.Rngs``.
       dropout: dropout rate between layers (active only with a ``dropout_key``).
       **opts: per kind - all GNNs: ``num_nodes`` (learnable embedding table), ``structural``
-        (append structural features), ``use_bias``; gcn: ``add_self_loops``; gat: ``heads``,
+        (append structural features), ``cold_start`` (a shared learnt row for nodes without
+        edges), ``use_bias``; gcn: ``add_self_loops``; gat: ``heads``,
         ``negative_slope``; gin: ``eps``, ``train_eps``; mlp: ``use_bias``, ``init``.
 
     Returns:

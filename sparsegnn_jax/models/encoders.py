@@ -11,7 +11,8 @@ from flax import nnx
 from .. import graphs as _graphs
 from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
 
-__all__ = ["Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS"]
+__all__ = ["Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS",
+           "has_edges"]
 
 NUM_STRUCTURAL_FEATURES = 3
 
@@ -38,6 +39,14 @@ def structural_features(graph: jraph.GraphsTuple, num_nodes: Optional[int] = Non
     strength = jax.ops.segment_sum(weights, graph.receivers, num_segments=n)
     # log1p tames heavy-tailed degree distributions; abs keeps negative weights finite.
     return jnp.log1p(jnp.stack([in_deg, out_deg, jnp.abs(strength)], axis=-1))
+
+
+def has_edges(graph: jraph.GraphsTuple, num_nodes: int) -> jax.Array:
+    """[N] bool: whether a node has an edge other than a self-loop in ``graph``."""
+    real = (graph.senders != graph.receivers).astype(jnp.int32)
+    count = (jax.ops.segment_sum(real, graph.receivers, num_segments=num_nodes)
+             + jax.ops.segment_sum(real, graph.senders, num_segments=num_nodes))
+    return count > 0
 
 
 class Identity(nnx.Module):
@@ -69,6 +78,10 @@ class Encoder(nnx.Module):
       num_nodes: if given, use a learnable ``[num_nodes, in_dim]`` table instead of graph.nodes;
         graphs with more nodes (padding) get zero rows for the extra nodes.
       structural: append ``NUM_STRUCTURAL_FEATURES`` structural columns to the input.
+      cold_start: with ``num_nodes``, a learnable row ``cold_start [in_dim]`` replaces the table
+        row of every node with no edge (self-loops aside) in the graph the encoder is called
+        on: nodes without history share what is learnt about such nodes, instead of an
+        untrained random row.
       heads: attention heads (GAT only).
       use_bias: biases in every layer.
       rngs: ``nnx.Rngs``.
@@ -79,7 +92,7 @@ class Encoder(nnx.Module):
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
                  dropout: float = 0.0, input_dropout: float = 0.0,
                  num_nodes: Optional[int] = None, structural: bool = False,
-                 heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
+                 cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
         if kind not in LAYER_KINDS:
             raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
         if int(num_layers) < 1:
@@ -104,6 +117,11 @@ class Encoder(nnx.Module):
                 nnx.initializers.normal(1.0)(rngs.params(), (self.num_nodes, self.in_dim), jnp.float32))
         else:
             self.embedding = None
+        if cold_start and self.num_nodes is None:
+            raise ValueError("Encoder: cold_start needs an embedding table (num_nodes)")
+        self.cold_start = (nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (self.in_dim,),
+                                                                  jnp.float32))
+                           if cold_start else None)
 
         first = self.in_dim + (NUM_STRUCTURAL_FEATURES if self.structural else 0)
         if first < 1:
@@ -127,7 +145,11 @@ class Encoder(nnx.Module):
             rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
             if rows < self.num_nodes:
                 raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
-            parts.append(jnp.pad(table, ((0, rows - self.num_nodes), (0, 0))))
+            table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
+            if self.cold_start is not None:
+                table = jnp.where(has_edges(graph, rows)[:, None], table,
+                                  self.cold_start[...][None, :])
+            parts.append(table)
         elif self.in_dim > 0:
             if graph.nodes is None:
                 raise ValueError("Encoder: graph.nodes is None; pass node features or build with num_nodes=N")
