@@ -103,7 +103,7 @@ DEFAULTS = {
     ("link", "gnn"): ModelDefaults(
         dict(epochs=20, hidden=64, num_layers=2, lr=0.01, weight_decay=0.0, optimizer="adam",
              batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=None,
-             features="ids+struct", **_LINK_PROTOCOL),
+             features="ids", **_LINK_PROTOCOL),
         dict(embedding_dim="walk embeddings feed only --model=mlp")),
     ("node", "gnn"): ModelDefaults(
         dict(epochs=200, hidden=16, num_layers=2, lr=0.01, weight_decay=5e-4, optimizer="adam",

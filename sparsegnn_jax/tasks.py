@@ -161,7 +161,9 @@ class LinkTask:
                                        node_features=features, symmetric=True, self_loops=True)
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
-        steps_per_epoch = int(targets.shape[0]) // batch_size
+        # An epoch keeps the step budget of one pass over every training pair: holding targets
+        # out must not shrink training five-fold (it cycles through the targets instead).
+        steps_per_epoch = max(1, len(split.train_edges) // batch_size)
         negative_nodes = (np.flatnonzero(history_degree > 0)
                           if cfg.train_negatives == "history" else np.arange(n))
         if negative_nodes.size < 2:
@@ -207,7 +209,8 @@ class LinkTask:
         return models.LinkPredictor(enc, decoder)
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
-        return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh)
+        return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh,
+                                     steps=problem.steps_per_epoch)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         pos, neg = problem.eval_pairs[which]

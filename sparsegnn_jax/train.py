@@ -297,14 +297,17 @@ class LinkInputs(NamedTuple):
 
 
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
-                    num_nodes: int, mesh: jax.sharding.Mesh | None = None) -> Callable:
+                    num_nodes: int, mesh: jax.sharding.Mesh | None = None,
+                    steps: int | None = None) -> Callable:
     """Builds ``epoch(state, inputs: LinkInputs) -> (state, mean_loss)``.
 
     Each minibatch holds ``batch_size`` positive training edges and as many sampled non-edges.
     The training edges are shuffled on device; a remainder smaller than a batch is dropped for the
-    epoch (a different one each epoch). With a ``mesh`` the pairs of every minibatch are split
-    over its devices and the (replicated) state sees gradients all-reduced by XLA, so params and
-    masks stay identical on every device.
+    epoch (a different one each epoch). ``steps`` (default: one pass, ``E // batch_size``) sets
+    the steps of an epoch; more than one pass cycles through the shuffled edges, so a run on a
+    small target set keeps the optimizer budget of a run on every training edge. With a
+    ``mesh`` the pairs of every minibatch are split over its devices and the (replicated) state
+    sees gradients all-reduced by XLA, so params and masks stay identical on every device.
     """
 
     def train_step(state: TrainState, pos, graph, edge_keys, negative_nodes):
@@ -321,8 +324,12 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         graph, train_edges, edge_keys, negative_nodes = inputs
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
-        num_batches = train_edges.shape[0] // batch_size
-        perm = shuffle_order(perm_key, train_edges.shape[0])[: num_batches * batch_size]
+        num_batches = train_edges.shape[0] // batch_size if steps is None else steps
+        perm = shuffle_order(perm_key, train_edges.shape[0])
+        if num_batches * batch_size <= perm.shape[0]:
+            perm = perm[: num_batches * batch_size]
+        else:
+            perm = perm[jnp.arange(num_batches * batch_size) % perm.shape[0]]
         batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
         state, losses = jax.lax.scan(
             lambda s, pos: train_step(s, pos, graph, edge_keys, negative_nodes), state, batches)

@@ -153,11 +153,17 @@ def _load_synthetic_temporal(root, seed):
     return temporal_sbm(seed)
 
 
+def _load_synthetic_arrivals(root, seed):
+    # Half the nodes join during the stream: the cold-start case of real interaction graphs.
+    return temporal_sbm(seed, new_node_fraction=0.5, name="synthetic-arrivals")
+
+
 def _load_synthetic_sbm(root, seed):
     return sbm(seed)
 
 
 register("synthetic-temporal", _load_synthetic_temporal, needs_files=False)
+register("synthetic-arrivals", _load_synthetic_arrivals, needs_files=False)
 register("synthetic-sbm", _load_synthetic_sbm, needs_files=False)
 register("email-eu-temporal", _load_email_eu_temporal)
 register("email-eu", _load_email_eu)

@@ -299,8 +299,9 @@ def evaluation_pairs(split: LinkSplit, part: str, seed: int,
         non-edge (both ends random, ``src != dst``, no known edge of any part).
       ``"dyglib"``: as the dynamic-graph benchmarks (DyGLib, Yu et al. NeurIPS 2023; TGB's
         random negatives): every event of the part, repeated interactions kept, each against
-        its own source with a destination drawn uniformly from the dataset's destination nodes
-        (not filtered against true edges, as there).
+        its own source with a destination drawn uniformly from the dataset's destination nodes.
+        Unlike DyGLib, a drawn pair that is a true edge of any part is drawn again (up to 16
+        rounds), so no negative is a real link.
 
     Both are deterministic in ``seed``; a model and the baselines score the same pairs.
 
@@ -321,8 +322,16 @@ def evaluation_pairs(split: LinkSplit, part: str, seed: int,
         return np.asarray(pos, np.int32), np.asarray(neg, np.int32)
     pos = split.val_events if part == "val" else split.test_events
     rng = np.random.default_rng([seed, offset, 7])
-    dst = split.destinations[rng.integers(0, split.destinations.size, pos.shape[0])]
-    return np.asarray(pos, np.int32), np.stack([pos[:, 0], dst], axis=1).astype(np.int32)
+    keys = edge_keys(split.all_edges, split.num_nodes).astype(np.int64)
+    src = pos[:, 0].astype(np.int64)
+    dst = split.destinations[rng.integers(0, split.destinations.size, src.size)].astype(np.int64)
+    for _ in range(16):
+        k = src * split.num_nodes + dst
+        bad = (keys[np.clip(np.searchsorted(keys, k), 0, max(keys.size - 1, 0))] == k) | (src == dst)
+        if not bad.any():
+            break
+        dst[bad] = split.destinations[rng.integers(0, split.destinations.size, int(bad.sum()))]
+    return np.asarray(pos, np.int32), np.stack([src, dst], axis=1).astype(np.int32)
 
 
 def check_seed(seed) -> int:

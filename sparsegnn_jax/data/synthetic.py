@@ -44,13 +44,19 @@ def _community_partners(src: np.ndarray, comm: np.ndarray, members: list, rng) -
 def temporal_sbm(seed: int = 0, num_nodes: int = 500, num_communities: int = 5,
                  num_edges: int = 25_000, partners: int = 4, p_persistent: float = 0.7,
                  p_community: float = 0.2, p_in_partner: float = 0.85,
-                 time_span: int = 10_000_000) -> Dataset:
+                 time_span: int = 10_000_000, new_node_fraction: float = 0.0,
+                 name: str = "synthetic-temporal") -> Dataset:
     """A temporal stochastic-block-model edge stream (link prediction).
 
     Each node gets ``partners`` persistent partners (mostly in its own community) with a
     heavy-tailed popularity; every event is, with probability ``p_persistent``, a draw from
     these persistent pairs, with ``p_community`` a random pair inside one community, and
     otherwise a uniform random pair. Times are uniform in ``[0, time_span)``. No self-loops.
+
+    With ``new_node_fraction`` > 0 that share of the nodes arrives during the stream (arrival
+    times uniform over it) and takes part in no event before arriving: an event's time is
+    uniform between the later arrival of its two nodes and the end, as on real interaction
+    graphs where users keep joining.
 
     Args:
       seed: random seed (same seed, identical dataset).
@@ -62,10 +68,11 @@ def temporal_sbm(seed: int = 0, num_nodes: int = 500, num_communities: int = 5,
       p_community: fraction of events between random members of one community.
       p_in_partner: probability that a persistent partner is in the node's community.
       time_span: timestamps lie in [0, time_span).
+      new_node_fraction: share of nodes arriving during the stream (0: all present at 0).
+      name: the dataset's name.
 
     Returns:
-      Dataset named ``"synthetic-temporal"`` with times, community labels and a stratified
-      node split.
+      Dataset with times, community labels and a stratified node split.
     """
     if num_nodes < 2 * num_communities or num_communities < 1:
         raise ValueError(f"need num_nodes >= 2 * num_communities >= 2, got num_nodes={num_nodes}, "
@@ -99,9 +106,19 @@ def temporal_sbm(seed: int = 0, num_nodes: int = 500, num_communities: int = 5,
     sel = np.flatnonzero(kind == 2)
     src[sel], dst[sel] = _random_pairs(sel.size, num_nodes, rng)
 
-    times = np.sort(rng.integers(0, time_span, num_edges)).astype(np.int64)
+    if not 0.0 <= new_node_fraction < 1.0:
+        raise ValueError(f"need 0 <= new_node_fraction < 1, got {new_node_fraction}")
+    if new_node_fraction > 0:
+        arrival = np.where(rng.random(num_nodes) < new_node_fraction,
+                           rng.integers(0, time_span, num_nodes), 0)
+        start = np.maximum(arrival[src], arrival[dst])
+        times = (start + rng.random(num_edges) * (time_span - start)).astype(np.int64)
+        order = np.argsort(times, kind="stable")
+        src, dst, times = src[order], dst[order], times[order]
+    else:
+        times = np.sort(rng.integers(0, time_span, num_edges)).astype(np.int64)
     return Dataset(
-        name="synthetic-temporal",
+        name=name,
         num_nodes=num_nodes,
         senders=src.astype(np.int32),
         receivers=dst.astype(np.int32),
