@@ -1,0 +1,151 @@
+"""Temporal link prediction: held-out targets, cold start, evaluation protocols, selection."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sparsegnn_jax import baselines, config, data, metrics, models, runs, tasks, train
+
+
+def _keys(edges, n):
+    return set((np.asarray(edges)[:, 0].astype(np.int64) * n + np.asarray(edges)[:, 1]).tolist())
+
+
+@pytest.fixture(scope="module")
+def arrivals_split():
+    ds = data.load("synthetic-arrivals", seed=0)
+    return ds, data.temporal_link_split(ds, target_fraction=0.2)
+
+
+def test_targets_are_the_latest_training_edges_and_outside_the_training_graph(arrivals_split):
+    ds, split = arrivals_split
+    order = np.argsort(ds.times, kind="stable")
+    raw = np.stack([ds.senders[order], ds.receivers[order]], axis=1)
+    n_train = split.train_index.size
+    n_hist = split.history_index.size
+    assert n_hist == int(np.floor(n_train * 0.8 + 1e-9))
+    np.testing.assert_array_equal(split.history_senders, raw[:n_hist, 0])
+    np.testing.assert_array_equal(split.history_receivers, raw[:n_hist, 1])
+    assert _keys(split.target_edges, ds.num_nodes) == _keys(raw[n_hist:n_train], ds.num_nodes)
+    # The evaluation graph holds every training edge, never a validation or test edge.
+    graph_keys = _keys(np.stack([split.graph_senders, split.graph_receivers], 1), ds.num_nodes)
+    assert graph_keys == _keys(split.train_edges, ds.num_nodes)
+    assert graph_keys.isdisjoint(_keys(split.val_events, ds.num_nodes)
+                                 - _keys(split.train_edges, ds.num_nodes))
+    assert ds.times[split.history_index].max() <= ds.times[order[n_hist:n_train]].min()
+
+
+@pytest.mark.parametrize("protocol", data.EVAL_PROTOCOLS)
+def test_no_true_edge_among_evaluation_negatives(arrivals_split, protocol):
+    ds, split = arrivals_split
+    true = _keys(split.all_edges, ds.num_nodes)
+    for part in ("val", "test"):
+        pos, neg = data.evaluation_pairs(split, part, 0, protocol)
+        assert len(pos) == len(neg) > 0
+        assert _keys(neg, ds.num_nodes).isdisjoint(true)
+        assert (neg[:, 0] != neg[:, 1]).all()
+        again = data.evaluation_pairs(split, part, 0, protocol)
+        np.testing.assert_array_equal(neg, again[1])
+
+
+def test_dyglib_protocol_keeps_repeats_and_the_source(arrivals_split):
+    _, split = arrivals_split
+    pos, neg = data.evaluation_pairs(split, "test", 0, "dyglib")
+    np.testing.assert_array_equal(pos, split.test_events)
+    assert len(pos) > len(split.test_edges)  # repeated interactions are kept
+    np.testing.assert_array_equal(neg[:, 0], pos[:, 0])
+    assert np.isin(neg[:, 1], split.destinations).all()
+    uniform_pos, _ = data.evaluation_pairs(split, "test", 0, "uniform")
+    np.testing.assert_array_equal(uniform_pos, split.test_edges)
+
+
+def test_negatives_can_be_restricted_to_given_nodes():
+    nodes = jnp.asarray([3, 7, 11], jnp.int32)
+    neg = np.asarray(data.sample_negatives(jax.random.key(0), 20, 500, jnp.zeros((0,), jnp.int32),
+                                           nodes=nodes))
+    assert set(neg.ravel().tolist()) == {3, 7, 11}
+    assert (neg[:, 0] != neg[:, 1]).all()
+
+
+def test_cold_start_row_is_shared_by_nodes_without_edges():
+    enc = models.Encoder("gcn", 4, 8, 8, num_nodes=5, cold_start=True, rngs=nnx.Rngs(0))
+    from sparsegnn_jax import graphs
+
+    g = graphs.from_edges(np.array([0, 1]), np.array([1, 2]), 5)
+    x = np.asarray(enc.input_features(g))
+    np.testing.assert_array_equal(x[3], np.asarray(enc.cold_start[...]))
+    np.testing.assert_array_equal(x[4], np.asarray(enc.cold_start[...]))
+    np.testing.assert_array_equal(x[0], np.asarray(enc.embedding[...])[0])
+
+
+def test_new_nodes_positives_score_above_uniform_negatives():
+    # Half the nodes join during the stream. Trained with every training pair in the graph
+    # and unseen nodes only ever negative, a model learns "no history, no link" and ranks the
+    # test links of new nodes below random pairs; with held-out targets and a shared
+    # cold-start row it learns how new nodes link.
+    cfg = config.resolve(config.RunConfig(task="link", dataset="synthetic-arrivals",
+                                          method="dense", epochs=8, progress=False))
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    bound, params = train.split_model(task.build_model(problem, 0))
+    tx = runs.build_optimizer(problem)
+    state = train.init_state(params, tx, jax.random.key(0))
+    state, _ = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state, problem.inputs,
+                         cfg.epochs)
+    pos, neg = problem.eval_pairs["test"]
+    new = ~problem.seen_nodes[pos].all(axis=1)
+    assert new.mean() > 0.2
+    logits = np.asarray(train.link_logits(bound, state.params, problem.eval_graph,
+                                          jnp.asarray(np.concatenate([pos[new], neg]))))
+    auc = metrics.pair_metrics(logits[: new.sum()], logits[new.sum():])["roc_auc"]
+    assert auc > 0.6
+
+
+def test_link_record_has_baselines_breakdown_and_selected_epoch():
+    rec = runs.run(config.RunConfig(task="link", method="rigl", sparsity=0.9, epochs=3,
+                                    update_every=5, progress=False))
+    assert set(rec["baselines"]) == set(baselines.BASELINES)
+    assert set(rec["val_baselines"]) == set(baselines.BASELINES)
+    for metrics_ in rec["baselines"].values():
+        assert 0.0 <= metrics_["roc_auc"] <= 1.0 and "seen" in metrics_ and "new" in metrics_
+    assert set(rec["test"]) >= {"roc_auc", "ap", "accuracy", "mrr", "hits@10", "seen", "new"}
+    assert list(rec["test"])[:2] == ["roc_auc", "ap"]
+    assert rec["test"]["seen"]["pairs"] + rec["test"]["new"]["pairs"] == 2 * rec["data"][
+        "test_edges"]
+    assert 1 <= rec["selected_epoch"] <= 3
+    # The selection is by validation ROC-AUC: no other epoch's parameters are reported.
+    assert rec["config"]["select"] == "best_val" and rec["config"]["target_fraction"] == 0.2
+
+
+def test_best_on_validation_keeps_the_best_epoch_per_run():
+    scores = iter([jnp.asarray([0.5, 0.9]), jnp.asarray([0.7, 0.2]), jnp.asarray([0.6, jnp.nan])])
+    hook = train.BestOnValidation(lambda params: next(scores),
+                                  train.no_selection({"w": jnp.zeros((2, 3))}, (2,)))
+    for epoch in (1, 2, 3):
+        params = {"w": jnp.full((2, 3), float(epoch))}
+        hook(epoch, train.TrainState(params, None, None, jnp.int32(epoch)), jnp.zeros(2))
+    np.testing.assert_array_equal(hook.selection.epoch, [2, 1])
+    np.testing.assert_array_equal(hook.selection.params["w"], [[2.0] * 3, [1.0] * 3])
+    np.testing.assert_allclose(hook.selection.score, [0.7, 0.9])
+
+
+def test_an_epoch_keeps_the_step_budget_of_every_training_pair():
+    cfg = config.resolve(config.RunConfig(task="link", method="dense", epochs=1,
+                                          progress=False))
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    assert problem.steps_per_epoch == len(problem.split.train_edges) // cfg.batch_size
+    assert len(problem.split.target_edges) < problem.steps_per_epoch * cfg.batch_size
+    bound, params = train.split_model(task.build_model(problem, 0))
+    tx = runs.build_optimizer(problem)
+    state = train.init_state(params, tx, jax.random.key(0))
+    state, _ = jax.jit(task.make_epoch(problem, bound, tx))(state, problem.inputs)
+    assert int(state.step) == problem.steps_per_epoch
+
+
+@pytest.mark.parametrize("flag, value", [("target_fraction", 0.1), ("features", "ids"),
+                                         ("eval_protocol", "dyglib"), ("select", "last")])
+def test_link_flags_are_rejected_for_node_classification(flag, value):
+    with pytest.raises(ValueError, match="link prediction only"):
+        config.resolve(config.RunConfig(task="node", **{flag: value}))
