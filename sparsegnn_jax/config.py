@@ -17,9 +17,11 @@ TASKS = ("link", "node")
 GNN_MODELS = ("gcn", "sage", "gat", "gin")
 MODELS = GNN_MODELS + ("mlp",)
 DECODERS = ("dot", "mlp_hadamard", "mlp_concat")
-# Node inputs of message-passing link predictors: a learnt row per node id, structural
-# features of the message-passing graph, or both; nodes without edges share a learnt row.
-FEATURES = ("ids", "struct", "ids+struct")
+# Node inputs of link predictors. Message passing: a learnt row per node id (nodes without
+# history share one learnt row), structural features of the message-passing graph
+# (features.temporal_structure), or both. The paper MLP: walk embeddings (zero for nodes
+# without history), optionally with the same structural features.
+FEATURES = {"gnn": ("ids", "struct", "ids+struct"), "mlp": ("walks", "walks+struct")}
 TRAIN_NEGATIVES = ("uniform", "history")
 SELECTIONS = ("best_val", "last")
 
@@ -88,11 +90,10 @@ DEFAULTS = {
     ("link", "mlp"): ModelDefaults(
         dict(epochs=50, hidden=128, num_layers=2, lr=0.1, weight_decay=5e-4, optimizer="sgd",
              batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=8,
-             features="walks", **_LINK_PROTOCOL),
+             features="walks+struct", **_LINK_PROTOCOL),
         dict(num_layers="the paper's link MLP has two layers",
              dropout="the paper's link MLP has no dropout",
-             decoder="the paper's link MLP concatenates the two embeddings",
-             features="the paper's link MLP reads walk embeddings")),
+             decoder="the paper's link MLP concatenates the two embeddings")),
     ("node", "mlp"): ModelDefaults(
         dict(epochs=40, hidden=256, num_layers=2, lr=0.1, weight_decay=1e-3, optimizer="adam",
              batch_size=128, dropout=0.1, decoder="mlp_hadamard", embedding_dim=64),
@@ -103,7 +104,7 @@ DEFAULTS = {
     ("link", "gnn"): ModelDefaults(
         dict(epochs=20, hidden=64, num_layers=2, lr=0.01, weight_decay=0.0, optimizer="adam",
              batch_size=1024, dropout=0.0, decoder="mlp_hadamard", embedding_dim=None,
-             features="ids", **_LINK_PROTOCOL),
+             features="ids+struct", **_LINK_PROTOCOL),
         dict(embedding_dim="walk embeddings feed only --model=mlp")),
     ("node", "gnn"): ModelDefaults(
         dict(epochs=200, hidden=16, num_layers=2, lr=0.01, weight_decay=5e-4, optimizer="adam",
@@ -202,8 +203,10 @@ def _check_ranges(cfg: RunConfig) -> None:
 def _check_link(cfg: RunConfig) -> None:
     if not 0.0 <= cfg.target_fraction < 1.0:
         raise ValueError(f"--target-fraction must be in [0, 1), got {cfg.target_fraction}")
-    if cfg.model != "mlp" and cfg.features not in FEATURES:
-        raise ValueError(f"--features must be one of {', '.join(FEATURES)}, got {cfg.features!r}")
+    known = FEATURES[model_family(cfg.model)]
+    if cfg.features not in known:
+        raise ValueError(f"--features must be one of {', '.join(known)} for --model={cfg.model}, "
+                         f"got {cfg.features!r}")
     if cfg.train_negatives not in TRAIN_NEGATIVES:
         raise ValueError(f"--train-negatives must be one of {', '.join(TRAIN_NEGATIVES)}, "
                          f"got {cfg.train_negatives!r}")

@@ -17,6 +17,7 @@ from flax import nnx
 
 from sparsegnn_jax import data as sg_data
 from sparsegnn_jax import baselines, graphs, metrics, models, train, walks
+from sparsegnn_jax import features as features_lib
 from sparsegnn_jax.config import RunConfig
 
 
@@ -86,14 +87,17 @@ def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rn
     opts: dict[str, Any] = {}
     if input_dropout and in_dim is not None:
         opts["input_dropout"] = cfg.dropout  # Kipf & Welling drop the input features too
-    if in_dim is None and cfg.features in ("struct", "ids+struct"):
-        opts["structural"] = True
-    if in_dim is None and cfg.features == "struct":
-        in_dim = 0
+    if cfg.features == "ids+struct":
+        # graph.nodes = [structure | has-history flag] beside the id table.
+        opts.update(num_nodes=num_nodes, cold_start=True,
+                    node_features=len(features_lib.STRUCTURE_COLUMNS))
+        in_dim = cfg.hidden
+    elif cfg.features == "ids":
+        opts.update(num_nodes=num_nodes, cold_start=True)  # graph.nodes = [has-history flag]
+        in_dim = cfg.hidden
     elif in_dim is None:
         in_dim = cfg.hidden
         opts["num_nodes"] = num_nodes
-        opts["cold_start"] = cfg.features is not None
     return models.build(cfg.model, in_dim, cfg.hidden, out_dim, num_layers=cfg.num_layers,
                         rngs=rngs, dropout=cfg.dropout, **opts)
 
@@ -150,15 +154,13 @@ class LinkTask:
         split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
         history_degree = _degrees(split.history_senders, split.history_receivers, n)
-        if cfg.model == "mlp":
-            # Walks see the training-time graph only; nodes without a history walk get a zero
-            # row (not skip-gram's random init), the same for every such node.
-            features = walk_features(ds, cfg.embedding_dim, split.history_index)
-            features = np.where((history_degree > 0)[:, None], features, 0.0).astype(np.float32)
+        train_nodes, eval_nodes = self._node_inputs(cfg, ds, split, history_degree > 0)
+        features = train_nodes
         train_graph = graphs.from_edges(split.history_senders, split.history_receivers, n,
-                                        node_features=features, symmetric=True, self_loops=True)
+                                        node_features=train_nodes, symmetric=True,
+                                        self_loops=True)
         eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
-                                       node_features=features, symmetric=True, self_loops=True)
+                                       node_features=eval_nodes, symmetric=True, self_loops=True)
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
         # An epoch keeps the step budget of one pass over every training pair: holding targets
@@ -192,14 +194,54 @@ class LinkTask:
                        eval_graph=eval_graph, eval_pairs=eval_pairs, seen_nodes=seen,
                        baselines=base)
 
+    @staticmethod
+    def _node_inputs(cfg: RunConfig, ds, split, has_history: np.ndarray):
+        """``graph.nodes`` of the training-time and of the evaluation graph (None: no inputs).
+
+        Structure is computed from the edges each graph holds (the history, then every
+        training edge); whether a node has history (its id row or walk embedding was trained)
+        is the training-time fact in both.
+        """
+        n = split.num_nodes
+        flag = has_history.astype(np.float32)[:, None]
+        parts_train, parts_eval = [], []
+        if cfg.model == "mlp":
+            # Walks see the training-time graph only; nodes without a history walk get a zero
+            # row (not skip-gram's random init), the same for every such node.
+            emb = walk_features(ds, cfg.embedding_dim, split.history_index)
+            emb = np.where(has_history[:, None], emb, 0.0).astype(np.float32)
+            parts_train.append(emb)
+            parts_eval.append(emb)
+        if cfg.features.endswith("struct"):
+            times = None if ds.times is None else np.asarray(ds.times)
+            t_hist = None if times is None else times[split.history_index]
+            t_all = None if times is None else times[split.train_index]
+            end_hist = 0.0 if t_hist is None or not t_hist.size else float(t_hist.max())
+            end_all = 0.0 if t_all is None else float(t_all.max())
+            scale = 1.0 if t_all is None else max(end_all - float(t_all.min()), 1.0) / 100.0
+            src, dst = np.asarray(ds.senders), np.asarray(ds.receivers)
+            h, a = split.history_index, split.train_index
+            parts_train.append(features_lib.temporal_structure(
+                src[h], dst[h], t_hist, n, end_hist, scale))
+            parts_eval.append(features_lib.temporal_structure(
+                src[a], dst[a], t_all, n, end_all, scale))
+        if cfg.features.startswith("ids"):
+            parts_train.append(flag)
+            parts_eval.append(flag)
+        if not parts_train:
+            return None, None
+        return (np.concatenate(parts_train, axis=1).astype(np.float32),
+                np.concatenate(parts_eval, axis=1).astype(np.float32))
+
     def build_model(self, problem: Problem, seed: int) -> nnx.Module:
         cfg, features = problem.cfg, problem.features
         rngs = nnx.Rngs(seed)
         if cfg.model == "mlp":
-            # The paper's link model: concat of two embeddings -> Linear(2d, 128) -> ReLU -> 1.
+            # The paper's link model: concat of two node inputs -> Linear(2d, 128) -> ReLU -> 1
+            # (d = the walk-embedding width, plus the structure columns with walks+struct).
             return models.LinkPredictor(models.Identity(), models.MLPDecoder(
-                cfg.embedding_dim, cfg.hidden, mode="concat", init="torch", rngs=rngs))
-        in_dim = None if features is None else features.shape[1]
+                features.shape[1], cfg.hidden, mode="concat", init="torch", rngs=rngs))
+        in_dim = None if cfg.features.startswith("ids") or features is None else features.shape[1]
         enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs)
         if cfg.decoder == "dot":
             decoder = models.DotDecoder()

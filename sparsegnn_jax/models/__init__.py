@@ -62,10 +62,10 @@ KINDS = tuple(LAYER_KINDS) + ("mlp",)
 
 _ENCODER_OPTS = {
     # heads=1 is accepted by every GNN kind so configs can sweep kinds with one option set.
-    "gcn": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "add_self_loops"},
-    "sage": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout"},
-    "gat": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "negative_slope"},
-    "gin": {"num_nodes", "structural", "cold_start", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
+    "gcn": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "add_self_loops"},
+    "sage": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout"},
+    "gat": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "negative_slope"},
+    "gin": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
     "mlp": {"use_bias", "init"},
 }
 
@@ -84,8 +84,8 @@ def build(kind: str, in_dim: int, hidden: Union[int, Sequence[int]], out_dim: in
       rngs: ``nnx.Rngs``.
       dropout: dropout rate between layers (active only with a ``dropout_key``).
       **opts: per kind - all GNNs: ``num_nodes`` (learnable embedding table), ``structural``
-        (append structural features), ``cold_start`` (a shared learnt row for nodes without
-        edges), ``use_bias``; gcn: ``add_self_loops``; gat: ``heads``,
+        (append structural features), ``node_features`` (extra feature columns beside a table),
+        ``cold_start`` (a shared learnt row for nodes without history), ``use_bias``; gcn: ``add_self_loops``; gat: ``heads``,
         ``negative_slope``; gin: ``eps``, ``train_eps``; mlp: ``use_bias``, ``init``.
 
     Returns:

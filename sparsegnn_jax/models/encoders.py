@@ -78,10 +78,13 @@ class Encoder(nnx.Module):
       num_nodes: if given, use a learnable ``[num_nodes, in_dim]`` table instead of graph.nodes;
         graphs with more nodes (padding) get zero rows for the extra nodes.
       structural: append ``NUM_STRUCTURAL_FEATURES`` structural columns to the input.
+      node_features: with ``num_nodes``, the width F of extra node features read from
+        ``graph.nodes`` and appended to the table rows.
       cold_start: with ``num_nodes``, a learnable row ``cold_start [in_dim]`` replaces the table
-        row of every node with no edge (self-loops aside) in the graph the encoder is called
-        on: nodes without history share what is learnt about such nodes, instead of an
-        untrained random row.
+        row of every node without history, so such nodes share what is learnt about them
+        instead of an untrained random row. ``graph.nodes`` then ends with a 0/1 "has history"
+        column (after the F feature columns); when ``graph.nodes`` is None, a node has history
+        when it has an edge (self-loops aside) in the graph.
       heads: attention heads (GAT only).
       use_bias: biases in every layer.
       rngs: ``nnx.Rngs``.
@@ -92,7 +95,7 @@ class Encoder(nnx.Module):
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
                  dropout: float = 0.0, input_dropout: float = 0.0,
                  num_nodes: Optional[int] = None, structural: bool = False,
-                 cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
+                 node_features: int = 0, cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
         if kind not in LAYER_KINDS:
             raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
         if int(num_layers) < 1:
@@ -117,13 +120,16 @@ class Encoder(nnx.Module):
                 nnx.initializers.normal(1.0)(rngs.params(), (self.num_nodes, self.in_dim), jnp.float32))
         else:
             self.embedding = None
-        if cold_start and self.num_nodes is None:
-            raise ValueError("Encoder: cold_start needs an embedding table (num_nodes)")
+        if (cold_start or node_features) and self.num_nodes is None:
+            raise ValueError("Encoder: cold_start and node_features need an embedding table "
+                             "(num_nodes)")
+        self.node_features = int(node_features)
         self.cold_start = (nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (self.in_dim,),
                                                                   jnp.float32))
                            if cold_start else None)
 
-        first = self.in_dim + (NUM_STRUCTURAL_FEATURES if self.structural else 0)
+        first = (self.in_dim + self.node_features
+                 + (NUM_STRUCTURAL_FEATURES if self.structural else 0))
         if first < 1:
             raise ValueError("Encoder: in_dim is 0 and structural=False: the layers would have no input")
         dims = [first] + [self.hidden] * (self.num_layers - 1) + [self.out_dim]
@@ -147,9 +153,12 @@ class Encoder(nnx.Module):
                 raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
             table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
             if self.cold_start is not None:
-                table = jnp.where(has_edges(graph, rows)[:, None], table,
-                                  self.cold_start[...][None, :])
+                history = (has_edges(graph, rows) if graph.nodes is None
+                           else graph.nodes[:, self.node_features] > 0)
+                table = jnp.where(history[:, None], table, self.cold_start[...][None, :])
             parts.append(table)
+            if self.node_features:
+                parts.append(graph.nodes[:, : self.node_features].astype(jnp.float32))
         elif self.in_dim > 0:
             if graph.nodes is None:
                 raise ValueError("Encoder: graph.nodes is None; pass node features or build with num_nodes=N")
