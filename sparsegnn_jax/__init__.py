@@ -1,14 +1,31 @@
 """sparsegnn_jax: sparse training and pruning of graph neural networks in JAX.
 
 Modules: ``graphs`` (GraphsTuple construction, normalisation, padding), ``data`` (loaders, splits,
-negatives, downloader), ``models`` (Flax NNX GNNs and the paper's MLPs), ``masks`` /
-``distributions`` / ``schedules`` (pure sparsity functions), the prune and regrow methods as optax
-transformations, ``flops`` (analytic FLOPs), ``metrics``, ``walks`` (temporal random-walk
-embeddings), ``train`` (jit-compiled steps), ``runs`` (one experiment end to end) and ``report``
+negatives, evaluation pairs, downloader), ``features`` (structural node inputs for link
+prediction), ``walks`` (temporal random-walk embeddings), ``models`` (Flax NNX GNNs and the
+paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity functions), the prune
+and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
+``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
+``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
+loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds) and ``report``
 (results tables and plots of sweep CSVs).
 """
 from sparsegnn_jax import (
-    baselines, checkpoint, data, flops, graphs, metrics, models, report, train, walks,
+    baselines,
+    checkpoint,
+    config,
+    data,
+    features,
+    flops,
+    graphs,
+    metrics,
+    models,
+    report,
+    runs,
+    sweeps,
+    tasks,
+    train,
+    walks,
 )
 from sparsegnn_jax.sparsity import (
     admm,
@@ -19,6 +36,7 @@ from sparsegnn_jax.sparsity import (
     gradual_magnitude,
     masks,
     one_shot,
+    registry,
     rigl,
     schedules,
     set_,
@@ -30,7 +48,8 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "admm", "baselines", "checkpoint", "data", "dense", "distributions", "flops", "get_masks", "get_trace", "graphs",
-    "gradual_magnitude", "masks", "metrics", "models", "one_shot", "report", "rigl", "schedules", "set_",
-    "slr", "sparsifier", "static_sparse", "train", "walks",
+    "admm", "baselines", "checkpoint", "config", "data", "dense", "distributions", "features",
+    "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "masks", "metrics",
+    "models", "one_shot", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
+    "sparsifier", "static_sparse", "sweeps", "tasks", "train", "walks",
 ]

@@ -47,6 +47,21 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     if task == "link":
         p.add_argument("--decoder", default=None, choices=config.DECODERS,
                        help="pair decoder of message-passing models (default mlp_hadamard)")
+        p.add_argument("--target-fraction", type=float, default=None,
+                       help="latest share of training edges held out of the training-time "
+                            "message-passing graph as targets (default 0.2)")
+        p.add_argument("--features", default=None,
+                       choices=sorted({f for fs in config.FEATURES.values() for f in fs}),
+                       help="node inputs: ids | struct | ids+struct (GNNs, default ids+struct); "
+                            "walks | walks+struct (mlp, default walks+struct)")
+        p.add_argument("--train-negatives", default=None, choices=config.TRAIN_NEGATIVES,
+                       help="training negatives from all nodes (uniform, default) or from "
+                            "nodes with history")
+        p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
+                       help="evaluation pairs: uniform (default) or dyglib")
+        p.add_argument("--select", default=None, choices=config.SELECTIONS,
+                       help="report the best validation ROC-AUC epoch (best_val, default) or "
+                            "the last")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int, default=1,
                    help="data-parallel devices: minibatches are split over them")
