@@ -241,6 +241,9 @@ def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Ar
     return inv_sqrt[senders] * weights * inv_sqrt[receivers]
 
 
+# Not jraph.pad_with_graphs: for one graph it returns int64 indices, raises on a graph that
+# already fills its bucket exactly, keeps ``nodes=None`` (our models expect an [N, 0] array)
+# and reports bad sizes generically; wrapping it would keep every check below.
 def pad_to_bucket(
     graph: jraph.GraphsTuple,
     node_bucket: Optional[int] = None,

@@ -685,7 +685,8 @@ def safe_name(text: str) -> str:
 
 
 def write_plots(summary: dict, out: str | os.PathLike) -> list[pathlib.Path]:
-    """Accuracy (and macro-F1 for node tasks) and FLOPs plots of every dataset and model.
+    """Accuracy (ROC-AUC for link, macro-F1 for node tasks too) and FLOPs plots of every
+    dataset and model.
 
     Returns:
       The written PNG paths.
@@ -700,9 +701,9 @@ def write_plots(summary: dict, out: str | os.PathLike) -> list[pathlib.Path]:
             stem = f"{safe_name(dataset)}_{safe_name(model)}"
             title = _title(dataset, model)
             written.append(plot_accuracy(group, out / f"{stem}_accuracy.png", title=title))
-            if group["task"] == "node":
-                written.append(plot_accuracy(group, out / f"{stem}_macro_f1.png", "macro_f1",
-                                             title=title))
+            second = "macro_f1" if group["task"] == "node" else "roc_auc"
+            written.append(plot_accuracy(group, out / f"{stem}_{second}.png", second,
+                                         title=title))
             written.append(plot_flops(group, out / f"{stem}_flops.png", title=title))
     return written
 
