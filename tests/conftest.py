@@ -1,8 +1,18 @@
-"""Shared fixtures: where the real datasets live, skipping cleanly when they do not."""
+"""Shared fixtures: the real datasets (skipping cleanly without them), the subprocess
+environment, one JAX compilation cache per test session, and the opt-in slow tests.
+
+Set ``SPARSEGNN_SLOW_TESTS=1`` to run the tests marked ``@pytest.mark.slow`` (CI does); without
+it they skip, saying so.
+"""
 import os
 import pathlib
+import shutil
+import tempfile
 
+import jax
 import pytest
+
+SLOW_TESTS_VARIABLE = "SPARSEGNN_SLOW_TESTS"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,3 +47,35 @@ def cli_env(tmp_path_factory):
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env
+
+
+def pytest_configure(config):
+    """Compiled programs of this test process go to a cache private to the session.
+
+    Many tests build the same small runs again (a new closure each time, so jit traces and
+    compiles again); the cache turns the repeated XLA compilations into disk reads. Only
+    compilations above a second are stored: the many tiny eager ones are cheaper to redo than to
+    write. It is set here, before collection, because JAX fixes its cache at the first
+    compilation, which importing a test module may trigger. The subprocesses of ``cli_env`` have
+    a cache of their own: a cache file is written without a lock, and a killed run must not leave
+    one half-written for this process.
+    """
+    config.jax_cache_dir = tempfile.mkdtemp(prefix="sparsegnn-tests-jax-cache-")
+    jax.config.update("jax_compilation_cache_dir", config.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow skip unless SPARSEGNN_SLOW_TESTS=1."""
+    if os.environ.get(SLOW_TESTS_VARIABLE) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow test: set {SLOW_TESTS_VARIABLE}=1 to run it "
+                                   "(CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

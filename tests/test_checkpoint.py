@@ -220,7 +220,7 @@ def test_killed_save_leftovers_are_invisible_and_cleaned(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000010", "step_00000030"]
 
 
-def test_killed_process_mid_save_leaves_previous_checkpoint(tmp_path):
+def test_killed_process_mid_save_leaves_previous_checkpoint(tmp_path, cli_env):
     """A real SIGKILL between writing the arrays and the commit: nothing partial is visible."""
     ckpt.save(tmp_path, 10, {"w": jnp.arange(4.0)}, {"epoch": 1})
     script = (
@@ -234,7 +234,8 @@ def test_killed_process_mid_save_leaves_previous_checkpoint(tmp_path):
         "    real_rename(src, dst)\n"
         "os.rename = rename\n"
         "checkpoint.save(sys.argv[1], 20, {'w': jnp.zeros(4)}, {'epoch': 2})\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          env=cli_env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("step_00000020.")]
     assert len(leftovers) == 1 and (leftovers[0] / "state").is_dir()

@@ -1,25 +1,29 @@
-"""The experiment command lines on bad input: one ``error:`` line, a non-zero exit, no traceback.
+"""The experiment command lines: bad input, kill and resume, determinism, non-finite loss.
 
-Most cases call ``cli.main`` in-process (an exception escaping it is what would print a
+On bad input a command line prints one ``error:`` line and exits non-zero without a traceback.
+Most of those cases call ``cli.main`` in-process (an exception escaping it is what would print a
 traceback); a few run the scripts as subprocesses, exactly as a user does, and one valid but
-unusual edge file (self-loops, repeated edges) trains end to end.
-"""
+unusual edge file (self-loops, repeated edges) trains end to end. Kill and resume, determinism and
+the non-finite guard run real trainings of the scripts."""
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import math
 import pathlib
+import random
 import re
+import signal
 import subprocess
-import sys
+import time
 
+import jax
 import numpy as np
 import pytest
+from helpers import REPO, SCRIPTS, TIMEOUT, run_script, script_command
 
-from sparsegnn_jax import checkpoint, cli, data, tasks
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
+from sparsegnn_jax import checkpoint, cli, config, data, runs, tasks, train
 
 # Edge files: name -> (bytes, the fragment the error must contain).
 BAD_FILES = {
@@ -214,12 +218,6 @@ def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
 # The scripts themselves.
 
 
-def run_script(task, flags, out, env):
-    return subprocess.run(
-        [sys.executable, str(REPO / "experiments" / SCRIPTS[task]), *flags, f"--out={out}",
-         "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize("task,flags,code,fragment", [
     ("link", ["--dataset=file:{bad}"], 2, r"line 2: 'x' is not an integer: '2 x 200'"),
     ("link", ["--dataset=file:{missing}"], 2, r"file not found: .*missing.txt"),
@@ -258,3 +256,196 @@ def test_self_loops_and_repeated_edges_are_valid(tmp_path, cli_env):
     assert record["data"]["num_nodes"] == ds.num_nodes == len(np.unique(np.r_[src, dst]))
     assert record["data"]["train_edges"] == len(split.train_edges) < 154  # deduplicated
     assert all(np.isfinite(v) for v in record["test"].values() if not isinstance(v, dict))
+
+
+# ----------------------------------------------------------------------------------------------
+# Kill and resume, determinism, non-finite loss: real training runs of the scripts.
+#
+# Their compiled programs go to the JAX compilation cache of ``cli_env``, so only the first run
+# of a configuration pays for XLA compilation. A cache file is written without a lock, so no two
+# processes use the cache at the same time: the run that is killed compiles without it.
+
+NODE_EPOCHS = 10
+NODE_ARGS = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--sparsity=0.9",
+             f"--epochs={NODE_EPOCHS}", "--checkpoint-every=1"]
+LINK_EPOCHS = 4
+LINK_ARGS = ["--dataset=synthetic-temporal", "--model=gcn", "--method=rigl", "--sparsity=0.9",
+             f"--epochs={LINK_EPOCHS}", "--checkpoint-every=1"]
+
+
+def run_ok(task, args, out, env) -> subprocess.CompletedProcess:
+    proc = run_script(task, args, out, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def _uncached(env: dict) -> dict:
+    env = dict(env)
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    return env
+
+
+def run_name(task: str, args: list[str]) -> str:
+    """The file stem the command line gives this run's JSON and checkpoint folder."""
+    parsed = cli.build_parser(task).parse_args(args)
+    return cli.run_name(task, cli.config_from_args(task, parsed))
+
+
+def results(out, task, args) -> dict:
+    return json.loads((pathlib.Path(out) / f"{run_name(task, args)}.json").read_text())
+
+
+def ckpt_dir(out, task, args) -> pathlib.Path:
+    return pathlib.Path(out) / f"{run_name(task, args)}.ckpt"
+
+
+def template_state(task: str, args: list[str]):
+    """A freshly initialised TrainState of the run ``args`` describe: the restore target.
+
+    A run that keeps its best validation epoch checkpoints ``(state, selection)``.
+    """
+    return _template_state(task, tuple(args))
+
+
+@functools.lru_cache(maxsize=None)
+def _template_state(task: str, args: tuple):
+    parsed = cli.build_parser(task).parse_args(list(args))
+    cfg = config.resolve(cli.config_from_args(task, parsed))
+    problem = tasks.get(task).prepare(cfg)
+    _, params = train.split_model(tasks.get(task).build_model(problem, cfg.seed))
+    state = train.init_state(params, runs.build_optimizer(problem), jax.random.key(cfg.seed))
+    if task == "link" and cfg.select == "best_val":
+        return state, train.no_selection(state.params)
+    return state
+
+
+def _leaf_data(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(x))
+    return np.asarray(x)
+
+
+def assert_states_bitwise_equal(a, b):
+    """Every leaf (params, masks, optimizer moments, counters, key, step) bit for bit."""
+    paths_a = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for path, x, y in zip(paths_a, leaves_a, leaves_b):
+        x, y = _leaf_data(x), _leaf_data(y)
+        assert x.dtype == y.dtype and x.shape == y.shape, path
+        # Compare the bytes: NaN == NaN and -0.0 != 0.0, unlike a value comparison.
+        assert x.tobytes() == y.tobytes(), f"{path} differs"
+
+
+def _metrics(record: dict) -> dict:
+    """What a results JSON reports about the trained model (not timing or paths)."""
+    return {k: record[k] for k in ("final_train_loss", "val", "test", "sparsity",
+                                   "layer_sparsity", "flops", "data")}
+
+
+def kill_and_resume(task, args, tmp, env, seed):
+    """Runs ``args`` uninterrupted and, in parallel, a copy SIGKILLed after a random epoch.
+
+    Returns ``(full_out, resumed_out, k, killed_at)``: output folders of the uninterrupted and
+    the killed-then-resumed run, the random epoch and the last checkpoint when it was killed.
+    """
+    epochs = int(next(a for a in args if a.startswith("--epochs=")).split("=")[1])
+    k = random.Random(seed).randint(1, epochs - 1)
+    full, resumed = tmp / "full", tmp / "resumed"
+    full_proc = subprocess.Popen(script_command(task, args, full), cwd=REPO, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(script_command(task, args, resumed), cwd=REPO, env=_uncached(env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpts = ckpt_dir(resumed, task, args)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while victim.poll() is None and time.monotonic() < deadline:
+            step = checkpoint.latest_step(ckpts)
+            if step is not None and step >= k:
+                victim.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        if victim.poll() is None and time.monotonic() >= deadline:
+            victim.kill()
+        _, victim_err = victim.communicate(timeout=TIMEOUT)
+    assert victim.returncode == -signal.SIGKILL, (
+        f"the run ended (exit {victim.returncode}) before epoch {k}'s checkpoint was seen: "
+        f"{victim_err[-2000:]}")
+    killed_at = checkpoint.latest_step(ckpts)
+    assert killed_at is not None and k <= killed_at < epochs
+    assert not (resumed / f"{run_name(task, args)}.json").exists()
+    _, full_err = full_proc.communicate(timeout=TIMEOUT)
+    assert full_proc.returncode == 0, full_err[-3000:]
+    run_ok(task, args + ["--resume"], resumed, env)
+    return full, resumed, k, killed_at
+
+
+def check_resumed_equals_full(task, args, full, resumed):
+    template = template_state(task, args)
+    state_full, meta_full = checkpoint.restore(ckpt_dir(full, task, args), template)
+    state_resumed, meta_resumed = checkpoint.restore(ckpt_dir(resumed, task, args), template)
+    if isinstance(state_full, tuple):
+        # The best-validation selection is part of what a resumed run must restore exactly.
+        assert_states_bitwise_equal(state_full[1], state_resumed[1])
+        assert int(state_full[1].epoch) >= 1
+        state_full, state_resumed = state_full[0], state_resumed[0]
+    epochs = int(next(a for a in args if a.startswith("--epochs=")).split("=")[1])
+    assert meta_full["epoch"] == meta_resumed["epoch"] == epochs
+    # The comparison must cover the masks and the optimizer's moments, not just the params.
+    kinds = {np.asarray(_leaf_data(x)).dtype.kind for x in jax.tree.leaves(state_full.opt_state)}
+    assert "b" in kinds and "f" in kinds
+    assert int(state_full.step) > epochs - 1
+    assert_states_bitwise_equal(state_full, state_resumed)
+    assert _metrics(results(full, task, args)) == _metrics(results(resumed, task, args))
+
+
+@pytest.fixture(scope="module")
+def node_runs(tmp_path_factory, cli_env):
+    tmp = tmp_path_factory.mktemp("node_kill")
+    return kill_and_resume("node", NODE_ARGS, tmp, cli_env, seed=7)
+
+
+@pytest.mark.slow
+def test_node_run_killed_and_resumed_is_bitwise_equal_to_uninterrupted(node_runs):
+    full, resumed, k, killed_at = node_runs
+    check_resumed_equals_full("node", NODE_ARGS, full, resumed)
+
+
+@pytest.mark.slow
+def test_link_run_killed_and_resumed_is_bitwise_equal_to_uninterrupted(tmp_path, cli_env):
+    full, resumed, k, killed_at = kill_and_resume("link", LINK_ARGS, tmp_path, cli_env, seed=3)
+    check_resumed_equals_full("link", LINK_ARGS, full, resumed)
+
+
+@pytest.mark.slow
+def test_two_identical_runs_are_bitwise_equal(node_runs, tmp_path, cli_env):
+    full, _, _, _ = node_runs
+    again = tmp_path / "again"
+    run_ok("node", NODE_ARGS, again, cli_env)
+    template = template_state("node", NODE_ARGS)
+    first, _ = checkpoint.restore(ckpt_dir(full, "node", NODE_ARGS), template)
+    second, _ = checkpoint.restore(ckpt_dir(again, "node", NODE_ARGS), template)
+    assert_states_bitwise_equal(first, second)
+    assert _metrics(results(full, "node", NODE_ARGS)) == _metrics(
+        results(again, "node", NODE_ARGS))
+
+
+def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_path, cli_env):
+    # Adam moves every weight by about lr per step whatever the gradient: lr=1e30 makes the
+    # activations, hence the loss of the second step, overflow.
+    args = NODE_ARGS + ["--lr=1e30"]
+    proc = run_script("node", args, tmp_path, cli_env)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: non-finite training loss")
+    assert "at step 2" in lines[-1] and "(method rigl)" in lines[-1]
+    ckpts = ckpt_dir(tmp_path, "node", args)
+    assert checkpoint.list_steps(ckpts) == [1]
+    # Same structure as the normal run: only the learning rate differs.
+    state, meta = checkpoint.restore(ckpts, template_state("node", NODE_ARGS))
+    assert meta["epoch"] == 1 and math.isfinite(meta["loss"])
+    assert int(state.step) == 1
+    assert not (tmp_path / f"{run_name('node', args)}.json").exists()

@@ -310,21 +310,21 @@ def test_method_registered_at_runtime_gets_its_label_and_unknown_ones_sort_last(
     assert _cells(_section(md, "Training FLOPs relative to dense (mean)")[0]) == header
 
 
-def test_script_writes_results_md(tmp_path, csv_path):
+def test_script_writes_results_md(tmp_path, csv_path, cli_env):
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(csv_path), "--out", str(out),
                            "--no-plots"], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          check=False)
+                          env=cli_env, check=False)
     assert proc.returncode == 0, proc.stderr
     md = (out / "results.md").read_text()
     assert "## toy / mlp" in md and md in proc.stdout
     assert proc.stderr == ""
 
 
-def test_script_exit_code_and_message(tmp_path):
+def test_script_exit_code_and_message(tmp_path, cli_env):
     missing = tmp_path / "missing.csv"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(missing), "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=cli_env)
     assert proc.returncode == 2
     assert f"error: results CSV not found: {missing}" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import tiny_layer_params, two_layers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparsegnn_jax import sparsity
 from sparsegnn_jax.sparsity import distributions, masks, topk
 
 PAPER_GRID = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
@@ -595,3 +597,42 @@ def test_property_exact_counts_min_one_and_idempotent_apply(shapes, sparsity, di
     for p, q, r, mk in zip(*(map(np.asarray, jax.tree.leaves(t)) for t in trees)):
         np.testing.assert_array_equal(q, r)
         np.testing.assert_array_equal(q, np.where(mk, p, 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge cases: a layer smaller than 1 / density; masks of another structure or shape.
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "uniform_dense_first", "dict"])
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.99])
+def test_layer_smaller_than_one_over_density_keeps_exactly_one(distribution, target):
+    # (ERK gives a 2x2 layer a high density by design, so it is not a case of this rule.)
+    params = tiny_layer_params()
+    assert 4 < 1 / (1 - target)  # the 2x2 "tiny" kernel would round to zero weights
+    if distribution == "dict":
+        distribution = {"tiny/kernel": target}
+    counts = sparsity.distributions.keep_counts(params, target, distribution)
+    assert int(counts["tiny"]["kernel"]) == 1
+    masks = sparsity.masks.init(jax.random.key(0), params, target, distribution=distribution)
+    assert int(masks["tiny"]["kernel"].sum()) == 1
+    for leaf in jax.tree.leaves(masks):
+        assert int(leaf.sum()) >= 1
+
+
+def test_masks_of_another_structure_name_both_structures():
+    params = two_layers()
+    masks = {"a": {"kernel": jnp.ones((8, 4), bool)}, "b": {"kernel": jnp.ones((4, 2), bool)}}
+    with pytest.raises(ValueError, match="does not match") as err:
+        sparsity.masks.apply(params, masks)
+    text = str(err.value)
+    assert str(jax.tree.structure(params)) in text and str(jax.tree.structure(masks)) in text
+
+
+def test_masks_of_another_shape_name_the_leaf():
+    params = two_layers()
+    masks = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+    # A [1, 4] mask would broadcast over the [8, 4] kernel without the check.
+    masks["a"]["kernel"] = jnp.ones((1, 4), bool)
+    with pytest.raises(ValueError, match=r"'a/kernel' has shape \(1, 4\) but the parameter "
+                                         r"has shape \(8, 4\)"):
+        sparsity.masks.apply(params, masks)

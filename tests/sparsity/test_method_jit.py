@@ -5,11 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import (
+    METHOD_CONFIGS,
+    assert_counts,
+    assert_exactly_masked,
+    make_params,
+    train,
+)
 
 import sparsegnn_jax.sparsity as sp
-from test_method_compat import (METHOD_CONFIGS, assert_counts, assert_exactly_masked,
-                                make_params, train)
-
 
 # ------------------------------------------------------------------------------------------------
 # jit vs no jit, determinism.

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import SHAPES, loss_fn, make_batch, make_params
 
 import sparsegnn_jax.sparsity as sp
 from sparsegnn_jax.sparsity import distributions, masks, schedules
@@ -18,7 +19,6 @@ from sparsegnn_jax.sparsity import distributions, masks, schedules
 GRID = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875, 0.984375,
         0.9921875]
 STEPS = 8
-SHAPES = {"l0": (12, 32), "l1": (32, 24), "l2": (24, 3)}
 PATHS = [f"{name}/kernel" for name in SHAPES]
 
 # Step indices: masks change at update_every=2 (rigl/set), prune at 3 (one_shot), at 5
@@ -44,30 +44,6 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
-def make_params(seed=0):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(SHAPES))
-    params = {}
-    for i, (name, shape) in enumerate(SHAPES.items()):
-        params[name] = {"kernel": jax.random.normal(keys[2 * i], shape) / np.sqrt(shape[0]),
-                        "bias": 0.1 * jax.random.normal(keys[2 * i + 1], shape[-1:])}
-    return params
-
-
-def make_batch(seed=1):
-    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-    return jax.random.normal(kx, (64, 12)), jax.random.normal(ky, (64, 3))
-
-
-def loss_fn(params, batch):
-    x, y = batch
-    h = x
-    for i, name in enumerate(SHAPES):
-        h = h @ params[name]["kernel"] + params[name]["bias"]
-        if i < len(SHAPES) - 1:
-            h = jax.nn.relu(h)
-    return jnp.mean((h - y) ** 2)
-
-
 def run(method, cfg, params, batch, steps=STEPS):
     """init + ``steps`` updates; returns per-step (mask counts, nonzeros outside the mask)."""
     tx = sp.sparsifier(method, optax.sgd(0.05, momentum=0.9), **cfg)
@@ -82,7 +58,7 @@ def run(method, cfg, params, batch, steps=STEPS):
 
     def body(carry, _):
         params, state = carry
-        value, grads = jax.value_and_grad(loss_fn)(params, batch)
+        value, grads = jax.value_and_grad(loss_fn)(params, batch, jax.nn.relu)
         updates, state = tx.update(grads, state, params, value=value)
         params = optax.apply_updates(params, updates)
         return (params, state), stats(state, params)

@@ -7,65 +7,17 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import (
+    BATCH,
+    assert_counts,
+    assert_exactly_masked,
+    make_params,
+    tiny_layer_params,
+    train,
+    train_on_pseudo_grads,
+)
 
 import sparsegnn_jax.sparsity as sp
-
-SHAPES = {"l0": (12, 32), "l1": (32, 24), "l2": (24, 3)}
-
-METHOD_CONFIGS = {
-    "dense": {},
-    "static": dict(sparsity=0.8),
-    "one_shot": dict(sparsity=0.8, prune_step=2),
-    "gmp": dict(sparsity=0.8, begin_step=1, end_step=3, every=1),
-    "admm": dict(sparsity=0.8, rho=0.1, dense_steps=1, penalty_steps=2, update_every=1),
-    "slr": dict(sparsity=0.8, rho=0.1, dense_steps=1, penalty_steps=2, update_every=1),
-    "set": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
-    "rigl": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
-}
-
-
-def make_params(seed=0):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(SHAPES))
-    return {name: {"kernel": jax.random.normal(keys[2 * i], shape) / np.sqrt(shape[0]),
-                   "bias": 0.1 * jax.random.normal(keys[2 * i + 1], shape[-1:])}
-            for i, (name, shape) in enumerate(SHAPES.items())}
-
-
-BATCH = (jax.random.normal(jax.random.PRNGKey(1), (64, 12)),
-         jax.random.normal(jax.random.PRNGKey(2), (64, 3)))
-
-
-def loss_fn(params, batch=BATCH):
-    x, y = batch
-    h = x
-    for i, name in enumerate(params):
-        h = h @ params[name]["kernel"] + params[name]["bias"]
-        if i < len(params) - 1:
-            h = jax.nn.tanh(h)
-    return jnp.mean((h - y) ** 2)
-
-
-def train(tx, params, steps, jit=True):
-    state = tx.init(params)
-    update = jax.jit(tx.update) if jit else tx.update
-    history = []
-    for _ in range(steps):
-        value, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = update(grads, state, params, value=value)
-        params = optax.apply_updates(params, updates)
-        history.append(params)
-    return history, state
-
-
-def assert_exactly_masked(params, masks):
-    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
-        assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
-
-
-def assert_counts(masks, counts):
-    for m, c in zip(jax.tree.leaves(masks), jax.tree.leaves(counts)):
-        assert int(np.asarray(m).sum()) == int(c)
-
 
 # ------------------------------------------------------------------------------------------------
 # Dense is the inner optimizer, bit for bit.
@@ -252,3 +204,44 @@ def test_registry_names():
                                 "rigl"]
     assert isinstance(sp.sparsifier("rigl", optax.sgd(0.1), sparsity=0.5),
                       optax.GradientTransformationExtraArgs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge cases: sparsity 0 is the dense optimizer; invalid arguments through the registry.
+
+
+def _inner():
+    # The experiments' Adam with decoupled L2, as runs.inner_optimizer builds it.
+    return optax.chain(optax.add_decayed_weights(5e-4), optax.adam(1e-2))
+
+
+def test_sparsity_zero_is_the_dense_optimizer():
+    params = tiny_layer_params()
+    ref, _ = train_on_pseudo_grads(_inner(), params, 8)
+    dense, _ = train_on_pseudo_grads(sp.dense(_inner()), params, 8)
+    for a, b in zip(jax.tree.leaves(dense), jax.tree.leaves(ref)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Mask updates every step with a large drop fraction: nothing is inactive, so nothing moves.
+    for name, kw in (("static", {}), ("rigl", dict(update_every=1, drop_fraction=0.5))):
+        got, state = train_on_pseudo_grads(sp.sparsifier(name, _inner(), sparsity=0.0, **kw), params, 8)
+        assert all(bool(m.all()) for m in jax.tree.leaves(sp.get_masks(state))), name
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("method,kw,fragment", [
+    ("rigl", dict(sparsity=1.0), r"sparsity must be in \[0, 1\), got 1.0"),
+    ("static", dict(sparsity=-0.1), r"sparsity must be in \[0, 1\), got -0.1"),
+    ("static", dict(sparsity=float("nan")), r"sparsity must be in \[0, 1\), got nan"),
+    ("rigl", dict(update_every=0), "update_every must be a positive integer, got 0"),
+    ("set", dict(update_every=-3), "update_every must be a positive integer, got -3"),
+    ("rigl", dict(drop_fraction=0.0), r"drop_fraction must be in \(0, 1\]"),
+    ("set", dict(drop_fraction=1.5), r"drop_fraction must be in \(0, 1\]"),
+    ("foo", {}, "unknown sparsity method 'foo'; known: dense, static"),
+    ("static", dict(distribution="nope"), "unknown distribution 'nope'; known: uniform"),
+    ("static", dict(update_every=3), "'static' does not take update_every"),
+])
+def test_invalid_method_arguments_raise_value_error(method, kw, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        sp.sparsifier(method, optax.sgd(0.1), **kw)

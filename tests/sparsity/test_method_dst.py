@@ -4,34 +4,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import (
+    SHAPES,
+    loss_fn,
+    make_batch,
+    make_params,
+    tiny_layer_params,
+    train_on_pseudo_grads,
+)
 
 import sparsegnn_jax.sparsity as sp
 from sparsegnn_jax.sparsity import dst, schedules
 
-SHAPES = {"l0": (12, 32), "l1": (32, 24), "l2": (24, 3)}
 UPDATE_EVERY, END_STEP, STEPS = 2, 6, 10
-
-
-def make_params(seed=0):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(SHAPES))
-    return {name: {"kernel": jax.random.normal(keys[2 * i], shape) / np.sqrt(shape[0]),
-                   "bias": 0.1 * jax.random.normal(keys[2 * i + 1], shape[-1:])}
-            for i, (name, shape) in enumerate(SHAPES.items())}
-
-
-def loss_fn(params, batch):
-    x, y = batch
-    h = x
-    for i, name in enumerate(SHAPES):
-        h = h @ params[name]["kernel"] + params[name]["bias"]
-        if i < len(SHAPES) - 1:
-            h = jax.nn.tanh(h)  # tanh: no dead units, so inactive gradients are distinct
-    return jnp.mean((h - y) ** 2)
-
-
-def make_batch(seed=1):
-    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-    return jax.random.normal(kx, (64, 12)), jax.random.normal(ky, (64, 3))
 
 
 def np_top(scores, eligible, k):
@@ -227,3 +212,15 @@ def test_rigl_resets_nested_param_shaped_inner_state_at_grown_positions():
         assert np.all(np.asarray(tree["b"]) != 0)
     for tree in (adam_state.mu, adam_state.nu):
         np.testing.assert_array_equal(np.asarray(tree["a"])[~grown], 2.0)
+
+
+@pytest.mark.parametrize("method", ["rigl"])
+def test_tiny_layer_keeps_one_weight_through_training(method):
+    params = tiny_layer_params()
+    kw = {} if method == "static" else dict(update_every=2, drop_fraction=0.5)
+    tx = sp.sparsifier(method, optax.sgd(0.1), sparsity=0.95, **kw)
+    got, state = train_on_pseudo_grads(tx, params, 6)
+    masks = sp.get_masks(state)
+    assert int(masks["tiny"]["kernel"].sum()) == 1
+    assert int((got["tiny"]["kernel"] != 0).sum()) <= 1
+    assert int(masks["l0"]["kernel"].sum()) == round(96 * 0.05)

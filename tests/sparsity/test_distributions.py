@@ -2,9 +2,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
+from helpers import two_layers
 
+from sparsegnn_jax import sparsity
 from sparsegnn_jax.sparsity import distributions
 
 PAPER_GRID = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
@@ -165,3 +168,15 @@ def test_bad_arguments():
         with pytest.raises(ValueError, match=rf"sparsity must be in \[0, 1\), got {bad}"):
             distributions.keep_counts(params, bad, "erk")
     assert distributions.layer_densities({"b": jnp.zeros(3)}, 0.5, "erk") == {}
+
+
+def test_distribution_dict_naming_no_layer_lists_valid_paths():
+    params = two_layers()
+    with pytest.raises(ValueError, match=r"names no prunable layer for \['c/kernel'\]; "
+                                         r"valid paths: \['a/kernel', 'b/kernel'\]"):
+        sparsity.distributions.layer_densities(params, 0.5, {"c/kernel": 0.5})
+    tx = sparsity.sparsifier("static", optax.sgd(0.1), distribution={"a/kernal": 0.5})
+    with pytest.raises(ValueError, match="valid paths"):
+        tx.init(params)
+    with pytest.raises(ValueError, match=r"distribution\['a/kernel'\] must be in \[0, 1\)"):
+        sparsity.sparsifier("static", optax.sgd(0.1), distribution={"a/kernel": 1.0})

@@ -1,0 +1,160 @@
+"""sparsegnn_jax.data splits: chronological link splits, negatives, node splits."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from sparsegnn_jax import data
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _toy_temporal(times, n=6):
+    k = len(times)
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, n, k).astype(np.int32)
+    dst = ((src + 1 + rng.integers(0, n - 1, k)) % n).astype(np.int32)
+    return data.Dataset("toy", n, src, dst, times=np.asarray(times, np.int64))
+
+
+def test_temporal_link_split_chronological():
+    rng = np.random.default_rng(0)
+    ds = _toy_temporal(rng.permutation(1000) // 3, n=40)  # shuffled, with ties
+    split = data.temporal_link_split(ds)
+    assert split.train_times.max() <= split.val_times.min()
+    assert split.val_times.max() <= split.test_times.min()
+    assert split.train_times.max() <= split.test_times.min()
+    np.testing.assert_array_equal(split.graph_senders, split.train_edges[:, 0])
+    np.testing.assert_array_equal(split.graph_receivers, split.train_edges[:, 1])
+    # Reference: stable sort then cut at 70% / 80%, then dedupe keeping the first occurrence.
+    order = np.argsort(ds.times, kind="stable")
+    e = np.stack([ds.senders[order], ds.receivers[order]], 1)
+    for part, (lo, hi) in zip((split.train_edges, split.val_edges, split.test_edges),
+                              ((0, 700), (700, 800), (800, 1000))):
+        seen, ref = set(), []
+        for s, d in e[lo:hi].tolist():
+            if (s, d) not in seen:
+                seen.add((s, d))
+                ref.append((s, d))
+        np.testing.assert_array_equal(part, np.array(ref, dtype=np.int32).reshape(-1, 2))
+
+
+def test_temporal_link_split_exact_counts_no_dupes():
+    ds = data.Dataset("toy", 4, np.array([0, 1, 0, 2, 3, 1, 2, 0, 1, 3], np.int32),
+                      np.array([1, 2, 1, 3, 0, 2, 0, 1, 3, 2], np.int32),
+                      times=np.arange(10, dtype=np.int64)[::-1].copy())
+    split = data.temporal_link_split(ds)
+    # Reversed times: chronological order is the reverse of file order.
+    np.testing.assert_array_equal(split.test_edges, [[1, 2], [0, 1]])
+    np.testing.assert_array_equal(split.val_edges, [[0, 1]])
+    np.testing.assert_array_equal(split.train_edges,
+                                  [[3, 2], [1, 3], [0, 1], [2, 0], [1, 2], [3, 0], [2, 3]])
+    np.testing.assert_array_equal(split.test_times, [8, 9])
+
+
+def test_temporal_link_split_errors():
+    ds = _toy_temporal(range(10))
+    with pytest.raises(ValueError, match="train"):
+        data.temporal_link_split(ds, train=0.9, val=0.2)
+    with pytest.raises(ValueError, match="too few"):
+        data.temporal_link_split(_toy_temporal(range(2)))
+
+
+def test_edge_keys():
+    keys = data.edge_keys(np.array([[2, 1], [0, 3], [2, 1]]), 4)
+    np.testing.assert_array_equal(keys, [3, 9])
+    with pytest.raises(ValueError, match="num_nodes"):
+        data.edge_keys(np.array([[0, 4]]), 4)
+
+
+def test_sample_negatives_are_non_edges_and_deterministic():
+    n = 30
+    rng = np.random.default_rng(0)
+    # A dense-ish graph (40% of pairs) so rejection really happens.
+    pairs = np.stack([rng.integers(0, n, 500), rng.integers(0, n, 500)], 1)
+    keys = data.edge_keys(pairs, n)
+    key = jax.random.key(7)
+    neg = np.asarray(data.sample_negatives(key, n, 2000, keys))
+    assert neg.shape == (2000, 2) and neg.dtype == np.int32
+    assert np.all(neg[:, 0] != neg[:, 1])
+    assert neg.min() >= 0 and neg.max() < n
+    assert not np.isin(neg[:, 0].astype(np.int64) * n + neg[:, 1], keys).any()
+    again = np.asarray(data.sample_negatives(key, n, 2000, keys))
+    np.testing.assert_array_equal(neg, again)
+    other = np.asarray(data.sample_negatives(jax.random.key(8), n, 2000, keys))
+    assert not np.array_equal(neg, other)
+    jitted = jax.jit(functools.partial(data.sample_negatives, num_nodes=n, num=2000))
+    np.testing.assert_array_equal(np.asarray(jitted(key, edge_keys=keys)), neg)
+    # Covers all non-edges roughly uniformly (every node appears as a source).
+    assert np.unique(neg[:, 0]).size == n
+
+
+def test_sample_negatives_without_edges_and_errors():
+    neg = np.asarray(data.sample_negatives(jax.random.key(0), 5, 100, np.zeros(0, np.int64)))
+    assert neg.shape == (100, 2) and np.all(neg[:, 0] != neg[:, 1])
+    with pytest.raises(ValueError, match="num_nodes"):
+        data.sample_negatives(jax.random.key(0), 1, 3, np.zeros(0, np.int64))
+
+
+def test_node_split_stratified_and_reproducible():
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    labels = np.random.default_rng(0).permutation(labels)
+    s = data.node_split(labels, seed=5)
+    t = data.node_split(labels, seed=5)
+    u = data.node_split(labels, seed=6)
+    for a, b in zip((s.train, s.val, s.test), (t.train, t.val, t.test)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(s.train, u.train)
+    allidx = np.concatenate([s.train, s.val, s.test])
+    assert np.unique(allidx).size == labels.size == allidx.size  # disjoint and complete
+    np.testing.assert_array_equal(np.bincount(labels[s.train]), [60, 30, 18, 12])
+    np.testing.assert_array_equal(np.bincount(labels[s.val]), [20, 10, 6, 4])
+    np.testing.assert_array_equal(np.bincount(labels[s.test]), [20, 10, 6, 4])
+
+
+def test_node_split_ignores_unlabelled():
+    s = data.node_split(np.array([0, 0, -1, 1, 1, -1]), seed=0, train=0.5, val=0.0)
+    allidx = np.concatenate([s.train, s.val, s.test])
+    assert 2 not in allidx and 5 not in allidx and allidx.size == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Edge cases: the smallest graphs, an empty part, a negative seed.
+
+
+def _edges(pairs, times=None, num_nodes=None):
+    pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
+    n = int(pairs.max()) + 1 if num_nodes is None else num_nodes
+    t = None if times is None else np.asarray(times, np.int64)
+    return data.Dataset("toy", n, pairs[:, 0].copy(), pairs[:, 1].copy(), times=t)
+
+
+def test_link_split_with_an_empty_part_is_a_clear_error():
+    # 3 edges: floor(0.7 * 3) = 2 train, floor(0.8 * 3) - 2 = 0 val, 1 test.
+    with pytest.raises(ValueError, match=r"3 edges: too few .*the val part would be empty.*"
+                                         r"need at least 4 edges"):
+        data.temporal_link_split(_edges([[0, 1], [1, 2], [2, 0]], times=[3, 1, 2]))
+    with pytest.raises(ValueError, match="train and val and test parts would be empty"):
+        data.temporal_link_split(_edges(np.zeros((0, 2)), num_nodes=3))
+    with pytest.raises(ValueError, match="1 node: link prediction needs at least 2 nodes"):
+        data.temporal_link_split(_edges([[0, 0]] * 5, times=range(5)))
+
+
+def test_link_split_of_the_smallest_graphs():
+    # 4 edges: the smallest stream with the default fractions: 2 / 1 / 1.
+    split = data.temporal_link_split(_edges([[0, 1], [1, 2], [2, 0], [0, 2]], times=range(4)))
+    assert [len(split.train_edges), len(split.val_edges), len(split.test_edges)] == [2, 1, 1]
+    # A zero fraction asks for an empty part: 3 edges then split fine.
+    split = data.temporal_link_split(_edges([[0, 1], [1, 2], [2, 0]]), train=0.7, val=0.0)
+    assert [len(split.train_edges), len(split.val_edges), len(split.test_edges)] == [2, 0, 1]
+    # Repeats of one pair dedupe within a part but the part is never empty.
+    split = data.temporal_link_split(_edges([[0, 1]] * 10, times=range(10)))
+    assert [len(split.train_edges), len(split.val_edges), len(split.test_edges)] == [1, 1, 1]
+
+
+def test_negative_seed_is_a_clear_error():
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        data.load("synthetic-sbm", seed=-1)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        data.node_split(np.array([0, 1, 0, 1]), seed=-2)
