@@ -40,7 +40,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    dataset = args.dataset or ("synthetic-temporal" if args.task == "link" else "synthetic-sbm")
+    dataset = args.dataset or tasks.get(args.task).default_dataset
     out = pathlib.Path(args.out)
     csv_path = out / "results.csv"
     try:

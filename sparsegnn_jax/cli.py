@@ -10,19 +10,19 @@ import argparse
 import pathlib
 import sys
 
-from sparsegnn_jax import config, files, runs
+from sparsegnn_jax import config, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
     """The flags of ``experiments/link_pred.py`` (task "link") or ``node_class.py`` ("node")."""
-    default_dataset = "synthetic-temporal" if task == "link" else "synthetic-sbm"
+    spec = tasks.get(task)
+    default_dataset = spec.default_dataset
     p = argparse.ArgumentParser(
-        prog=f"experiments/{'link_pred' if task == 'link' else 'node_class'}.py",
-        description=("Train a (sparse) GNN for "
-                     + ("temporal link prediction." if task == "link" else "node classification.")
-                     + " Unset hyper-parameters take the paper's values for --model=mlp and "
-                       "Kipf & Welling's for message-passing models."))
+        prog=f"experiments/{spec.script}.py",
+        description=(f"Train a (sparse) GNN for {spec.title}. Unset hyper-parameters take the "
+                     "paper's values for --model=mlp and Kipf & Welling's for message-passing "
+                     "models."))
     p.add_argument("--dataset", default=default_dataset,
                    help=f"dataset name or file:PATH (default {default_dataset})")
     p.add_argument("--model", default="gcn", choices=config.MODELS)
@@ -44,7 +44,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=None, choices=("sgd", "adam"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None)
-    if task == "link":
+    if spec.scores_pairs:
         p.add_argument("--decoder", default=None, choices=config.DECODERS,
                        help="pair decoder of message-passing models (default mlp_hadamard)")
         p.add_argument("--target-fraction", type=float, default=None,

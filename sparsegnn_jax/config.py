@@ -194,7 +194,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ValueError(f"--drop-fraction must be in (0, 1], got {cfg.drop_fraction}")
     if cfg.optimizer not in ("sgd", "adam"):
         raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
-    if cfg.task == "link":
+    if cfg.target_fraction is not None:  # set (by default) exactly for link prediction
         _check_link(cfg)
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")

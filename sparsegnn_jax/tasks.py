@@ -148,6 +148,9 @@ class LinkTask:
 
     name = "link"
     default_dataset = "synthetic-temporal"
+    script = "link_pred"
+    title = "temporal link prediction"
+    scores_pairs = True  # takes the link flags (decoder, targets, features, protocol, ...)
 
     def prepare(self, cfg: RunConfig) -> Problem:
         ds, features = _dataset(cfg)
@@ -293,6 +296,9 @@ class NodeTask:
 
     name = "node"
     default_dataset = "synthetic-sbm"
+    script = "node_class"
+    title = "node classification"
+    scores_pairs = False
 
     def prepare(self, cfg: RunConfig) -> Problem:
         ds, features = _dataset(cfg)

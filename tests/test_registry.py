@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import sparsegnn_jax as sg
-from sparsegnn_jax import cli, config, flops, runs, sparsity, sweeps
+from sparsegnn_jax import cli, config, flops, report, runs, sparsity, sweeps
 from sparsegnn_jax.sparsity import registry
 
 
@@ -42,7 +42,7 @@ def test_register_rejects_a_taken_name_and_a_factory_without_sparsity():
     assert "bad" not in registry.names()
 
 
-def test_a_registered_method_runs_sweeps_and_counts_flops(toy_method, tmp_path, capsys):
+def test_a_registered_method_runs_sweeps_counts_flops_and_reports(toy_method, tmp_path, capsys):
     assert "toy" in registry.names() and "toy" not in registry.sweep_defaults()
     cfg = config.RunConfig(task="node", method="toy", sparsity=0.75, epochs=4, progress=False)
     rec = runs.run(cfg)
@@ -60,6 +60,13 @@ def test_a_registered_method_runs_sweeps_and_counts_flops(toy_method, tmp_path, 
     group = sweeps.run_group(cfg, [0.5, 0.75], [0], vmapped=True)
     assert [r["config"]["sparsity"] for r in group] == [0.5, 0.75]
     assert [round(r["sparsity"], 2) for r in group] == [0.5, 0.75]
+
+    # The report labels it and draws its density from the spec: dense for half the run.
+    sweeps.write_csv(tmp_path / "results.csv", [sweeps.csv_row(r) for r in group])
+    tables = report.markdown_tables(report.summarise(report.load_rows([tmp_path / "results.csv"])))
+    assert "| sparsity | Toy |" in tables
+    trace = report.density_trace(0.75, 100, "node", methods=("toy",))
+    assert trace["toy"][:50] == [1.0] * 50 and trace["toy"][50:] == [0.25] * 50
 
     # The command line takes it by name.
     assert cli.main("node", ["--method=toy", "--sparsity=0.5", "--epochs=2", "--no-progress",
