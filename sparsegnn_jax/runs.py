@@ -9,6 +9,7 @@ import dataclasses
 import time
 
 import jax
+import numpy as np
 import optax
 
 from sparsegnn_jax import checkpoint, config, sparsity, tasks, train
@@ -37,6 +38,25 @@ def method_kwargs(cfg: config.RunConfig, total_steps: int, steps_per_epoch: int)
     if spec.sparse:
         kw |= dict(sparsity=cfg.sparsity, distribution=cfg.distribution)
     return kw | spec.plan(config.method_options(cfg), total_steps, steps_per_epoch)
+
+
+def first_selectable_epoch(cfg: config.RunConfig, total_steps: int,
+                           steps_per_epoch: int) -> int:
+    """The first epoch after which the method's sparsity schedule stays at its target.
+
+    Model selection on validation data may only choose among such epochs: the parameters of
+    a dense phase are not the sparse model the run reports. Read off the method's registry
+    entry (``sparsity_at`` over the run's steps).
+    """
+    spec = registry.get(cfg.method)
+    kw = method_kwargs(cfg, total_steps, steps_per_epoch)
+    schedule = np.asarray(spec.sparsity_at(kw, np.arange(total_steps), 0.5), np.float64)
+    if schedule.size == 0:
+        return 1
+    changing = np.flatnonzero(~np.isclose(schedule, schedule[-1]))
+    last_change = int(changing[-1]) if changing.size else -1
+    # The params after epoch e come from step e * steps_per_epoch - 1.
+    return max(1, -(-(last_change + 2) // steps_per_epoch))
 
 
 def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
@@ -95,8 +115,9 @@ def run(cfg: config.RunConfig) -> dict:
     tx = build_optimizer(problem)
     state = train.init_state(params, tx, jax.random.key(cfg.seed))
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
-    selector = (None if score is None
-                else train.BestOnValidation(jax.jit(score), train.no_selection(state.params)))
+    selector = (None if score is None else train.BestOnValidation(
+        jax.jit(score), train.no_selection(state.params),
+        first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
     first_epoch = 0
     if cfg.resume:
         if cfg.checkpoint_dir is None:

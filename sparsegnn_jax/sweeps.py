@@ -158,8 +158,9 @@ def _train_vmapped(problem, bound, param_list, combos, score=None):
     hooks = [train.finite_guard(cfg.method, _run_names(combos))]
     if score is not None:
         # One validation score per run: vmapped over the [sparsity, seed] axes of the params.
-        selector = train.BestOnValidation(jax.jit(jax.vmap(jax.vmap(score))),
-                                          train.no_selection(state.params, grid))
+        selector = train.BestOnValidation(
+            jax.jit(jax.vmap(jax.vmap(score))), train.no_selection(state.params, grid),
+            runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch))
         hooks.append(selector)
     state, losses = train.fit(
         epoch, state, problem.inputs, cfg.epochs, hooks=hooks,
@@ -185,7 +186,9 @@ def _train_sequential(problem, bound, param_list, combos, score=None):
         state = train.init_state(params, tx, key)
         hooks = [train.finite_guard(cfg.method, _run_names([(s, seed)]))]
         if score is not None:
-            hooks.append(train.BestOnValidation(score, train.no_selection(state.params)))
+            hooks.append(train.BestOnValidation(
+                score, train.no_selection(state.params),
+                runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
         state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state,
                                 problem.inputs, cfg.epochs, hooks=hooks)
         states.append(state)

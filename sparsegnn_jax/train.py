@@ -225,13 +225,17 @@ class BestOnValidation:
 
     ``score_fn`` maps the state's params to a score per run (a scalar for one run, the run
     axes' shape for a vmapped sweep). :attr:`selection` holds the result; pass a restored one
-    to continue a resumed run exactly.
+    to continue a resumed run exactly. Epochs before ``first_epoch`` are not candidates: a
+    method that trains dense first (SLR, ADMM, GMP, one-shot) must be judged on its sparse
+    parameters only.
     """
 
-    def __init__(self, score_fn: Callable, selection: Selection):
-        self.score_fn, self.selection = score_fn, selection
+    def __init__(self, score_fn: Callable, selection: Selection, first_epoch: int = 1):
+        self.score_fn, self.selection, self.first_epoch = score_fn, selection, first_epoch
 
     def __call__(self, epochs_done: int, state: TrainState, loss) -> None:
+        if epochs_done < self.first_epoch:
+            return
         self.selection = _keep_better(self.selection, state.params,
                                       self.score_fn(state.params), epochs_done)
 

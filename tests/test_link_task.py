@@ -149,3 +149,21 @@ def test_an_epoch_keeps_the_step_budget_of_every_training_pair():
 def test_link_flags_are_rejected_for_node_classification(flag, value):
     with pytest.raises(ValueError, match="link prediction only"):
         config.resolve(config.RunConfig(task="node", **{flag: value}))
+
+
+def test_selection_never_picks_a_dense_phase_epoch():
+    # SLR over 20 epochs of 7 steps: 70 dense + 35 penalty steps, hard prune at step 105; the
+    # params after epoch 15 come from step 104 (not yet pruned), after epoch 16 from step 111.
+    cfg = config.resolve(config.RunConfig(task="link", method="slr", epochs=20))
+    assert runs.first_selectable_epoch(cfg, 140, 7) == 16
+    # GMP reaches its target at step 70 (end_step = half the run): epoch 11 (step 76) onwards.
+    gmp = config.resolve(config.RunConfig(task="link", method="gmp", epochs=20))
+    assert runs.first_selectable_epoch(gmp, 140, 7) == 11
+    for method in ("dense", "rigl", "set", "static"):
+        cfg = config.resolve(config.RunConfig(task="link", method=method, epochs=20))
+        assert runs.first_selectable_epoch(cfg, 140, 7) == 1
+    rec = runs.run(config.RunConfig(task="link", method="slr", sparsity=0.9, epochs=4,
+                                    progress=False))
+    steps = rec["data"]["steps_per_epoch"]
+    assert rec["selected_epoch"] >= runs.first_selectable_epoch(
+        config.resolve(config.RunConfig(task="link", method="slr", epochs=4)), 4 * steps, steps)
