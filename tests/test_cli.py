@@ -386,7 +386,7 @@ def check_resumed_equals_full(task, args, full, resumed):
     template = template_state(task, args)
     state_full, meta_full = checkpoint.restore(ckpt_dir(full, task, args), template)
     state_resumed, meta_resumed = checkpoint.restore(ckpt_dir(resumed, task, args), template)
-    if isinstance(state_full, tuple):
+    if not isinstance(state_full, train.TrainState):
         # The best-validation selection is part of what a resumed run must restore exactly.
         assert_states_bitwise_equal(state_full[1], state_resumed[1])
         assert int(state_full[1].epoch) >= 1

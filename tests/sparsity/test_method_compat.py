@@ -237,12 +237,12 @@ def test_sparsity_zero_is_the_dense_optimizer():
     ("rigl", dict(sparsity=1.0), r"sparsity must be in \[0, 1\), got 1.0"),
     ("static", dict(sparsity=-0.1), r"sparsity must be in \[0, 1\), got -0.1"),
     ("static", dict(sparsity=float("nan")), r"sparsity must be in \[0, 1\), got nan"),
-    ("rigl", dict(update_every=0), "update_every must be a positive integer, got 0"),
-    ("set", dict(update_every=-3), "update_every must be a positive integer, got -3"),
+    ("rigl", dict(update_every=0), "update_every must be > 0, got 0"),
+    ("set", dict(update_every=-3), "update_every must be > 0, got -3"),
     ("rigl", dict(drop_fraction=0.0), r"drop_fraction must be in \(0, 1\]"),
     ("set", dict(drop_fraction=1.5), r"drop_fraction must be in \(0, 1\]"),
-    ("foo", {}, "unknown sparsity method 'foo'; known: dense, static"),
-    ("static", dict(distribution="nope"), "unknown distribution 'nope'; known: uniform"),
+    ("foo", {}, "unknown sparsity method 'foo'; known: dense, slr, admm"),
+    ("static", dict(distribution="nope"), r"distribution must be one of \['uniform', .*got 'nope'"),
     ("static", dict(update_every=3), "'static' does not take update_every"),
 ])
 def test_invalid_method_arguments_raise_value_error(method, kw, fragment):
