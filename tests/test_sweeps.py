@@ -4,12 +4,14 @@ import pathlib
 import sys
 
 import numpy as np
+import pytest
 
 from sparsegnn_jax import config, report, sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_vmapped_and_sequential_runs_agree():
     # SGD: batching reorders float sums (~1e-7); Adam's normalisation would amplify that for
     # near-zero gradients and flip RigL's near-tied choices, which says nothing about vmap.
@@ -33,6 +35,7 @@ def test_vmapped_and_sequential_runs_agree():
     assert a[0]["test"]["roc_auc"] != a[1]["test"]["roc_auc"]
 
 
+@pytest.mark.slow
 def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
