@@ -270,13 +270,10 @@ def baselines_table(group: dict) -> str | None:
     body = [[name, format_mean_std(ms, None, n_seeds)] for name, ms in rows]
     dense = dense_cell(group)
     if dense is not None and dense["roc_auc"] is not None:
-        body.insert(0, [f"{model_row_label(group)} (dense)",
+        body.insert(0, ["model (dense)",
                         format_mean_std(dense["roc_auc"], dense["n"], n_seeds)])
     return _table(["score", "test ROC-AUC (%)"], body)
 
-
-def model_row_label(group: dict) -> str:
-    return "model"
 
 
 def sparse_methods(group: dict) -> list[str]:

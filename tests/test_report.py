@@ -328,3 +328,25 @@ def test_script_exit_code_and_message(tmp_path, cli_env):
     assert proc.returncode == 2
     assert f"error: results CSV not found: {missing}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_link_tables_carry_the_baselines_best_first(tmp_path):
+    rows = _rows("link")
+    for row in rows:
+        # Each seed scores its pairs once: one value per seed, whatever the method.
+        row["baseline_adamic_adar_roc_auc"] = 0.80 + 0.02 * row["seed"]
+        row["baseline_preferential_attachment_roc_auc"] = 0.60
+    path = tmp_path / "results.csv"
+    _write(path, rows)
+    group = report.summarise(report.load_rows([path]))["toy"]["mlp"]
+    seeds = sorted({r["seed"] for r in rows})
+    mean = 0.80 + 0.02 * sum(seeds) / len(seeds)
+    assert group["baselines"]["adamic_adar"][0] == pytest.approx(mean)
+    assert group["baselines"]["preferential_attachment"] == pytest.approx((0.60, 0.0))
+    table = report.baselines_table(group)
+    lines = table.splitlines()
+    assert lines[2].startswith("| model (dense) | 90.00")
+    assert lines[3].startswith("| adamic_adar |") and lines[4].startswith(
+        "| preferential_attachment | 60.00")
+    assert "### Non-learned baselines on the same test pairs" in report.markdown_tables(
+        report.summarise(report.load_rows([path])))
