@@ -202,7 +202,8 @@ def csv_row(rec: dict) -> dict:
     c, test, val, fl = rec["config"], rec["test"], rec["val"], rec["flops"]
     return {
         "dataset": c["dataset"], "model": c["model"], "method": c["method"],
-        "sparsity": c["sparsity"] if c["method"] != "dense" else 0.0, "seed": c["seed"],
+        "sparsity": c["sparsity"] if sparsity.registry.get(c["method"]).sparse else 0.0,
+        "seed": c["seed"],
         "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc", ""),
         "test_ap": test.get("ap", ""), "test_macro_f1": test.get("macro_f1", ""),
         "val_accuracy": val.get("accuracy"), "achieved_sparsity": rec["sparsity"],

@@ -145,6 +145,15 @@ def _first(x) -> int:
     return int(np.asarray(x).reshape(-1)[0])
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _finite_per_run(params, run_ndim: int) -> jax.Array:
+    """Whether every parameter of each run is finite, reduced on device (only the flags of
+    the runs travel to the host, not the parameters)."""
+    flags = [jnp.isfinite(x).reshape(x.shape[:run_ndim] + (-1,)).all(-1)
+             for x in jax.tree.leaves(params)]
+    return jnp.stack(flags).all(0) if flags else jnp.asarray(True)
+
+
 def finite_guard(method: str, run_names: Sequence[str] | None = None) -> Hook:
     """A hook raising ``FloatingPointError`` when a loss or a parameter is NaN or Inf.
 
@@ -166,9 +175,7 @@ def finite_guard(method: str, run_names: Sequence[str] | None = None) -> Hook:
             value = losses.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
             raise FloatingPointError(f"non-finite training loss {value} at step "
                                      f"{_first(state.step)} {where(bad)}")
-        finite = [np.isfinite(np.asarray(x)).reshape(losses.shape + (-1,)).all(-1)
-                  for x in jax.tree.leaves(state.params)]
-        ok = np.logical_and.reduce(finite) if finite else np.ones(losses.shape, bool)
+        ok = np.asarray(_finite_per_run(state.params, losses.ndim))
         if not np.all(ok):
             raise FloatingPointError(f"non-finite parameters after step {_first(state.step)} "
                                      f"{where(~ok)}")
