@@ -1,5 +1,6 @@
 """Shared fixtures: the real datasets (skipping cleanly without them), the subprocess
-environment, one JAX compilation cache per test session, and the opt-in slow tests.
+environment, one JAX compilation cache per test process (each pytest-xdist worker), and the
+opt-in slow tests.
 
 Set ``SPARSEGNN_SLOW_TESTS=1`` to run the tests marked ``@pytest.mark.slow`` (CI does); without
 it they skip, saying so.
@@ -13,6 +14,11 @@ import jax
 import pytest
 
 SLOW_TESTS_VARIABLE = "SPARSEGNN_SLOW_TESTS"
+
+# Each pytest-xdist worker is a JAX process of its own (about 1 GB with its compiled programs),
+# and XLA already uses a second core inside one process: more workers than this add memory and
+# contention, not speed.
+MAX_TEST_WORKERS = 4
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,6 +70,11 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", config.jax_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the default in pyproject.toml): one worker per core, at most MAX_TEST_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_TEST_WORKERS))
 
 
 def pytest_unconfigure(config):
