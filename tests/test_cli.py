@@ -11,7 +11,9 @@ import functools
 import gzip
 import json
 import math
+import os
 import pathlib
+import pickle
 import random
 import re
 import signal
@@ -234,6 +236,34 @@ def test_scripts_exit_cleanly_on_bad_input(task, flags, code, fragment, tmp_path
     assert proc.stdout == ""
     last = proc.stderr.strip().splitlines()[-1]
     assert re.search(fragment, last), proc.stderr
+
+
+class _RunsCommand:
+    """Pickles as ``os.system(command)``: a crafted Planetoid file."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_crafted_planetoid_file_is_refused_and_runs_nothing(tmp_path, cli_env):
+    folder = tmp_path / "root" / "planetoid"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    for part in ("y", "tx", "ty", "allx", "ally", "graph"):
+        (folder / f"ind.cora.{part}").write_bytes(pickle.dumps(np.eye(3), protocol=2))
+    (folder / "ind.cora.x").write_bytes(pickle.dumps(_RunsCommand(f"touch {marker}"), protocol=2))
+    (folder / "ind.cora.test.index").write_text("0\n1\n")
+    proc = run_script("node", ["--dataset=cora", f"--data-root={folder.parent}", "--epochs=1"],
+                      tmp_path / "out", cli_env)
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, r"planetoid/ind\.cora\.x: sha256 [0-9a-f]{64} is not that "
+                                       r"of the published file .* refusing to read it as "
+                                       r"dataset 'cora'")
+    assert not marker.exists()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.slow

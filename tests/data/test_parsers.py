@@ -1,11 +1,15 @@
 """sparsegnn_jax.data parsers: edge lists, label files, dense adjacency, Planetoid."""
+import builtins
 import gzip
+import os
+import pickle
 import time
 
 import numpy as np
 import pytest
 
 from sparsegnn_jax import data
+from sparsegnn_jax.data import parsers
 
 # ----------------------------------------------------------------------------- parsers
 
@@ -223,3 +227,60 @@ def test_planetoid_missing_and_corrupt(tmp_path):
     (tmp_path / "ind.toy.graph").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match=r"ind\.toy\.graph: not a readable Planetoid pickle"):
         data.load_planetoid(tmp_path, "toy")
+
+
+class _Payload:
+    """Pickles as a call of ``func(*args)``: what a crafted Planetoid file would hold."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("func, args, shown", [
+    (os.system, ("touch {marker}",), f"{os.system.__module__}.system"),
+    # Protocol 2 spells the builtins module the Python-2 way.
+    (builtins.exec, ("open({marker!r}, 'w').close()",), "__builtin__.exec"),
+])
+def test_malicious_planetoid_pickle_runs_nothing(tmp_path, func, args, shown):
+    marker = tmp_path / "marker"
+    _write_planetoid(tmp_path, "toy")
+    payload = pickle.dumps(_Payload(func, *(a.format(marker=str(marker)) for a in args)),
+                           protocol=2)
+    # The payload is live: plain pickle runs it.
+    pickle.loads(payload)
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "ind.toy.x").write_bytes(payload)
+    with pytest.raises(parsers.UnsafePickleError) as err:
+        data.load_planetoid(tmp_path, "toy")
+    assert not marker.exists()
+    assert str(err.value).startswith(f"{tmp_path / 'ind.toy.x'}: refusing to load {shown}: ")
+
+
+def test_planetoid_pickle_of_the_wrong_kind(tmp_path):
+    """Allowed globals only, but a list where an array belongs: named, not a traceback."""
+    _write_planetoid(tmp_path, "toy")
+    (tmp_path / "ind.toy.tx").write_bytes(pickle.dumps({0: [1]}, protocol=2))
+    with pytest.raises(ValueError, match=r"ind\.toy\.tx: holds a dict, expected an array"):
+        data.load_planetoid(tmp_path, "toy")
+
+
+@pytest.mark.parametrize("name", ["cora", "citeseer"])
+def test_restricted_unpickler_reads_every_real_planetoid_file(data_root, name):
+    """The allow-list is enough for the published files, and reads them as pickle does."""
+    for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
+        path = data_root / "planetoid" / f"ind.{name}.{part}"
+        with open(path, "rb") as f:
+            trusted = pickle.load(f, encoding="latin1")  # published files: known digests
+        ours = parsers.load_pickle(path)
+        assert type(ours) is type(trusted)
+        if part == "graph":
+            assert ours == trusted
+        else:
+            a = ours.toarray() if hasattr(ours, "toarray") else ours
+            b = trusted.toarray() if hasattr(trusted, "toarray") else trusted
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
