@@ -225,17 +225,24 @@ def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
     ("link", ["--dataset=file:{missing}"], 2, r"file not found: .*missing.txt"),
     ("node", ["--sparsity=1.0"], 2, r"^error: --sparsity must be in \[0, 1\), got 1.0$"),
     ("node", ["--method=foo"], 2, r"argument --method: invalid choice: 'foo'"),
-], ids=["text-column", "missing-file", "sparsity-1", "unknown-method"])
+    ("link", ["--dataset=file:{corrupt}"], 2,
+     r"^error: .*corrupt\.txt\.gz: not a valid gzip file \(Error -3 while decompressing"),
+], ids=["text-column", "missing-file", "sparsity-1", "unknown-method", "corrupt-gzip"])
 def test_scripts_exit_cleanly_on_bad_input(task, flags, code, fragment, tmp_path, cli_env):
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 100\n2 x 200\n3 1 300\n")
-    flags = [f.format(bad=bad, missing=tmp_path / "missing.txt") for f in flags]
+    # A gzip header, then bytes that are no deflate stream (zlib.error inside).
+    corrupt = tmp_path / "corrupt.txt.gz"
+    corrupt.write_bytes(gzip.compress(b"1 2 3\n" * 100)[:10] + b"garbage" * 20)
+    flags = [f.format(bad=bad, missing=tmp_path / "missing.txt", corrupt=corrupt)
+             for f in flags]
     proc = run_script(task, flags, tmp_path / "out", cli_env)
     assert proc.returncode == code
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
     last = proc.stderr.strip().splitlines()[-1]
     assert re.search(fragment, last), proc.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 class _RunsCommand:

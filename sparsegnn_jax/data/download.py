@@ -6,13 +6,17 @@ Usage::
 
 NAME is a dataset name of :func:`sparsegnn_jax.data.load` (or ``all``). Downloads resume from
 a ``.part`` file with an HTTP Range request, are checked against known SHA-256 digests (an
-unknown digest is printed instead) and are renamed into place only when complete and correct.
+unknown digest is printed instead) and are renamed into place only when complete and correct:
+the length the server announced, gzip integrity for ``.gz`` files (and a cap on the
+decompressed size), then the digest. A download cut short keeps its ``.part`` to be resumed; a
+corrupt one is removed. Exit status: 0 done, 1 the network or server failed (run again),
+2 bad input or bad data (unknown name, checksum mismatch, corrupt gzip).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
+import http.client
 import os
 import pathlib
 import sys
@@ -23,9 +27,10 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write
 from .datasets import ENV_VAR
+from .parsers import CorruptGzipError, gunzip_chunks
 from .digests import KNOWN_SHA256, sha256sum
 
-__all__ = ["ChecksumError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
+__all__ = ["ChecksumError", "CorruptGzipError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
 
 _SNAP = "https://snap.stanford.edu/data"
 _PLANETOID = "https://github.com/kimiyoung/planetoid/raw/master/data"
@@ -109,15 +114,64 @@ def _verify(path: pathlib.Path, sha256: str | None, label: str, log) -> None:
                             f"the file was removed, run the command again to retry")
 
 
+def _check_gzip(part: pathlib.Path, url: str) -> None:
+    """Decompresses a downloaded ``.gz`` once (capped); a corrupt one is removed.
+
+    Raises:
+      OSError: the stream ends early (``part`` is kept, to be resumed).
+      CorruptGzipError: not valid gzip or too large once decompressed (``part`` is removed).
+    """
+    try:
+        for _ in gunzip_chunks(part):
+            pass
+    except CorruptGzipError as err:
+        reason = str(err).removeprefix(f"{part}: ")
+        if err.truncated:
+            raise OSError(f"download of {url} is incomplete ({reason}); run again to resume "
+                          f"from {part}, or delete it to start over") from err
+        part.unlink(missing_ok=True)
+        raise CorruptGzipError(f"{url}: {reason}; the download was removed") from err
+
+
+def _receive(response, part: pathlib.Path, offset: int, url: str, label: str,
+             progress: bool) -> None:
+    """Appends (or writes, ``offset`` 0) the response body to ``part``; checks its length.
+
+    Raises:
+      OSError: the connection broke or fewer bytes came than the server announced (``part``
+        keeps what arrived, to be resumed).
+    """
+    length = response.headers.get("Content-Length")
+    expected = int(length) if length is not None else None
+    received = 0
+    with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=None if expected is None else offset + expected, initial=offset, unit="B",
+            unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+            leave=False) as bar:
+        try:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as err:  # IncompleteRead is no OSError
+            raise OSError(f"download of {url} interrupted ({type(err).__name__}: {err}); "
+                          f"run again to resume from {part}") from err
+    if expected is not None and received < expected:
+        raise OSError(f"download of {url} incomplete: got {received} of {expected} bytes; "
+                      f"run again to resume from {part}")
+
+
 def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
           timeout: float = 60.0, log=print) -> pathlib.Path:
     """Download ``url`` to ``dest`` via ``dest.part``, resuming a partial download.
 
     An existing ``dest`` with the right digest (or any ``dest`` when no digest is known) is
     kept. A ``.part`` file is continued with an HTTP Range request; a server that ignores the
-    Range header makes the download start over. The finished file is checked and only then
-    renamed onto ``dest`` (atomic on one file system). This is not :func:`atomic_write`: its
-    temp file is deleted on failure, while ``dest.part`` must survive one to be resumed.
+    Range header makes the download start over. The finished file is checked - length against
+    the server's Content-Length, gzip integrity and decompressed size for ``.gz`` names, the
+    digest - and only then renamed onto ``dest`` (atomic on one file system). This is not
+    :func:`atomic_write`: its temp file is deleted on failure, while ``dest.part`` must survive
+    an interrupted download to be resumed.
 
     Args:
       url: address to fetch (http, https or file).
@@ -132,7 +186,10 @@ def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
 
     Raises:
       ChecksumError: the download's digest differs (the ``.part`` file is removed).
-      OSError: the server or network failed (message names the URL).
+      CorruptGzipError: a ``.gz`` download is not valid gzip or decompresses to too much (the
+        ``.part`` file is removed).
+      OSError: the server or network failed, or the download is cut short (message names the
+        URL; the ``.part`` file is kept for the next attempt).
     """
     dest = pathlib.Path(dest)
     if _is_good(dest, sha256):
@@ -157,52 +214,47 @@ def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
         with response:
             if offset and getattr(response, "status", 200) != 206:
                 offset = 0  # the server sent the whole file: start over
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else None
-            mode = "ab" if offset else "wb"
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B",
-                                               unit_scale=True, unit_divisor=1024,
-                                               desc=dest.name, disable=not progress,
-                                               leave=False) as bar:
-                try:
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-                except OSError as err:
-                    raise OSError(f"download of {url} interrupted ({err}); run again to "
-                                  f"resume from {part}") from err
+            _receive(response, part, offset, url, dest.name, progress)
+    if dest.suffix == ".gz":
+        _check_gzip(part, url)
     _verify(part, sha256, f"{url} -> {dest}", log)
     os.replace(part, dest)
     return dest
 
 
 def _derive(source: Source, root: pathlib.Path, log) -> pathlib.Path:
-    """Write the derived file (decompressed, or the line prefix) atomically and check it."""
+    """Write the derived file (decompressed, or the line prefix) atomically and check it.
+
+    Raises:
+      CorruptGzipError: the download does not decompress (it is removed, so that the next
+        run fetches it again) or decompresses to too much.
+      ChecksumError: the derived file is not the published one.
+    """
     src, target = root / source.path, root / source.target
     expected = KNOWN_SHA256.get(source.target)
     if _is_good(target, expected):
         return target
 
     def write(out):
-        try:
-            with gzip.open(src, "rb") as fin:
-                if source.derive == "gunzip":
-                    for chunk in iter(lambda: fin.read(1 << 20), b""):
-                        out.write(chunk)
-                else:
-                    for i, line in enumerate(fin):
-                        if i == _PREFIX_LINES - 1:
-                            # The published prefix file ends without a final newline.
-                            out.write(line.rstrip(b"\n"))
-                            break
-                        out.write(line)
-        except (OSError, EOFError) as err:
-            raise OSError(f"could not decompress {src}: {err}; delete it and download "
-                          f"again") from err
+        lines_left = _PREFIX_LINES
+        for chunk in gunzip_chunks(src):
+            if source.derive == "head" and chunk.count(b"\n") >= lines_left:
+                end = -1
+                for _ in range(lines_left):
+                    end = chunk.index(b"\n", end + 1)
+                out.write(chunk[:end])  # the published prefix file has no final newline
+                return
+            lines_left -= chunk.count(b"\n")
+            out.write(chunk)
 
-    return atomic_write(target, write, mode="wb",
-                        verify=lambda tmp: _verify(tmp, expected, f"{target} (from {src.name})",
-                                                   log))
+    try:
+        return atomic_write(target, write, mode="wb",
+                            verify=lambda tmp: _verify(tmp, expected,
+                                                       f"{target} (from {src.name})", log))
+    except CorruptGzipError as err:
+        src.unlink(missing_ok=True)
+        raise CorruptGzipError(f"could not decompress {src} ({err}); it was removed, run "
+                               "again to download it anew") from err
 
 
 def download(name: str, root=None, base_url: str | None = None, progress: bool = True,
@@ -220,7 +272,8 @@ def download(name: str, root=None, base_url: str | None = None, progress: bool =
       Paths of the dataset's files as the loader reads them.
 
     Raises:
-      ValueError: unknown name or no root. ChecksumError / OSError: as :func:`fetch`.
+      ValueError: unknown name or no root. ChecksumError / CorruptGzipError / OSError: as
+        :func:`fetch` and the derivation of decompressed files.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(SOURCES))} "
@@ -268,7 +321,10 @@ def main(argv=None) -> int:
     for name in names:
         try:
             paths = download(name, args.root, args.base_url, progress=not args.quiet)
-        except (OSError, ValueError) as err:
+        except ValueError as err:  # bad data: checksum, corrupt gzip
+            print(f"error: {name}: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # network, server, disk: running again may help
             print(f"error: {name}: {err}", file=sys.stderr)
             return 1
         print(f"{name}: ok ({len(paths)} file{'s' if len(paths) != 1 else ''} in {args.root})")

@@ -10,14 +10,18 @@ import gzip
 import pathlib
 import pickle
 import warnings
-from typing import NamedTuple
+import zlib
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "CorruptGzipError",
+    "MAX_DECOMPRESSED_BYTES",
     "EdgeList",
     "PlanetoidData",
     "read_text",
+    "gunzip_chunks",
     "parse_edge_list",
     "parse_node_labels",
     "parse_letter_labels",
@@ -82,6 +86,58 @@ def _line_error(path, lineno: int, line: str, why: str) -> ValueError:
     return ValueError(f"{path}: line {lineno}: {why}: {shown!r}")
 
 
+# Largest decompressed size accepted from a .gz file. The biggest real one, the whole SNAP
+# sx-stackoverflow-a2q, is ~0.5 GB; a gzip bomb of a few MB would otherwise fill the disk.
+MAX_DECOMPRESSED_BYTES = 4 << 30
+
+
+class CorruptGzipError(ValueError):
+    """A ``.gz`` file that does not decompress, ends early or decompresses to too much.
+
+    Attributes:
+      truncated: the data is valid but ends before the gzip stream does (an interrupted
+        download: fetching the rest may fix it).
+    """
+
+    def __init__(self, message: str, truncated: bool = False):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+def gunzip_chunks(path, max_bytes: int | None = None,
+                  chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yields the decompressed content of a gzip file in chunks.
+
+    Args:
+      path: the ``.gz`` file.
+      max_bytes: refuse more decompressed bytes than this (default
+        :data:`MAX_DECOMPRESSED_BYTES`).
+      chunk_size: decompressed bytes per chunk.
+
+    Yields:
+      Chunks of decompressed bytes, in order.
+
+    Raises:
+      CorruptGzipError: not gzip, corrupt, cut short (``truncated``) or larger than
+        ``max_bytes``; the message names the file.
+    """
+    limit = MAX_DECOMPRESSED_BYTES if max_bytes is None else max_bytes
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(chunk_size), b""):
+                total += len(chunk)
+                if total > limit:
+                    raise CorruptGzipError(f"{path}: decompresses to more than {limit} bytes; "
+                                           "refusing it (a gzip bomb?)")
+                yield chunk
+    except EOFError as err:
+        raise CorruptGzipError(f"{path}: not a valid gzip file (it ends before its compressed "
+                               f"data does: cut short? {err})", truncated=True) from err
+    except (OSError, zlib.error) as err:  # BadGzipFile is an OSError; bad deflate data zlib's
+        raise CorruptGzipError(f"{path}: not a valid gzip file ({err})") from err
+
+
 def read_text(path) -> str:
     """Read a text file (``.gz`` transparently) after checking it exists and has no NUL bytes.
 
@@ -93,19 +149,14 @@ def read_text(path) -> str:
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: the file holds NUL bytes (names the line) or is not valid gzip.
+      CorruptGzipError: a ``.gz`` file is not valid gzip or decompresses to more than
+        :data:`MAX_DECOMPRESSED_BYTES`.
+      ValueError: the file holds NUL bytes (names the line).
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: not a valid gzip file ({err})") from err
-    else:
-        raw = path.read_bytes()
+    raw = b"".join(gunzip_chunks(path)) if path.suffix == ".gz" else path.read_bytes()
     text = raw.decode("utf-8", errors="replace")
     nul = text.find("\x00")
     if nul >= 0:

@@ -4,6 +4,7 @@ import gzip
 import os
 import pickle
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -110,6 +111,31 @@ def test_bad_gzip(tmp_path):
     path = _write(tmp_path, "fake.txt.gz", "1 2 3\n")
     with pytest.raises(ValueError, match=r"fake\.txt\.gz: not a valid gzip"):
         data.parse_edge_list(path)
+
+
+# A gzip header, then bytes that are no deflate stream: zlib.error, not an OSError, inside.
+CORRUPT_GZIP = gzip.compress(b"1 2 3\n" * 100)[:10] + b"garbage" * 20
+
+
+def test_corrupt_gzip_data_after_a_valid_header(tmp_path):
+    path = _write(tmp_path, "corrupt.txt.gz", CORRUPT_GZIP)
+    with pytest.raises(parsers.CorruptGzipError,
+                       match=r"corrupt\.txt\.gz: not a valid gzip file \(Error -3 ") as err:
+        data.parse_edge_list(path)
+    assert not err.value.truncated
+    cut = _write(tmp_path, "cut.txt.gz", gzip.compress(b"1 2 3\n" * 100)[:-12])
+    with pytest.raises(parsers.CorruptGzipError, match=r"cut\.txt\.gz: .*cut short") as err:
+        data.parse_edge_list(cut)
+    assert err.value.truncated
+
+
+def test_decompressed_size_is_capped(tmp_path, monkeypatch):
+    path = _write(tmp_path, "bomb.txt.gz", b"1 2 3\n" * 20_000, gz=True)  # 120 kB from ~300 B
+    monkeypatch.setattr(parsers, "MAX_DECOMPRESSED_BYTES", 100_000)
+    with pytest.raises(parsers.CorruptGzipError,
+                       match=r"bomb\.txt\.gz: decompresses to more than 100000 bytes"):
+        data.parse_edge_list(path)
+    assert len(b"".join(parsers.gunzip_chunks(path, max_bytes=120_000))) == 120_000
 
 
 def test_parse_node_labels(tmp_path):
@@ -273,7 +299,8 @@ def test_restricted_unpickler_reads_every_real_planetoid_file(data_root, name):
     """The allow-list is enough for the published files, and reads them as pickle does."""
     for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
         path = data_root / "planetoid" / f"ind.{name}.{part}"
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # scipy's old module paths
             trusted = pickle.load(f, encoding="latin1")  # published files: known digests
         ours = parsers.load_pickle(path)
         assert type(ours) is type(trusted)
