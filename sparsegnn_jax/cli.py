@@ -7,8 +7,10 @@ reaches the user.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import sys
+import warnings
 
 from sparsegnn_jax import config, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
@@ -112,6 +114,19 @@ def _prepare_out(out: str) -> pathlib.Path:
     return path
 
 
+@contextlib.contextmanager
+def warning_lines():
+    """Shows the warnings raised inside as one ``warning: <message>`` line each on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines() or [category.__name__]
+        print(f"warning: {text[0]}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(task: str, argv: list[str] | None = None) -> int:
     """Runs one experiment from command-line flags.
 
@@ -124,6 +139,11 @@ def main(task: str, argv: list[str] | None = None) -> int:
       loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
     """
     args = build_parser(task).parse_args(argv)
+    with warning_lines():
+        return _run_and_report(task, args)
+
+
+def _run_and_report(task: str, args: argparse.Namespace) -> int:
     try:
         out = _prepare_out(args.out)
         cfg = config_from_args(task, args)

@@ -7,6 +7,7 @@ unusual edge file (self-loops, repeated edges) trains end to end. Kill and resum
 the non-finite guard run real trainings of the scripts."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import json
@@ -205,15 +206,103 @@ def test_out_or_checkpoint_dir_that_is_a_file(tmp_path, capsys):
     assert a_file.read_text() == "not a folder"
 
 
+def stored_config(task: str, flags: list[str]) -> dict:
+    """The config a run of ``flags`` stores with its checkpoints."""
+    parsed = cli.build_parser(task).parse_args(flags)
+    return dataclasses.asdict(config.resolve(cli.config_from_args(task, parsed)))
+
+
 def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
+    flags = [f"--out={tmp_path}", f"--checkpoint-dir={ckpt}", "--resume", "--epochs=5",
+             "--no-progress"]
     checkpoint.save(ckpt, 3, {"x": np.zeros(3, np.float32)}, {"epoch": 3})
-    code, _, err = _main("node", [f"--out={tmp_path}", f"--checkpoint-dir={ckpt}", "--resume",
-                                  "--epochs=5", "--no-progress"], capsys)
+    code, _, err = _main("node", flags, capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--resume: the checkpoint .*ckpt \(step 3\) holds no run "
+                               r"configuration to check against")
+    # Same config, but another state: the tree structures differ.
+    checkpoint.save(ckpt, 3, {"x": np.zeros(3, np.float32)},
+                    {"epoch": 3, "config": stored_config("node", flags)})
+    code, _, err = _main("node", flags, capsys)
     assert code == 2
     # The API error goes on with both tree structures; the user sees its first line.
     assert_one_error_line(err, r"checkpoint .*step_00000003 does not match the target state: "
                                r"1 stored leaves vs \d+ in the target")
+
+
+RESUME_RUN = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--sparsity=0.9",
+              "--epochs=10", "--seed=0"]
+
+
+def _checkpoint_of(ckpt, flags):
+    """A checkpoint as the run ``flags`` leaves it after its last epoch (a stand-in state)."""
+    checkpoint.save(ckpt, 10, {"x": np.zeros(3, np.float32)},
+                    {"epoch": 10, "loss": 0.25, "config": stored_config("node", flags)})
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (["--sparsity=0.5"], r"sparsity: 0\.9 in the checkpoint, 0\.5 requested"),
+    (["--method=set"], r"method: 'rigl' in the checkpoint, 'set' requested"),
+    (["--method=dense"], r"method: 'rigl' in the checkpoint, 'dense' requested"),
+    (["--seed=1"], r"seed: 0 in the checkpoint, 1 requested"),
+    (["--epochs=5"], r"epochs: 10 in the checkpoint, 5 requested"),
+    (["--hidden=32", "--lr=0.1"], r"hidden: 16 in the checkpoint, 32 requested; lr: 0\.01 in "
+                                  r"the checkpoint, 0\.1 requested"),
+])
+def test_resume_refuses_another_runs_checkpoint_before_loading_data(change, fragment, tmp_path,
+                                                                    capsys, monkeypatch):
+    ckpt = tmp_path / "ckpt"
+    _checkpoint_of(ckpt, RESUME_RUN + [f"--checkpoint-dir={ckpt}"])
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
+    out = tmp_path / "out"
+    code, stdout, err = _main("node", RESUME_RUN + change + [
+        f"--checkpoint-dir={ckpt}", "--resume", f"--out={out}", "--no-progress"], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_error_line(err, r"^error: --resume: the checkpoint .*ckpt is of another run: "
+                               + fragment)
+    assert list(out.iterdir()) == []
+    assert checkpoint.list_steps(ckpt) == [10]
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "step_00000004").mkdir()  # no commit marker: not a checkpoint
+    cases = [(tmp_path / "missing", "does not exist"), (empty, "holds no complete checkpoint")]
+    for folder, why in cases:
+        code, _, err = _main("node", RESUME_RUN + [f"--checkpoint-dir={folder}", "--resume",
+                                                   f"--out={tmp_path / 'out'}", "--no-progress"],
+                             capsys)
+        assert code == 2
+        assert_one_error_line(err, rf"--resume: nothing to resume: .*{folder.name} {why}; run "
+                                   r"without --resume to start training")
+    assert not (tmp_path / "missing").exists()
+    # The default folder is the run's own: a run never checkpointed has nothing to resume.
+    code, _, err = _main("node", RESUME_RUN + ["--resume", f"--out={tmp_path / 'out'}",
+                                               "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"nothing to resume: .*node_synthetic-sbm_gcn_rigl_s0\.9_seed0"
+                               r"\.ckpt does not exist")
+
+
+def test_script_refuses_to_resume_another_run(tmp_path, cli_env):
+    """The issue's case through the script: every differing field is named, nothing written."""
+    ckpt = tmp_path / "ckpt"
+    _checkpoint_of(ckpt, RESUME_RUN + [f"--checkpoint-dir={ckpt}"])
+    proc = run_script("node", RESUME_RUN + ["--method=dense", "--sparsity=0.5", "--seed=1",
+                                            "--epochs=5", f"--checkpoint-dir={ckpt}",
+                                            "--resume"], tmp_path / "out", cli_env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert_one_error_line(proc.stderr, r"is of another run: method: 'rigl' in the checkpoint, "
+                                       r"'dense' requested; sparsity: 0\.9 in the checkpoint, "
+                                       r"0\.5 requested; epochs: 10 in the checkpoint, 5 "
+                                       r"requested; seed: 0 in the checkpoint, 1 requested \(")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,3 +575,29 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_pa
     assert meta["epoch"] == 1 and math.isfinite(meta["loss"])
     assert int(state.step) == 1
     assert not (tmp_path / f"{run_name('node', args)}.json").exists()
+
+
+def _damage_arrays(step_folder):
+    for f in (step_folder / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"garbage")
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path, cli_env):
+    args = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--epochs=2",
+            "--checkpoint-every=1"]
+    run_ok("node", args, tmp_path, cli_env)
+    first = results(tmp_path, "node", args)
+    # A finished run resumed trains no epoch and keeps its last loss (it was NaN).
+    proc = run_ok("node", args + ["--resume"], tmp_path, cli_env)
+    assert proc.stderr == ""
+    assert results(tmp_path, "node", args)["final_train_loss"] == first["final_train_loss"]
+    # The latest checkpoint damaged: one warning naming it, epoch 2 trained again from step 1.
+    _damage_arrays(ckpt_dir(tmp_path, "node", args) / "step_00000002")
+    proc = run_ok("node", args + ["--resume"], tmp_path, cli_env)
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"warning: checkpoint {ckpt_dir(tmp_path, 'node', args)}"
+                           "/step_00000002 is unreadable (ValueError: ")
+    assert line.endswith("; using step 1 instead") and len(line) < 400
+    assert _metrics(results(tmp_path, "node", args)) == _metrics(first)
