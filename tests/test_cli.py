@@ -20,13 +20,14 @@ import re
 import signal
 import subprocess
 import time
+import warnings
 
 import jax
 import numpy as np
 import pytest
 from helpers import REPO, SCRIPTS, TIMEOUT, run_script, script_command
 
-from sparsegnn_jax import checkpoint, cli, config, data, runs, tasks, train
+from sparsegnn_jax import checkpoint, cli, config, data, files, runs, tasks, train
 
 # Edge files: name -> (bytes, the fragment the error must contain).
 BAD_FILES = {
@@ -46,6 +47,10 @@ BAD_FILES = {
     "one_node": (b"7 7 100\n", r"has 1 node: link prediction needs at least 2 nodes"),
     "one_node_many_loops": (b"7 7 1\n7 7 2\n7 7 3\n7 7 4\n7 7 5\n",
                             r"has 1 node: link prediction needs at least 2 nodes"),
+    "self_loops_only": (b"1 1 1\n2 2 2\n3 3 3\n4 4 4\n5 5 5\n",
+                        r"all 5 edges are self-loops: no link between two nodes"),
+    "two_nodes": (b"1 2 1\n2 1 2\n1 2 3\n2 1 4\n1 1 5\n",
+                  r"has 2 nodes: link prediction needs at least 3"),
     "three_edges": (b"1 2 100\n2 3 200\n3 1 300\n",
                     r"has 3 edges: too few to split chronologically .*\(the val part would be "
                     r"empty\); need at least 4 edges"),
@@ -204,6 +209,49 @@ def test_out_or_checkpoint_dir_that_is_a_file(tmp_path, capsys):
     assert code == 2
     assert_one_error_line(err, r"--checkpoint-dir='.*a_file' is a file, not a folder")
     assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint-dir"])
+def test_unwritable_output_folder_fails_before_loading_data(flag, tmp_path, capsys,
+                                                            monkeypatch):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    # Root writes through a chmod 555 folder, so os.access stands for a read-only one here.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: (
+        pathlib.Path(path) != folder and real_access(path, mode)))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the output folder was checked")
+
+    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
+    flags = ([f"--out={folder}"] if flag == "--out" else
+             [f"--out={tmp_path}", f"--checkpoint-dir={folder}", "--checkpoint-every=1"])
+    code, out, err = _main("node", flags + ["--no-progress"], capsys)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, rf"^error: {flag}='.*results' is not writable$")
+
+
+def test_long_dataset_path_gives_a_short_distinct_run_name(tmp_path):
+    deep = tmp_path.joinpath(*["d" * 100] * 3)
+    names = [cli.run_name("link", config.RunConfig(dataset=f"file:{deep}/edges{i}.txt"))
+             for i in (1, 2)]
+    assert names[0] != names[1]
+    assert all(len(n) == len("link__gcn_rigl_s0.9_seed0") + 60 for n in names)
+    assert names[0].startswith("link_file__") and names[0].endswith(
+        "_edges1.txt_gcn_rigl_s0.9_seed0")
+    files.write_json_atomic(tmp_path / f"{names[0]}.json", {})  # short enough for a file name
+    assert (tmp_path / f"{names[0]}.json").is_file()
+    # Short names are as before.
+    assert cli.run_name("link", config.RunConfig(dataset="file:/data/edges.txt")) == (
+        "link_file__data_edges.txt_gcn_rigl_s0.9_seed0")
+
+
+def test_warnings_are_shown_as_one_line_each(capsys):
+    with cli.warning_lines():
+        warnings.warn("first line\nmore detail", UserWarning)
+        warnings.warn("another", RuntimeWarning)
+    assert capsys.readouterr().err == "warning: first line\nwarning: another\n"
 
 
 def stored_config(task: str, flags: list[str]) -> dict:
