@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import damage_checkpoint
 
 from sparsegnn_jax import checkpoint as ckpt
 from sparsegnn_jax.train import TrainState
@@ -310,23 +311,11 @@ def test_bad_arguments(tmp_path):
     assert ckpt.latest_step(tmp_path) is None
 
 
-def _damage(step_folder, what):
-    """Damages a committed checkpoint the way a disk or a careless copy would."""
-    if what == "arrays":
-        for f in (step_folder / "state").rglob("*"):
-            if f.is_file() and f.parent.name == "d":
-                f.write_bytes(b"garbage")
-    elif what == "json":
-        (step_folder / "meta" / "metadata").write_text("{not json")
-    else:
-        (step_folder / "meta" / "metadata").write_text("{}")
-
-
 @pytest.mark.parametrize("what", ["arrays", "json", "json-without-description"])
 def test_unreadable_latest_step_falls_back_to_the_newest_readable(tmp_path, what):
     ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)}, {"epoch": 1})
     ckpt.save(tmp_path, 2, {"w": jnp.arange(3.0) + 10}, {"epoch": 2})
-    _damage(tmp_path / "step_00000002", what)
+    damage_checkpoint(tmp_path / "step_00000002", what)
     with pytest.warns(ckpt.CheckpointWarning) as caught:
         restored, meta = ckpt.restore(tmp_path, {"w": jnp.zeros(3)})
     assert restored["w"].tolist() == [0.0, 1.0, 2.0] and meta == {"epoch": 1}
@@ -344,13 +333,13 @@ def test_unreadable_latest_step_falls_back_to_the_newest_readable(tmp_path, what
 
 def test_every_step_unreadable_is_an_error_naming_the_oldest(tmp_path):
     ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)}, {"epoch": 1})
-    _damage(tmp_path / "step_00000001", "arrays")
+    damage_checkpoint(tmp_path / "step_00000001", "arrays")
     with pytest.raises(ckpt.UnreadableCheckpointError,
                        match=r"^checkpoint .*step_00000001 is unreadable \(ValueError: "):
         ckpt.restore(tmp_path, {"w": jnp.zeros(3)})
 
 
-def test_a_mismatch_is_not_mistaken_for_damage(tmp_path):
+def test_a_mismatch_is_not_mistaken_fordamage_checkpoint(tmp_path):
     """A state of another shape fails on the newest step; older steps are not tried."""
     ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)})
     ckpt.save(tmp_path, 2, {"w": jnp.arange(3.0)})

@@ -25,7 +25,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, SCRIPTS, TIMEOUT, run_script, script_command
+from helpers import REPO, SCRIPTS, TIMEOUT, damage_checkpoint, run_script, script_command
 
 from sparsegnn_jax import checkpoint, cli, config, data, files, runs, tasks, train
 
@@ -175,11 +175,7 @@ def test_invalid_argument(task, flags, code, fragment, tmp_path, capsys):
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, monkeypatch):
-    def no_loading(*args, **kwargs):
-        raise AssertionError("data loaded before the flags were validated")
-
-    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
+def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, no_data_loading):
     code, _, err = _main("node", ["--distribution=nope", f"--out={tmp_path}", "--no-progress"],
                          capsys)
     assert code == 2
@@ -213,18 +209,13 @@ def test_out_or_checkpoint_dir_that_is_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", ["--out", "--checkpoint-dir"])
 def test_unwritable_output_folder_fails_before_loading_data(flag, tmp_path, capsys,
-                                                            monkeypatch):
+                                                            monkeypatch, no_data_loading):
     folder = tmp_path / "results"
     folder.mkdir()
     # Root writes through a chmod 555 folder, so os.access stands for a read-only one here.
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: (
         pathlib.Path(path) != folder and real_access(path, mode)))
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("data loaded before the output folder was checked")
-
-    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
     flags = ([f"--out={folder}"] if flag == "--out" else
              [f"--out={tmp_path}", f"--checkpoint-dir={folder}", "--checkpoint-every=1"])
     code, out, err = _main("node", flags + ["--no-progress"], capsys)
@@ -299,14 +290,9 @@ def _checkpoint_of(ckpt, flags):
                                   r"the checkpoint, 0\.1 requested"),
 ])
 def test_resume_refuses_another_runs_checkpoint_before_loading_data(change, fragment, tmp_path,
-                                                                    capsys, monkeypatch):
+                                                                    capsys, no_data_loading):
     ckpt = tmp_path / "ckpt"
     _checkpoint_of(ckpt, RESUME_RUN + [f"--checkpoint-dir={ckpt}"])
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("data loaded before the checkpoint was checked")
-
-    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
     out = tmp_path / "out"
     code, stdout, err = _main("node", RESUME_RUN + change + [
         f"--checkpoint-dir={ckpt}", "--resume", f"--out={out}", "--no-progress"], capsys)
@@ -625,12 +611,6 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_pa
     assert not (tmp_path / f"{run_name('node', args)}.json").exists()
 
 
-def _damage_arrays(step_folder):
-    for f in (step_folder / "state").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            f.write_bytes(b"garbage")
-
-
 @pytest.mark.slow
 def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path, cli_env):
     args = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--epochs=2",
@@ -642,7 +622,7 @@ def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path,
     assert proc.stderr == ""
     assert results(tmp_path, "node", args)["final_train_loss"] == first["final_train_loss"]
     # The latest checkpoint damaged: one warning naming it, epoch 2 trained again from step 1.
-    _damage_arrays(ckpt_dir(tmp_path, "node", args) / "step_00000002")
+    damage_checkpoint(ckpt_dir(tmp_path, "node", args) / "step_00000002", "arrays")
     proc = run_ok("node", args + ["--resume"], tmp_path, cli_env)
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"warning: checkpoint {ckpt_dir(tmp_path, 'node', args)}"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sparsegnn_jax import config, report, sweeps, tasks
+from sparsegnn_jax import config, report, sweeps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -90,14 +90,9 @@ def _sweep_script():
     (["--out={a_file}/sub"], r"--out='.*a_file/sub' is not a usable folder: Not a directory"),
 ])
 def test_sweep_rejects_bad_arguments_before_training(flags, fragment, tmp_path, capsys,
-                                                     monkeypatch):
+                                                     no_data_loading):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("data loaded before the arguments were checked")
-
-    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
     out = tmp_path / "out"
     argv = [f"--out={out}", "--no-progress"] + [f.format(a_file=a_file) for f in flags]
     assert _sweep_script().main(argv) == 2
