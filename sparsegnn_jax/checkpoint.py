@@ -260,8 +260,9 @@ def _first_readable(candidates: list[int], read):
         except UnreadableCheckpointError as err:
             if i == len(candidates) - 1:
                 raise
-            warnings.warn(f"{err}; using step {candidates[i + 1]} instead", CheckpointWarning,
-                          stacklevel=3)
+            # Reported from here, so that the same damaged step read twice in a run (its
+            # metadata, then its arrays) is one warning under the default filter.
+            warnings.warn(f"{err}; using step {candidates[i + 1]} instead", CheckpointWarning)
     raise AssertionError("no candidates")  # _candidates never returns an empty list
 
 
