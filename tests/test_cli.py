@@ -25,7 +25,14 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, SCRIPTS, TIMEOUT, damage_checkpoint, run_script, script_command
+from helpers import (
+    REPO,
+    SCRIPTS,
+    TIMEOUT,
+    damage_checkpoint,
+    run_script,
+    script_command,
+)
 
 from sparsegnn_jax import checkpoint, cli, config, data, files, runs, tasks, train
 

@@ -10,9 +10,11 @@ Typical use::
 from .dataset import Dataset
 from .datasets import DATASET_FILES, available, data_root, load, register
 from .parsers import (
+    CorruptGzipError,
     EdgeList,
     PlanetoidData,
     UnsafePickleError,
+    gunzip_chunks,
     load_pickle,
     load_planetoid,
     parse_dense_adjacency,
@@ -35,6 +37,7 @@ from .splits import (
 from .synthetic import sbm, temporal_sbm
 
 __all__ = [
+    "CorruptGzipError",
     "DATASET_FILES",
     "EVAL_PROTOCOLS",
     "Dataset",
@@ -47,6 +50,7 @@ __all__ = [
     "data_root",
     "edge_keys",
     "evaluation_pairs",
+    "gunzip_chunks",
     "load",
     "load_pickle",
     "load_planetoid",

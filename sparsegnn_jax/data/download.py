@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write
 from .datasets import ENV_VAR
-from .parsers import CorruptGzipError, gunzip_chunks
 from .digests import KNOWN_SHA256, sha256sum
+from .parsers import CorruptGzipError, gunzip_chunks
 
-__all__ = ["ChecksumError", "CorruptGzipError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
+__all__ = ["ChecksumError", "CorruptGzipError", "Source", "SOURCES", "fetch", "download",
+           "sha256sum", "main"]
 
 _SNAP = "https://snap.stanford.edu/data"
 _PLANETOID = "https://github.com/kimiyoung/planetoid/raw/master/data"
