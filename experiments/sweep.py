@@ -12,7 +12,7 @@ import pathlib
 import sys
 import time
 
-from sparsegnn_jax import config, files, sweeps, tasks
+from sparsegnn_jax import cli, config, files, sweeps, tasks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -38,21 +38,42 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list[float]]:
+    """The methods and sparsities of a sweep, checked as a single run checks its flags.
+
+    Raises:
+      ValueError: no method, an unknown method, a value that is not a number, or a sparsity
+        outside [0, 1) (NaN and Inf included); names the flag.
+    """
+    methods = list(dict.fromkeys(m.strip() for m in methods_flag.split(",") if m.strip()))
+    if not methods:
+        raise ValueError(f"--methods names no method (got {methods_flag!r}); choose from "
+                         f"{', '.join(registry.names())}")
+    for m in methods:
+        if m not in registry.names():
+            raise ValueError(f"unknown method {m!r} in --methods; known: "
+                             f"{', '.join(registry.names())}")
+    try:
+        grid = [float(s) for s in sparsities_flag.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--sparsities must be comma-separated numbers, got {sparsities_flag!r}")
+    if not grid:
+        raise ValueError(f"--sparsities names no sparsity (got {sparsities_flag!r})")
+    grid = list(dict.fromkeys(config.check_sparsity(s, "--sparsities") for s in grid))
+    return methods, grid
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    with cli.warning_lines():
+        return _sweep(args, argv)
+
+
+def _sweep(args, argv) -> int:
     dataset = args.dataset or tasks.get(args.task).default_dataset
-    out = pathlib.Path(args.out)
-    csv_path = out / "results.csv"
+    csv_path = pathlib.Path(args.out) / "results.csv"
     try:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        for m in methods:
-            if m not in registry.names():
-                raise ValueError(f"unknown method {m!r} in --methods; known: "
-                                 f"{', '.join(registry.names())}")
-        try:
-            grid = [float(s) for s in args.sparsities.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--sparsities must be comma-separated numbers, got {args.sparsities!r}")
+        methods, grid = parse_grid(args.methods, args.sparsities)
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
         seeds = list(range(args.seeds))
@@ -60,6 +81,7 @@ def main(argv=None) -> int:
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
             data_root=args.data_root, progress=not args.no_progress))
+        out = files.output_dir(args.out, "--out")
         rows = sweeps.read_csv(csv_path)
         done = sweeps.done_runs(rows)
         problem = None
@@ -91,11 +113,12 @@ def main(argv=None) -> int:
                 "wall_time_s": total}
         files.write_json_atomic(out / "sweep_meta.json", meta)
         print(f"sweep done in {total:.1f}s -> {csv_path}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as err:
+        # OSError: FileNotFoundError, a file where a folder is needed, permissions, a full disk.
+        print(f"error: {cli.error_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cli.error_line(err)}", file=sys.stderr)
         return 3
     return 0
 

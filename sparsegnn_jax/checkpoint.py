@@ -30,10 +30,21 @@ Hand-written on top, because orbax (0.12.8, measured) does not do it:
   deleted first.
 * :func:`list_steps` also requires orbax's ``commit_success.txt``: on a local file system orbax
   counts any step-named folder (e.g. a half-copied one) as a complete checkpoint.
+* A committed step that cannot be read (damaged files) is skipped by :func:`restore` and
+  :func:`read_metadata` with a :class:`CheckpointWarning` naming it: the newest readable step
+  is used. orbax raises whatever its storage layer raises (tensorstore dumps of thousands of
+  characters, JSON errors without the file name).
+* :func:`save` removes ``step_*`` folders that hold no file at all (left when a process is
+  killed while orbax deletes an old step). Nothing else in the folder is touched: orbax's own
+  cleanup matches only its ``*.orbax-checkpoint-tmp-*`` names, so a shared folder such as
+  ``/tmp`` keeps other programs' files.
 """
 from __future__ import annotations
 
 import json
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +58,19 @@ _META = "meta"
 _COMMIT_FILE = "commit_success.txt"
 _FORMAT_VERSION = 2
 _MAX_STRUCTURE_CHARS = 4000  # keeps error messages readable for big trees
+_MAX_REASON_CHARS = 200  # of a storage error quoted in a warning or error line
+_STEP_FOLDER = re.compile(rf"{_STEP_PREFIX}_\d{{{_STEP_DIGITS}}}")
+
+__all__ = ["CheckpointWarning", "UnreadableCheckpointError", "save", "list_steps",
+           "latest_step", "read_metadata", "restore"]
+
+
+class UnreadableCheckpointError(ValueError):
+    """A committed checkpoint whose files cannot be read (damaged or truncated)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped in favour of an older one."""
 
 
 def save(directory, step: int, state, metadata: dict | None = None, *, keep: int = 2) -> Path:
@@ -94,6 +118,7 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
     if arrays:  # a state with no non-empty array leaves needs no array item
         items[_STATE] = ocp.args.StandardSave(arrays)
     directory = Path(directory).absolute()
+    _remove_empty_steps(directory)
     with _manager(directory, keep=keep) as manager:
         if step in manager.all_steps():
             manager.delete(step)
@@ -119,6 +144,27 @@ def latest_step(directory) -> int | None:
     return steps[-1] if steps else None
 
 
+def read_metadata(directory, step: int | None = None) -> tuple[int, dict]:
+    """The metadata dict saved with a checkpoint, without reading its arrays.
+
+    Args:
+      directory: folder given to :func:`save`.
+      step: which checkpoint; None means the newest readable one (newer unreadable ones are
+        skipped with a :class:`CheckpointWarning`).
+
+    Returns:
+      ``(step, metadata)``.
+
+    Raises:
+      FileNotFoundError: as :func:`restore`.
+      UnreadableCheckpointError: ``step``'s (or every step's) metadata cannot be read.
+    """
+    directory, candidates = _candidates(directory, step)
+    with _manager(directory) as manager:
+        return _first_readable(candidates, lambda s: (s, _read_info(manager, directory, s)[
+            "metadata"]))
+
+
 def restore(directory, target_state, step: int | None = None) -> tuple[Any, dict]:
     """Loads a checkpoint into the structure of ``target_state``.
 
@@ -128,7 +174,8 @@ def restore(directory, target_state, step: int | None = None) -> tuple[Any, dict
         freshly initialised ``TrainState``); its values are ignored. Typed PRNG key leaves are
         re-wrapped with the target key's impl; jax leaves come back as jax arrays, NumPy leaves
         as NumPy arrays, Python scalars as the same Python type.
-      step: which checkpoint; None means the newest complete one.
+      step: which checkpoint; None means the newest readable one: a newer committed step that
+        cannot be read is skipped with a :class:`CheckpointWarning` naming it.
 
     Returns:
       ``(state, metadata)``: bitwise the saved values in ``target_state``'s tree structure, and
@@ -138,35 +185,14 @@ def restore(directory, target_state, step: int | None = None) -> tuple[Any, dict
       FileNotFoundError: ``directory`` missing, holding no checkpoint, or lacking ``step``.
       ValueError: the stored structure, shapes or dtypes differ from ``target_state``'s (the
         message's first line names the checkpoint folder and the first differing leaf).
+      UnreadableCheckpointError: ``step`` (or, for None, every step) cannot be read; the
+        message names the folder.
     """
-    directory = Path(directory).absolute()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    steps = list_steps(directory)
-    if step is None:
-        if not steps:
-            raise FileNotFoundError(f"no complete checkpoint in {directory}")
-        step = steps[-1]
-    step = _check_step(step)
-    if step not in steps:
-        raise FileNotFoundError(
-            f"no checkpoint for step {step} in {directory} (available steps: {steps})")
-
-    ocp = _orbax()
+    directory, candidates = _candidates(directory, step)
+    entries, _, treedef = _flatten(target_state, describe_only=True)
     with _manager(directory) as manager:
-        info = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))
-        info = info[_META]
-        entries, _, treedef = _flatten(target_state, describe_only=True)
-        _check_match(directory / _step_name(step), info, entries, str(treedef))
-        # np.zeros only reserves (lazily zeroed) memory; orbax fills it, and it fixes the shape
-        # and dtype of what is read.
-        blanks = {_leaf_name(i): np.zeros(e["stored_shape"], e["stored_dtype"])
-                  for i, e in enumerate(entries)}
-        abstract = {name: a for name, a in blanks.items() if a.size > 0}
-        if abstract:
-            stored = manager.restore(
-                step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)}))
-            blanks.update(stored[_STATE])
+        blanks, info = _first_readable(
+            candidates, lambda s: _read_arrays(manager, directory, s, entries, str(treedef)))
     leaves = [_unpack(np.asarray(blanks[_leaf_name(i)]), target)
               for i, target in enumerate(jax.tree.leaves(target_state))]
     return jax.tree.unflatten(treedef, leaves), info["metadata"]
@@ -207,6 +233,117 @@ def _manager(directory: Path, keep: int | None = None):
         lightweight_initialize=True,
     )
     return ocp.CheckpointManager(directory, options=options)
+
+
+def _candidates(directory, step: int | None) -> tuple[Path, list[int]]:
+    """The absolute folder and the steps to try, newest first (just ``step`` when given)."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    steps = list_steps(directory)
+    if step is None:
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint in {directory}")
+        return directory, steps[::-1]
+    step = _check_step(step)
+    if step not in steps:
+        raise FileNotFoundError(
+            f"no checkpoint for step {step} in {directory} (available steps: {steps})")
+    return directory, [step]
+
+
+def _first_readable(candidates: list[int], read):
+    """``read(step)`` of the first candidate that is readable; warns about those skipped."""
+    for i, step in enumerate(candidates):
+        try:
+            return read(step)
+        except UnreadableCheckpointError as err:
+            if i == len(candidates) - 1:
+                raise
+            # Reported from here, so that the same damaged step read twice in a run (its
+            # metadata, then its arrays) is one warning under the default filter.
+            warnings.warn(f"{err}; using step {candidates[i + 1]} instead", CheckpointWarning)
+    raise AssertionError("no candidates")  # _candidates never returns an empty list
+
+
+def _unreadable(directory: Path, step: int, err: BaseException) -> UnreadableCheckpointError:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[:_MAX_REASON_CHARS] + "..."
+    return UnreadableCheckpointError(f"checkpoint {directory / _step_name(step)} is unreadable "
+                                     f"({type(err).__name__}: {reason})")
+
+
+def _read_info(manager, directory: Path, step: int) -> dict:
+    """The JSON item of ``step``, checked to hold what :func:`save` writes."""
+    ocp = _orbax()
+    try:
+        info = manager.restore(step, args=ocp.args.Composite(
+            **{_META: ocp.args.JsonRestore()}))[_META]
+        if not (isinstance(info, dict) and isinstance(info.get("leaves"), list)
+                and isinstance(info.get("structure"), str)
+                and isinstance(info.get("metadata"), dict)):
+            raise ValueError("its description is not what save() writes")
+    except Exception as err:  # orbax passes on whatever its storage layer raises
+        raise _unreadable(directory, step, err) from err
+    return info
+
+
+def _read_arrays(manager, directory: Path, step: int, entries: list,
+                 structure: str) -> tuple[dict, dict]:
+    """The stored arrays of ``step`` by leaf name, and its JSON item, once they match."""
+    info = _read_info(manager, directory, step)
+    _check_match(directory / _step_name(step), info, entries, structure)
+    # np.zeros only reserves (lazily zeroed) memory; orbax fills it, and it fixes the shape and
+    # dtype of what is read.
+    blanks = {_leaf_name(i): np.zeros(e["stored_shape"], e["stored_dtype"])
+              for i, e in enumerate(entries)}
+    abstract = {name: a for name, a in blanks.items() if a.size > 0}
+    if abstract:
+        ocp = _orbax()
+        try:
+            stored = manager.restore(
+                step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)}))
+        except Exception as err:  # as in _read_info
+            _ignore_abandoned_reads()
+            raise _unreadable(directory, step, err) from err
+        blanks.update(stored[_STATE])
+    return blanks, info
+
+
+def _ignore_abandoned_reads() -> None:
+    """Silences the reports of array reads orbax left running when one read failed.
+
+    orbax gives up on the first failing leaf and closes its event loop; the tensorstore reads
+    still in flight then call into the closed loop, and each reports an unraisable
+    ``RuntimeError('Event loop is closed')`` (28 traceback blocks for a small GCN, measured),
+    possibly after :func:`restore` returned. Only that exact report is dropped; every other
+    one goes to the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"
+                and unraisable.object is None):
+            previous(unraisable)
+
+    hook._drops_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
+def _remove_empty_steps(directory: Path) -> None:
+    """Removes ``step_*`` folders that hold no file at all (a kill while orbax deleted one)."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if (_STEP_FOLDER.fullmatch(path.name) and path.is_dir() and not path.is_symlink()
+                and not any(p.is_file() or p.is_symlink() for p in path.rglob("*"))):
+            for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                sub.rmdir()
+            path.rmdir()
 
 
 def _check_step(step) -> int:

@@ -7,8 +7,11 @@ reaches the user.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import pathlib
 import sys
+import warnings
 
 from sparsegnn_jax import config, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
@@ -78,9 +81,21 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
+# Longest dataset part of a run name: a file name may have 255 bytes, and the JSON's temp
+# file adds a dot, ".json" and a 17-character suffix to the stem.
+_MAX_DATASET_CHARS = 60
+
+
 def run_name(task: str, cfg: config.RunConfig) -> str:
-    """File stem of a run's outputs: task, dataset, model, method, sparsity, seed."""
+    """File stem of a run's outputs: task, dataset, model, method, sparsity, seed.
+
+    A dataset spelled longer than 60 characters (a deep ``file:PATH``) keeps its start and
+    end around a hash of the whole, so names stay short enough and distinct.
+    """
     dataset = cfg.dataset.replace(":", "_").replace("/", "_")
+    if len(dataset) > _MAX_DATASET_CHARS:
+        digest = hashlib.sha256(cfg.dataset.encode()).hexdigest()[:12]
+        dataset = f"{dataset[:20]}-{digest}-{dataset[-26:]}"
     return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}_seed{cfg.seed}"
 
 
@@ -92,7 +107,7 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
     return cfg
 
 
-def _error_line(err: BaseException) -> str:
+def error_line(err: BaseException) -> str:
     """The first line of an error's message: what the user sees after ``error:``.
 
     Some API errors append details on further lines (e.g. whole tree structures when a
@@ -102,14 +117,17 @@ def _error_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _prepare_out(out: str) -> pathlib.Path:
-    """Creates the results folder up front, so a bad ``--out`` fails before training."""
-    path = pathlib.Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"--out={out!r} is not a usable folder: {err.strerror or err}") from err
-    return path
+@contextlib.contextmanager
+def warning_lines():
+    """Shows the warnings raised inside as one ``warning: <message>`` line each on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines() or [category.__name__]
+        print(f"warning: {text[0]}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def main(task: str, argv: list[str] | None = None) -> int:
@@ -124,21 +142,28 @@ def main(task: str, argv: list[str] | None = None) -> int:
       loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
     """
     args = build_parser(task).parse_args(argv)
+    with warning_lines():
+        return _run_and_report(task, args)
+
+
+def _run_and_report(task: str, args: argparse.Namespace) -> int:
     try:
-        out = _prepare_out(args.out)
+        out = files.output_dir(args.out, "--out")
         cfg = config_from_args(task, args)
         if cfg.checkpoint_dir and pathlib.Path(cfg.checkpoint_dir).exists() and not (
                 pathlib.Path(cfg.checkpoint_dir).is_dir()):
             raise ValueError(f"--checkpoint-dir={cfg.checkpoint_dir!r} is a file, not a folder")
+        if cfg.checkpoint_dir:
+            files.check_writable_dir(cfg.checkpoint_dir, "--checkpoint-dir")
         result = runs.run(cfg)
         path = files.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
     except FloatingPointError as err:
-        print(f"error: {_error_line(err)}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 3
     except (ValueError, KeyError, OSError) as err:
         # OSError covers FileNotFoundError and unusable paths (a file where a folder is needed,
         # permissions, a full disk).
-        print(f"error: {_error_line(err)}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

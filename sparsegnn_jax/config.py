@@ -128,6 +128,17 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def check_sparsity(value: float, flag: str = "--sparsity") -> float:
+    """Returns ``value`` if it is a sparsity a run accepts: in [0, 1) (so neither NaN nor Inf).
+
+    Raises:
+      ValueError: naming ``flag`` and the value.
+    """
+    if not 0.0 <= value < 1.0:  # False for NaN
+        raise ValueError(f"{flag} must be in [0, 1), got {value}")
+    return value
+
+
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fills the ``None`` fields and validates every choice, naming the bad argument.
 
@@ -143,8 +154,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
                          f"{', '.join(registry.names())}")
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
-    if not 0.0 <= cfg.sparsity < 1.0:
-        raise ValueError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    check_sparsity(cfg.sparsity)
     if cfg.distribution not in distributions.DISTRIBUTIONS:
         raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: "
                          f"{', '.join(distributions.DISTRIBUTIONS)}")

@@ -14,7 +14,8 @@ import pathlib
 import uuid
 from typing import IO, Any, Callable, Iterable, Sequence
 
-__all__ = ["atomic_write", "write_json_atomic", "write_csv_atomic"]
+__all__ = ["atomic_write", "write_json_atomic", "write_csv_atomic", "output_dir",
+           "check_writable_dir"]
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO], None], mode: str = "w", *,
@@ -78,3 +79,49 @@ def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict],
         writer.writerows(rows)
 
     return atomic_write(path, write, newline="")
+
+
+def output_dir(path: str | os.PathLike, flag: str = "--out") -> pathlib.Path:
+    """Creates a results folder (and its parents) and checks that files can be made in it.
+
+    Called before any training, so that a bad folder fails at once, not after the work.
+
+    Args:
+      path: the folder.
+      flag: the command-line flag that named it, for the message.
+
+    Returns:
+      ``path`` as a Path.
+
+    Raises:
+      ValueError: the folder cannot be created (a file in the way, permissions) or written.
+    """
+    path = pathlib.Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag}={str(path)!r} is not a usable folder: "
+                         f"{err.strerror or err}") from err
+    return check_writable_dir(path, flag)
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str) -> pathlib.Path:
+    """Checks, without creating anything, that ``path`` is or can become a writable folder.
+
+    A missing folder is judged by its nearest existing parent (it would be created there).
+
+    Raises:
+      ValueError: ``path`` (or that parent) is a file or not writable; names ``flag``.
+    """
+    path = pathlib.Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag}={str(path)!r} is not a usable folder: {existing} is a file")
+    # os.access rather than a probe file: nothing is left behind, and it also reports a
+    # read-only file system (EROFS).
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={str(path)!r} is not writable"
+                         + ("" if existing == path else f" ({existing} is not)"))
+    return path

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 
 import jax
@@ -97,16 +98,80 @@ def flops_summary(problem: tasks.Problem, model, masks, trace) -> dict:
     }
 
 
+# RunConfig fields that say how a run is carried out, not which run it is: a resumed run may
+# change them. (More devices split the same minibatches; the sums may differ in the last bit.)
+RESUMABLE_CHANGES = ("progress", "resume", "checkpoint_dir", "checkpoint_every", "data_root",
+                     "devices")
+
+
+def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
+    """The fields of a resolved ``cfg`` that differ from a checkpoint's stored config.
+
+    Args:
+      stored: ``dataclasses.asdict`` of the resolved config the checkpoint was saved with.
+      cfg: the resolved config of the run asking to resume.
+
+    Returns:
+      One ``"field: X in the checkpoint, Y requested"`` per differing field (fields of
+      :data:`RESUMABLE_CHANGES` aside), in field order.
+    """
+    out = []
+    for field in dataclasses.fields(cfg):
+        if field.name in RESUMABLE_CHANGES:
+            continue
+        wanted = getattr(cfg, field.name)
+        if field.name not in stored:
+            out.append(f"{field.name}: not in the checkpoint, {wanted!r} requested")
+        elif stored[field.name] != wanted:
+            out.append(f"{field.name}: {stored[field.name]!r} in the checkpoint, "
+                       f"{wanted!r} requested")
+    return out
+
+
+def check_resumable(cfg: config.RunConfig) -> None:
+    """Raises unless ``cfg.checkpoint_dir`` holds a checkpoint of the run ``cfg`` describes.
+
+    Reads only the checkpoint's JSON metadata, so a wrong ``--resume`` fails before any data
+    is loaded.
+
+    Raises:
+      ValueError: no checkpoint folder given, nothing to resume (folder missing or without a
+        complete checkpoint), no stored config, or a stored config that differs (names every
+        differing field).
+    """
+    if cfg.checkpoint_dir is None:
+        raise ValueError("--resume needs a checkpoint folder (--checkpoint-dir)")
+    folder = cfg.checkpoint_dir
+    if not checkpoint.list_steps(folder):
+        why = "does not exist" if not pathlib.Path(folder).exists() else (
+            "holds no complete checkpoint")
+        raise ValueError(f"--resume: nothing to resume: {folder} {why}; run without --resume "
+                         "to start training")
+    step, meta = checkpoint.read_metadata(folder)
+    stored = meta.get("config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"--resume: the checkpoint {folder} (step {step}) holds no run "
+                         "configuration to check against; it was not written by a run")
+    differences = config_differences(stored, cfg)
+    if differences:
+        raise ValueError(f"--resume: the checkpoint {folder} is of another run: "
+                         f"{'; '.join(differences)} (resume with the same settings, or start "
+                         "a new run without --resume)")
+
+
 def run(cfg: config.RunConfig) -> dict:
     """Trains and evaluates one run of ``cfg``; returns its record (what the CLI writes).
 
     With ``cfg.checkpoint_dir`` the whole training state (params, masks, optimizer state,
     counters, key - hence the data order) is saved every ``checkpoint_every`` epochs and at the
-    end; ``cfg.resume`` continues from the latest one and ends bitwise equal to an uninterrupted
+    end; ``cfg.resume`` continues from the newest readable one (:func:`check_resumable` first
+    refuses a folder without one or of another run) and ends bitwise equal to an uninterrupted
     run. A non-finite loss stops the run before it is checkpointed, so the last checkpoint is
     the last good state.
     """
     cfg = config.resolve(cfg)
+    if cfg.resume:
+        check_resumable(cfg)
     start = time.perf_counter()
     task = tasks.get(cfg.task)
     problem = task.prepare(cfg)
@@ -118,18 +183,15 @@ def run(cfg: config.RunConfig) -> dict:
     selector = (None if score is None else train.BestOnValidation(
         jax.jit(score), train.no_selection(state.params),
         first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
-    first_epoch = 0
+    first_epoch, stored_loss = 0, float("nan")
     if cfg.resume:
-        if cfg.checkpoint_dir is None:
-            raise ValueError("--resume needs a checkpoint folder (--checkpoint-dir)")
-        if checkpoint.latest_step(cfg.checkpoint_dir) is not None:
-            template = state if selector is None else (state, selector.selection)
-            restored, meta = checkpoint.restore(cfg.checkpoint_dir, template)
-            if selector is None:
-                state = restored
-            else:
-                state, selector.selection = restored
-            first_epoch = int(meta["epoch"])
+        template = state if selector is None else (state, selector.selection)
+        restored, meta = checkpoint.restore(cfg.checkpoint_dir, template)
+        if selector is None:
+            state = restored
+        else:
+            state, selector.selection = restored
+        first_epoch, stored_loss = int(meta["epoch"]), float(meta.get("loss", "nan"))
     mesh = train.data_mesh(cfg.devices) if cfg.devices > 1 else None
     state = train.replicate(state, mesh)
     inputs = train.replicate(problem.inputs, mesh)
@@ -144,6 +206,8 @@ def run(cfg: config.RunConfig) -> dict:
     state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
                             cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
+    if first_epoch >= cfg.epochs:
+        loss = stored_loss  # a finished run resumed: no epoch ran, its last loss is stored
     params, extra = state.params, {}
     if selector is not None:
         params = selector.selection.params

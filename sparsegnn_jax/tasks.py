@@ -8,6 +8,7 @@ lives here; runs and sweeps call :func:`get` and never switch on the task name.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -111,6 +112,33 @@ def _dataset(cfg: RunConfig):
 EVAL_SEED = 0
 
 
+def check_link_graph(ds) -> None:
+    """Refuses a graph on which link prediction measures nothing.
+
+    Raises:
+      ValueError: every edge is a self-loop (no link between two nodes to learn), or the
+        graph has 2 nodes (no pair of distinct nodes is left to be a negative). Fewer than 2
+        nodes is left to the split, which names it.
+    """
+    if ds.num_nodes < 2:
+        return
+    if np.all(np.asarray(ds.senders) == np.asarray(ds.receivers)):
+        raise ValueError(f"dataset {ds.name!r}: all {ds.num_edges} edges are self-loops: no "
+                         "link between two nodes to learn or predict")
+    if ds.num_nodes < 3:
+        raise ValueError(f"dataset {ds.name!r} has {ds.num_nodes} nodes: link prediction needs "
+                         "at least 3 (with two, no pair of distinct nodes is left to be a "
+                         "negative)")
+
+
+def warn_if_edgeless(ds) -> None:
+    """Warns when no edge joins two distinct nodes: message passing then sees each node alone."""
+    if not np.any(np.asarray(ds.senders) != np.asarray(ds.receivers)):
+        warnings.warn(f"dataset {ds.name!r} has no edge between two distinct nodes "
+                      f"({ds.num_edges} edges, all self-loops): a message-passing model sees "
+                      "each node alone", stacklevel=2)
+
+
 def _degrees(senders, receivers, num_nodes: int) -> np.ndarray:
     """[N] number of edges (self-loops aside) touching each node."""
     real = senders != receivers
@@ -154,6 +182,7 @@ class LinkTask:
 
     def prepare(self, cfg: RunConfig) -> Problem:
         ds, features = _dataset(cfg)
+        check_link_graph(ds)
         split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
         history_degree = _degrees(split.history_senders, split.history_receivers, n)
@@ -305,6 +334,7 @@ class NodeTask:
         if ds.labels is None:
             raise ValueError(f"--dataset={cfg.dataset!r} has no node labels; "
                              "node classification needs a labelled dataset")
+        warn_if_edgeless(ds)
         split = ds.split if ds.split is not None else sg_data.node_split(ds.labels, cfg.seed)
         if cfg.model == "mlp":
             features = walk_features(ds, cfg.embedding_dim)

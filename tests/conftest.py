@@ -55,6 +55,17 @@ def cli_env(tmp_path_factory):
     return env
 
 
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Makes loading any dataset fail the test: what it checks must fail before that."""
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the input was checked")
+
+    # By name: importing the package here, before pytest_configure, could fix JAX's cache.
+    monkeypatch.setattr("sparsegnn_jax.data.load", no_loading)
+
+
 def pytest_configure(config):
     """Compiled programs of this test process go to a cache private to the session.
 

@@ -40,6 +40,22 @@ def run_script(task: str, flags: list[str], out, env) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def damage_checkpoint(step_folder, what: str) -> None:
+    """Damages a committed checkpoint step as a disk or a careless copy would.
+
+    ``what``: ``"arrays"`` (garbage in the array data files), ``"json"`` (the description is
+    not JSON) or anything else (valid JSON without the description).
+    """
+    if what == "arrays":
+        for f in (step_folder / "state").rglob("*"):
+            if f.is_file() and f.parent.name == "d":
+                f.write_bytes(b"garbage")
+    elif what == "json":
+        (step_folder / "meta" / "metadata").write_text("{not json")
+    else:
+        (step_folder / "meta" / "metadata").write_text("{}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Small graphs and encoders for the model tests.
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import damage_checkpoint
 
 from sparsegnn_jax import checkpoint as ckpt
 from sparsegnn_jax.train import TrainState
@@ -307,3 +309,60 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"cannot checkpoint leaf \['s'\] of type str"):
         ckpt.save(tmp_path, 1, {"s": "text"})
     assert ckpt.latest_step(tmp_path) is None
+
+
+@pytest.mark.parametrize("what", ["arrays", "json", "json-without-description"])
+def test_unreadable_latest_step_falls_back_to_the_newest_readable(tmp_path, what):
+    ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)}, {"epoch": 1})
+    ckpt.save(tmp_path, 2, {"w": jnp.arange(3.0) + 10}, {"epoch": 2})
+    damage_checkpoint(tmp_path / "step_00000002", what)
+    with pytest.warns(ckpt.CheckpointWarning) as caught:
+        restored, meta = ckpt.restore(tmp_path, {"w": jnp.zeros(3)})
+    assert restored["w"].tolist() == [0.0, 1.0, 2.0] and meta == {"epoch": 1}
+    [warning] = caught
+    text = str(warning.message)
+    assert text.startswith(f"checkpoint {tmp_path / 'step_00000002'} is unreadable (")
+    assert text.endswith("; using step 1 instead") and len(text) < 600
+    if what != "arrays":
+        with pytest.warns(ckpt.CheckpointWarning, match="step_00000002 is unreadable"):
+            assert ckpt.read_metadata(tmp_path) == (1, {"epoch": 1})
+    # Asked for by number, the damaged step is an error naming it, not a fallback.
+    with pytest.raises(ckpt.UnreadableCheckpointError, match=r"step_00000002 is unreadable"):
+        ckpt.restore(tmp_path, {"w": jnp.zeros(3)}, step=2)
+
+
+def test_every_step_unreadable_is_an_error_naming_the_oldest(tmp_path):
+    ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)}, {"epoch": 1})
+    damage_checkpoint(tmp_path / "step_00000001", "arrays")
+    with pytest.raises(ckpt.UnreadableCheckpointError,
+                       match=r"^checkpoint .*step_00000001 is unreadable \(ValueError: "):
+        ckpt.restore(tmp_path, {"w": jnp.zeros(3)})
+
+
+def test_a_mismatch_is_not_mistaken_fordamage_checkpoint(tmp_path):
+    """A state of another shape fails on the newest step; older steps are not tried."""
+    ckpt.save(tmp_path, 1, {"w": jnp.arange(3.0)})
+    ckpt.save(tmp_path, 2, {"w": jnp.arange(3.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"step_00000002 does not match the target state"):
+            ckpt.restore(tmp_path, {"w": jnp.zeros(4)})
+
+
+def test_save_removes_only_its_own_leftovers(tmp_path):
+    """Other programs' temp folders survive; empty step folders (a kill while an old step was
+    deleted) go; a step folder holding files is never deleted, committed or not."""
+    foreign = [".tmp-editor", ".old-backup", "x.tmp-1", "step_1", "step_000000030"]
+    for name in foreign:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep.txt").write_text("not ours")
+    (tmp_path / ".tmp-empty").mkdir()
+    (tmp_path / "step_00000007" / "state" / "d").mkdir(parents=True)  # empty tree
+    (tmp_path / "step_00000008").mkdir()
+    (tmp_path / "step_00000009" / "state").mkdir(parents=True)
+    (tmp_path / "step_00000009" / "state" / "half-copied").write_bytes(b"x")
+    ckpt.save(tmp_path, 1, {"w": jnp.zeros(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        foreign + [".tmp-empty", "step_00000001", "step_00000009"])
+    assert all((tmp_path / name / "keep.txt").read_text() == "not ours" for name in foreign)
+    assert ckpt.list_steps(tmp_path) == [1]

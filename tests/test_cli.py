@@ -7,23 +7,34 @@ unusual edge file (self-loops, repeated edges) trains end to end. Kill and resum
 the non-finite guard run real trainings of the scripts."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import json
 import math
+import os
 import pathlib
+import pickle
 import random
 import re
 import signal
 import subprocess
 import time
+import warnings
 
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, SCRIPTS, TIMEOUT, run_script, script_command
+from helpers import (
+    REPO,
+    SCRIPTS,
+    TIMEOUT,
+    damage_checkpoint,
+    run_script,
+    script_command,
+)
 
-from sparsegnn_jax import checkpoint, cli, config, data, runs, tasks, train
+from sparsegnn_jax import checkpoint, cli, config, data, files, runs, tasks, train
 
 # Edge files: name -> (bytes, the fragment the error must contain).
 BAD_FILES = {
@@ -43,6 +54,10 @@ BAD_FILES = {
     "one_node": (b"7 7 100\n", r"has 1 node: link prediction needs at least 2 nodes"),
     "one_node_many_loops": (b"7 7 1\n7 7 2\n7 7 3\n7 7 4\n7 7 5\n",
                             r"has 1 node: link prediction needs at least 2 nodes"),
+    "self_loops_only": (b"1 1 1\n2 2 2\n3 3 3\n4 4 4\n5 5 5\n",
+                        r"all 5 edges are self-loops: no link between two nodes"),
+    "two_nodes": (b"1 2 1\n2 1 2\n1 2 3\n2 1 4\n1 1 5\n",
+                  r"has 2 nodes: link prediction needs at least 3"),
     "three_edges": (b"1 2 100\n2 3 200\n3 1 300\n",
                     r"has 3 edges: too few to split chronologically .*\(the val part would be "
                     r"empty\); need at least 4 edges"),
@@ -167,11 +182,7 @@ def test_invalid_argument(task, flags, code, fragment, tmp_path, capsys):
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, monkeypatch):
-    def no_loading(*args, **kwargs):
-        raise AssertionError("data loaded before the flags were validated")
-
-    monkeypatch.setattr(tasks.sg_data, "load", no_loading)
+def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, no_data_loading):
     code, _, err = _main("node", ["--distribution=nope", f"--out={tmp_path}", "--no-progress"],
                          capsys)
     assert code == 2
@@ -203,15 +214,136 @@ def test_out_or_checkpoint_dir_that_is_a_file(tmp_path, capsys):
     assert a_file.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint-dir"])
+def test_unwritable_output_folder_fails_before_loading_data(flag, tmp_path, capsys,
+                                                            monkeypatch, no_data_loading):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    # Root writes through a chmod 555 folder, so os.access stands for a read-only one here.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: (
+        pathlib.Path(path) != folder and real_access(path, mode)))
+    flags = ([f"--out={folder}"] if flag == "--out" else
+             [f"--out={tmp_path}", f"--checkpoint-dir={folder}", "--checkpoint-every=1"])
+    code, out, err = _main("node", flags + ["--no-progress"], capsys)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, rf"^error: {flag}='.*results' is not writable$")
+
+
+def test_long_dataset_path_gives_a_short_distinct_run_name(tmp_path):
+    deep = tmp_path.joinpath(*["d" * 100] * 3)
+    names = [cli.run_name("link", config.RunConfig(dataset=f"file:{deep}/edges{i}.txt"))
+             for i in (1, 2)]
+    assert names[0] != names[1]
+    assert all(len(n) == len("link__gcn_rigl_s0.9_seed0") + 60 for n in names)
+    assert names[0].startswith("link_file__") and names[0].endswith(
+        "_edges1.txt_gcn_rigl_s0.9_seed0")
+    files.write_json_atomic(tmp_path / f"{names[0]}.json", {})  # short enough for a file name
+    assert (tmp_path / f"{names[0]}.json").is_file()
+    # Short names are as before.
+    assert cli.run_name("link", config.RunConfig(dataset="file:/data/edges.txt")) == (
+        "link_file__data_edges.txt_gcn_rigl_s0.9_seed0")
+
+
+def test_warnings_are_shown_as_one_line_each(capsys):
+    with cli.warning_lines():
+        warnings.warn("first line\nmore detail", UserWarning)
+        warnings.warn("another", RuntimeWarning)
+    assert capsys.readouterr().err == "warning: first line\nwarning: another\n"
+
+
+def stored_config(task: str, flags: list[str]) -> dict:
+    """The config a run of ``flags`` stores with its checkpoints."""
+    parsed = cli.build_parser(task).parse_args(flags)
+    return dataclasses.asdict(config.resolve(cli.config_from_args(task, parsed)))
+
+
 def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
+    flags = [f"--out={tmp_path}", f"--checkpoint-dir={ckpt}", "--resume", "--epochs=5",
+             "--no-progress"]
     checkpoint.save(ckpt, 3, {"x": np.zeros(3, np.float32)}, {"epoch": 3})
-    code, _, err = _main("node", [f"--out={tmp_path}", f"--checkpoint-dir={ckpt}", "--resume",
-                                  "--epochs=5", "--no-progress"], capsys)
+    code, _, err = _main("node", flags, capsys)
+    assert code == 2
+    assert_one_error_line(err, r"--resume: the checkpoint .*ckpt \(step 3\) holds no run "
+                               r"configuration to check against")
+    # Same config, but another state: the tree structures differ.
+    checkpoint.save(ckpt, 3, {"x": np.zeros(3, np.float32)},
+                    {"epoch": 3, "config": stored_config("node", flags)})
+    code, _, err = _main("node", flags, capsys)
     assert code == 2
     # The API error goes on with both tree structures; the user sees its first line.
     assert_one_error_line(err, r"checkpoint .*step_00000003 does not match the target state: "
                                r"1 stored leaves vs \d+ in the target")
+
+
+RESUME_RUN = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--sparsity=0.9",
+              "--epochs=10", "--seed=0"]
+
+
+def _checkpoint_of(ckpt, flags):
+    """A checkpoint as the run ``flags`` leaves it after its last epoch (a stand-in state)."""
+    checkpoint.save(ckpt, 10, {"x": np.zeros(3, np.float32)},
+                    {"epoch": 10, "loss": 0.25, "config": stored_config("node", flags)})
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (["--sparsity=0.5"], r"sparsity: 0\.9 in the checkpoint, 0\.5 requested"),
+    (["--method=set"], r"method: 'rigl' in the checkpoint, 'set' requested"),
+    (["--method=dense"], r"method: 'rigl' in the checkpoint, 'dense' requested"),
+    (["--seed=1"], r"seed: 0 in the checkpoint, 1 requested"),
+    (["--epochs=5"], r"epochs: 10 in the checkpoint, 5 requested"),
+    (["--hidden=32", "--lr=0.1"], r"hidden: 16 in the checkpoint, 32 requested; lr: 0\.01 in "
+                                  r"the checkpoint, 0\.1 requested"),
+])
+def test_resume_refuses_another_runs_checkpoint_before_loading_data(change, fragment, tmp_path,
+                                                                    capsys, no_data_loading):
+    ckpt = tmp_path / "ckpt"
+    _checkpoint_of(ckpt, RESUME_RUN + [f"--checkpoint-dir={ckpt}"])
+    out = tmp_path / "out"
+    code, stdout, err = _main("node", RESUME_RUN + change + [
+        f"--checkpoint-dir={ckpt}", "--resume", f"--out={out}", "--no-progress"], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_error_line(err, r"^error: --resume: the checkpoint .*ckpt is of another run: "
+                               + fragment)
+    assert list(out.iterdir()) == []
+    assert checkpoint.list_steps(ckpt) == [10]
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "step_00000004").mkdir()  # no commit marker: not a checkpoint
+    cases = [(tmp_path / "missing", "does not exist"), (empty, "holds no complete checkpoint")]
+    for folder, why in cases:
+        code, _, err = _main("node", RESUME_RUN + [f"--checkpoint-dir={folder}", "--resume",
+                                                   f"--out={tmp_path / 'out'}", "--no-progress"],
+                             capsys)
+        assert code == 2
+        assert_one_error_line(err, rf"--resume: nothing to resume: .*{folder.name} {why}; run "
+                                   r"without --resume to start training")
+    assert not (tmp_path / "missing").exists()
+    # The default folder is the run's own: a run never checkpointed has nothing to resume.
+    code, _, err = _main("node", RESUME_RUN + ["--resume", f"--out={tmp_path / 'out'}",
+                                               "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"nothing to resume: .*node_synthetic-sbm_gcn_rigl_s0\.9_seed0"
+                               r"\.ckpt does not exist")
+
+
+def test_script_refuses_to_resume_another_run(tmp_path, cli_env):
+    """The issue's case through the script: every differing field is named, nothing written."""
+    ckpt = tmp_path / "ckpt"
+    _checkpoint_of(ckpt, RESUME_RUN + [f"--checkpoint-dir={ckpt}"])
+    proc = run_script("node", RESUME_RUN + ["--method=dense", "--sparsity=0.5", "--seed=1",
+                                            "--epochs=5", f"--checkpoint-dir={ckpt}",
+                                            "--resume"], tmp_path / "out", cli_env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert_one_error_line(proc.stderr, r"is of another run: method: 'rigl' in the checkpoint, "
+                                       r"'dense' requested; sparsity: 0\.9 in the checkpoint, "
+                                       r"0\.5 requested; epochs: 10 in the checkpoint, 5 "
+                                       r"requested; seed: 0 in the checkpoint, 1 requested \(")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,17 +355,52 @@ def test_resume_from_a_checkpoint_of_another_run(tmp_path, capsys):
     ("link", ["--dataset=file:{missing}"], 2, r"file not found: .*missing.txt"),
     ("node", ["--sparsity=1.0"], 2, r"^error: --sparsity must be in \[0, 1\), got 1.0$"),
     ("node", ["--method=foo"], 2, r"argument --method: invalid choice: 'foo'"),
-], ids=["text-column", "missing-file", "sparsity-1", "unknown-method"])
+    ("link", ["--dataset=file:{corrupt}"], 2,
+     r"^error: .*corrupt\.txt\.gz: not a valid gzip file \(Error -3 while decompressing"),
+], ids=["text-column", "missing-file", "sparsity-1", "unknown-method", "corrupt-gzip"])
 def test_scripts_exit_cleanly_on_bad_input(task, flags, code, fragment, tmp_path, cli_env):
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 100\n2 x 200\n3 1 300\n")
-    flags = [f.format(bad=bad, missing=tmp_path / "missing.txt") for f in flags]
+    # A gzip header, then bytes that are no deflate stream (zlib.error inside).
+    corrupt = tmp_path / "corrupt.txt.gz"
+    corrupt.write_bytes(gzip.compress(b"1 2 3\n" * 100)[:10] + b"garbage" * 20)
+    flags = [f.format(bad=bad, missing=tmp_path / "missing.txt", corrupt=corrupt)
+             for f in flags]
     proc = run_script(task, flags, tmp_path / "out", cli_env)
     assert proc.returncode == code
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
     last = proc.stderr.strip().splitlines()[-1]
     assert re.search(fragment, last), proc.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+class _RunsCommand:
+    """Pickles as ``os.system(command)``: a crafted Planetoid file."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_crafted_planetoid_file_is_refused_and_runs_nothing(tmp_path, cli_env):
+    folder = tmp_path / "root" / "planetoid"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    for part in ("y", "tx", "ty", "allx", "ally", "graph"):
+        (folder / f"ind.cora.{part}").write_bytes(pickle.dumps(np.eye(3), protocol=2))
+    (folder / "ind.cora.x").write_bytes(pickle.dumps(_RunsCommand(f"touch {marker}"), protocol=2))
+    (folder / "ind.cora.test.index").write_text("0\n1\n")
+    proc = run_script("node", ["--dataset=cora", f"--data-root={folder.parent}", "--epochs=1"],
+                      tmp_path / "out", cli_env)
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, r"planetoid/ind\.cora\.x: sha256 [0-9a-f]{64} is not that "
+                                       r"of the published file .* refusing to read it as "
+                                       r"dataset 'cora'")
+    assert not marker.exists()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.slow
@@ -449,3 +616,23 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_pa
     assert meta["epoch"] == 1 and math.isfinite(meta["loss"])
     assert int(state.step) == 1
     assert not (tmp_path / f"{run_name('node', args)}.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path, cli_env):
+    args = ["--dataset=synthetic-sbm", "--model=gcn", "--method=rigl", "--epochs=2",
+            "--checkpoint-every=1"]
+    run_ok("node", args, tmp_path, cli_env)
+    first = results(tmp_path, "node", args)
+    # A finished run resumed trains no epoch and keeps its last loss (it was NaN).
+    proc = run_ok("node", args + ["--resume"], tmp_path, cli_env)
+    assert proc.stderr == ""
+    assert results(tmp_path, "node", args)["final_train_loss"] == first["final_train_loss"]
+    # The latest checkpoint damaged: one warning naming it, epoch 2 trained again from step 1.
+    damage_checkpoint(ckpt_dir(tmp_path, "node", args) / "step_00000002", "arrays")
+    proc = run_ok("node", args + ["--resume"], tmp_path, cli_env)
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"warning: checkpoint {ckpt_dir(tmp_path, 'node', args)}"
+                           "/step_00000002 is unreadable (ValueError: ")
+    assert line.endswith("; using step 1 instead") and len(line) < 400
+    assert _metrics(results(tmp_path, "node", args)) == _metrics(first)

@@ -1,5 +1,7 @@
 """Atomic file writes: the old file survives any failure and no temp file is left behind."""
 import math
+import os
+import stat
 
 import pytest
 
@@ -100,3 +102,41 @@ def test_written_file_has_the_default_permissions(tmp_path):
     plain.write_text("x")
     ours = files.atomic_write(tmp_path / "ours.txt", lambda f: f.write("x"))
     assert ours.stat().st_mode == plain.stat().st_mode
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_file_mode_follows_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = files.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_output_dir_creates_and_refuses_unusable_folders(tmp_path):
+    assert files.output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=r"--out='.*f' is not a usable folder: File exists"):
+        files.output_dir(a_file)
+    with pytest.raises(ValueError, match=r"--ckpt='.*f/sub' is not a usable folder: .*f is a file"):
+        files.check_writable_dir(a_file / "sub", "--ckpt")
+    assert not (tmp_path / "new").exists()
+    assert files.check_writable_dir(tmp_path / "new" / "deeper", "--ckpt")
+    assert not (tmp_path / "new").exists()  # checked, not created
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_output_dir_refuses_a_read_only_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=r"--out='.*ro' is not writable"):
+            files.output_dir(ro)
+        with pytest.raises(ValueError, match=r"--out='.*ro/sub' is not a usable folder"):
+            files.output_dir(ro / "sub")
+    finally:
+        ro.chmod(0o755)

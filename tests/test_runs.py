@@ -1,10 +1,11 @@
 """End-to-end runs on the embedded synthetic datasets: learning, exact sparsity, FLOPs wiring."""
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
 
-from sparsegnn_jax import config, flops, runs, sparsity, tasks, train
+from sparsegnn_jax import config, data, flops, runs, sparsity, tasks, train
 
 
 def test_node_gcn_dense_learns_the_synthetic_sbm():
@@ -92,3 +93,20 @@ def test_resolve_is_idempotent():
         for model in ("gcn", "mlp"):
             once = config.resolve(config.RunConfig(task=task, model=model))
             assert config.resolve(once) == once
+
+
+def test_node_graph_without_edges_between_nodes_warns(monkeypatch):
+    ds = data.load("synthetic-sbm")
+    loops = np.arange(ds.num_nodes, dtype=np.int32)
+    edgeless = dataclasses.replace(ds, senders=loops, receivers=loops, edge_weights=None)
+    monkeypatch.setattr(tasks.sg_data, "load", lambda *args, **kwargs: edgeless)
+    cfg = config.resolve(config.RunConfig(task="node", dataset="synthetic-sbm", epochs=1))
+    with pytest.warns(UserWarning, match=rf"^dataset 'synthetic-sbm' has no edge between two "
+                                         rf"distinct nodes \({ds.num_nodes} edges, all "
+                                         r"self-loops\): a message-passing model sees each "
+                                         r"node alone$"):
+        tasks.get("node").prepare(cfg)
+    monkeypatch.setattr(tasks.sg_data, "load", lambda *args, **kwargs: ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tasks.get("node").prepare(cfg)

@@ -1,6 +1,8 @@
 """Sweeps: vmapped runs equal sequential ones; the CLI writes the expected rows and a table."""
 import csv
 import pathlib
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -62,3 +64,51 @@ def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
         assert len(list(csv.DictReader(f))) == 10
     table = report.markdown_tables(report.summarise(report.load_rows([tmp_path / "results.csv"])))
     assert "RigL" in table and "Static" in table and "| 90% |" in table
+
+
+def _sweep_script():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import sweep
+    finally:
+        sys.path.pop(0)
+    return sweep
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--sparsities=0.5,1.0"], r"--sparsities must be in \[0, 1\), got 1.0"),
+    (["--sparsities=nan"], r"--sparsities must be in \[0, 1\), got nan"),
+    (["--sparsities=0.9,inf"], r"--sparsities must be in \[0, 1\), got inf"),
+    (["--sparsities=-0.5"], r"--sparsities must be in \[0, 1\), got -0.5"),
+    (["--sparsities=,"], r"--sparsities names no sparsity \(got ','\)"),
+    (["--sparsities=0.5,x"], r"--sparsities must be comma-separated numbers, got '0.5,x'"),
+    (["--methods=,"], r"--methods names no method \(got ','\); choose from .*rigl"),
+    (["--methods=rigl,nope"], r"unknown method 'nope' in --methods"),
+    (["--seeds=0"], r"--seeds must be positive, got 0"),
+    (["--epochs=0"], r"--epochs must be positive, got 0"),
+    (["--out={a_file}"], r"--out='.*a_file' is not a usable folder: File exists"),
+    (["--out={a_file}/sub"], r"--out='.*a_file/sub' is not a usable folder: Not a directory"),
+])
+def test_sweep_rejects_bad_arguments_before_training(flags, fragment, tmp_path, capsys,
+                                                     no_data_loading):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    out = tmp_path / "out"
+    argv = [f"--out={out}", "--no-progress"] + [f.format(a_file=a_file) for f in flags]
+    assert _sweep_script().main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("error: ") and re.search(fragment, line), line
+    assert not out.exists() or list(out.iterdir()) == []
+    assert a_file.read_text() == "not a folder"
+
+
+def test_sweep_script_rejects_sparsity_one_before_training(tmp_path, cli_env):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "sweep.py"),
+                           "--sparsities=0.5,1.0", "--epochs=1", "--seeds=1",
+                           f"--out={tmp_path}", "--no-progress"],
+                          cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: --sparsities must be in [0, 1), got 1.0\n"
+    assert list(tmp_path.iterdir()) == []

@@ -10,8 +10,12 @@ Typical use::
 from .dataset import Dataset
 from .datasets import DATASET_FILES, available, data_root, load, register
 from .parsers import (
+    CorruptGzipError,
     EdgeList,
     PlanetoidData,
+    UnsafePickleError,
+    gunzip_chunks,
+    load_pickle,
     load_planetoid,
     parse_dense_adjacency,
     parse_edge_list,
@@ -33,6 +37,7 @@ from .splits import (
 from .synthetic import sbm, temporal_sbm
 
 __all__ = [
+    "CorruptGzipError",
     "DATASET_FILES",
     "EVAL_PROTOCOLS",
     "Dataset",
@@ -40,11 +45,14 @@ __all__ = [
     "LinkSplit",
     "NodeSplit",
     "PlanetoidData",
+    "UnsafePickleError",
     "available",
     "data_root",
     "edge_keys",
     "evaluation_pairs",
+    "gunzip_chunks",
     "load",
+    "load_pickle",
     "load_planetoid",
     "node_split",
     "parse_dense_adjacency",

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import parsers
 from .dataset import Dataset
+from .digests import KNOWN_SHA256, sha256sum
 from .splits import NodeSplit, check_seed, node_split
 from .synthetic import sbm, temporal_sbm
 
@@ -116,8 +117,27 @@ def _load_email_eu(root, seed):
                    node_ids=node_ids, class_names=names)
 
 
+def _check_published(root: pathlib.Path, name: str) -> None:
+    """Raises unless every file of ``name`` with a known digest is the published file.
+
+    Planetoid files are pickles: anything else under their names is refused before it is
+    unpickled (the restricted unpickler is the second line of defence).
+    """
+    for rel in DATASET_FILES[name]:
+        expected = KNOWN_SHA256.get(rel)
+        if expected is None:
+            continue
+        digest = sha256sum(root / rel)
+        if digest != expected:
+            raise ValueError(f"{root / rel}: sha256 {digest} is not that of the published "
+                             f"file ({expected}); refusing to read it as dataset {name!r} "
+                             f"(fetch it again: python -m sparsegnn_jax.data.download {name} "
+                             "--root DIR)")
+
+
 def _load_planetoid(name):
     def loader(root, seed):
+        _check_published(root, name)
         p = parsers.load_planetoid(root / "planetoid", name)
         n = p.features.shape[0]
         return Dataset(name=name, num_nodes=n, senders=p.senders.astype(np.int32),

@@ -6,14 +6,17 @@ Usage::
 
 NAME is a dataset name of :func:`sparsegnn_jax.data.load` (or ``all``). Downloads resume from
 a ``.part`` file with an HTTP Range request, are checked against known SHA-256 digests (an
-unknown digest is printed instead) and are renamed into place only when complete and correct.
+unknown digest is printed instead) and are renamed into place only when complete and correct:
+the length the server announced, gzip integrity for ``.gz`` files (and a cap on the
+decompressed size), then the digest. A download cut short keeps its ``.part`` to be resumed; a
+corrupt one is removed. Exit status: 0 done, 1 the network or server failed (run again),
+2 bad input or bad data (unknown name, checksum mismatch, corrupt gzip).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import hashlib
+import http.client
 import os
 import pathlib
 import sys
@@ -24,68 +27,17 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write
 from .datasets import ENV_VAR
+from .digests import KNOWN_SHA256, sha256sum
+from .parsers import CorruptGzipError, gunzip_chunks
 
-__all__ = ["ChecksumError", "Source", "SOURCES", "fetch", "download", "sha256sum", "main"]
+__all__ = ["ChecksumError", "CorruptGzipError", "Source", "SOURCES", "fetch", "download",
+           "sha256sum", "main"]
 
 _SNAP = "https://snap.stanford.edu/data"
 _PLANETOID = "https://github.com/kimiyoung/planetoid/raw/master/data"
 _GRASPOLOGIC = ("https://github.com/graspologic-org/graspologic/raw/main/graspologic/"
                 "datasets/drosophila")
 _PREFIX_LINES = 50_000
-
-# SHA-256 of the files as they are laid out in a data root (SNAP, Planetoid and graspologic
-# releases). A None digest is unknown: the downloader prints the digest it computed.
-KNOWN_SHA256 = {
-    "drosophila/left_adjacency.csv":
-        "f23ba630f10dff95164ddbbdccf7d4fe1ac01a9a8ed77db26069af4a6248a1cf",
-    "drosophila/left_cell_labels.csv":
-        "a733652a33d5dde5c7cbdc9d8c0e679680cd000dc11edf3ea762a4da43b764c9",
-    "drosophila/right_adjacency.csv":
-        "b9684d323e3f91ac5bf8c3691ff3e0635ef40fa2dee8e048161633760c84791d",
-    "drosophila/right_cell_labels.csv":
-        "80547ac9df6b3fc5abe5844c04bc5da56b48c7cac5eb13ab3cc2f8695cd6de1d",
-    "email_eu_core/email-Eu-core-department-labels.txt":
-        "8724324273873bba3b4ba79444d5113bf8122cb76a51d5396b50f80c29b63f35",
-    "email_eu_core/email-Eu-core.txt":
-        "275afe50e65b7cb3caadaa9e465e89e9b495b0e7b5a75058b29d70708cd73540",
-    "email_eu_core_temporal/email-Eu-core-temporal.txt.gz":
-        "ad0af2f9375214590b34b472b3d8ff4e7bbe7432d3653841bbaaeadae230fc13",
-    "planetoid/ind.citeseer.allx":
-        "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668",
-    "planetoid/ind.citeseer.ally":
-        "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95",
-    "planetoid/ind.citeseer.graph":
-        "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7",
-    "planetoid/ind.citeseer.test.index":
-        "2af990671580b6b2df5d158d1038f8292e30c9cd821b5453f399659b25b723d4",
-    "planetoid/ind.citeseer.tx":
-        "539a8906a2da97628d212f2fdd668c109a8b3f0d36574b59e5d3fd5b5303da21",
-    "planetoid/ind.citeseer.ty":
-        "55e5bd1ba1e733a04598753ad1a8d57957f4b8f89e74519f41f4f4938767e4ce",
-    "planetoid/ind.citeseer.x":
-        "d20de19150741e555de0ed037195630fc194114ebc7fd72ced62810148aa22f6",
-    "planetoid/ind.citeseer.y":
-        "8ba87e515d8e3ee3cf52f6d2c5b86aa73f11ecad825a808455209ec26cd54924",
-    "planetoid/ind.cora.allx":
-        "9419ba2f26f5c35243db64aba110e0f35a04851609e0dc5433450676ca6b8543",
-    "planetoid/ind.cora.ally":
-        "2b998f5cc7fedc86e7f97ca2498f47a1ffc1462c29e2d578b23bf3f62b6e7d71",
-    "planetoid/ind.cora.graph":
-        "58f13302f39dde8852dad6fe6d15b89b077b6d7f837626bce671ef80344b383d",
-    "planetoid/ind.cora.test.index":
-        "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875",
-    "planetoid/ind.cora.tx":
-        "b9afbaa4a400df991f6f02ef677e1e44da55ffc04801fd02f9e673987829226a",
-    "planetoid/ind.cora.ty":
-        "41f5ac76596a1699cc33f53084a2419e92961c42bb75f36fc38e616d348532ad",
-    "planetoid/ind.cora.x":
-        "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
-    "planetoid/ind.cora.y":
-        "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
-    "stackoverflow_a2q_prefix/sx-stackoverflow-a2q.first50k.txt":
-        "9fcecd4a865aea886abaa02ca1b8baf0c619ab61325083a86961427427b1cae7",
-}
-
 
 class ChecksumError(ValueError):
     """A downloaded or derived file does not have the expected SHA-256 digest."""
@@ -146,15 +98,6 @@ SOURCES: dict[str, list[Source]] = {
 }
 
 
-def sha256sum(path) -> str:
-    """Hex SHA-256 digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _is_good(path: pathlib.Path, sha256: str | None) -> bool:
     """Whether a finished file exists with the expected digest (any digest when unknown)."""
     return path.is_file() and (sha256 is None or sha256sum(path) == sha256)
@@ -172,15 +115,64 @@ def _verify(path: pathlib.Path, sha256: str | None, label: str, log) -> None:
                             f"the file was removed, run the command again to retry")
 
 
+def _check_gzip(part: pathlib.Path, url: str) -> None:
+    """Decompresses a downloaded ``.gz`` once (capped); a corrupt one is removed.
+
+    Raises:
+      OSError: the stream ends early (``part`` is kept, to be resumed).
+      CorruptGzipError: not valid gzip or too large once decompressed (``part`` is removed).
+    """
+    try:
+        for _ in gunzip_chunks(part):
+            pass
+    except CorruptGzipError as err:
+        reason = str(err).removeprefix(f"{part}: ")
+        if err.truncated:
+            raise OSError(f"download of {url} is incomplete ({reason}); run again to resume "
+                          f"from {part}, or delete it to start over") from err
+        part.unlink(missing_ok=True)
+        raise CorruptGzipError(f"{url}: {reason}; the download was removed") from err
+
+
+def _receive(response, part: pathlib.Path, offset: int, url: str, label: str,
+             progress: bool) -> None:
+    """Appends (or writes, ``offset`` 0) the response body to ``part``; checks its length.
+
+    Raises:
+      OSError: the connection broke or fewer bytes came than the server announced (``part``
+        keeps what arrived, to be resumed).
+    """
+    length = response.headers.get("Content-Length")
+    expected = int(length) if length is not None else None
+    received = 0
+    with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=None if expected is None else offset + expected, initial=offset, unit="B",
+            unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+            leave=False) as bar:
+        try:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as err:  # IncompleteRead is no OSError
+            raise OSError(f"download of {url} interrupted ({type(err).__name__}: {err}); "
+                          f"run again to resume from {part}") from err
+    if expected is not None and received < expected:
+        raise OSError(f"download of {url} incomplete: got {received} of {expected} bytes; "
+                      f"run again to resume from {part}")
+
+
 def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
           timeout: float = 60.0, log=print) -> pathlib.Path:
     """Download ``url`` to ``dest`` via ``dest.part``, resuming a partial download.
 
     An existing ``dest`` with the right digest (or any ``dest`` when no digest is known) is
     kept. A ``.part`` file is continued with an HTTP Range request; a server that ignores the
-    Range header makes the download start over. The finished file is checked and only then
-    renamed onto ``dest`` (atomic on one file system). This is not :func:`atomic_write`: its
-    temp file is deleted on failure, while ``dest.part`` must survive one to be resumed.
+    Range header makes the download start over. The finished file is checked - length against
+    the server's Content-Length, gzip integrity and decompressed size for ``.gz`` names, the
+    digest - and only then renamed onto ``dest`` (atomic on one file system). This is not
+    :func:`atomic_write`: its temp file is deleted on failure, while ``dest.part`` must survive
+    an interrupted download to be resumed.
 
     Args:
       url: address to fetch (http, https or file).
@@ -195,7 +187,10 @@ def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
 
     Raises:
       ChecksumError: the download's digest differs (the ``.part`` file is removed).
-      OSError: the server or network failed (message names the URL).
+      CorruptGzipError: a ``.gz`` download is not valid gzip or decompresses to too much (the
+        ``.part`` file is removed).
+      OSError: the server or network failed, or the download is cut short (message names the
+        URL; the ``.part`` file is kept for the next attempt).
     """
     dest = pathlib.Path(dest)
     if _is_good(dest, sha256):
@@ -220,52 +215,47 @@ def fetch(url: str, dest, sha256: str | None = None, progress: bool = True,
         with response:
             if offset and getattr(response, "status", 200) != 206:
                 offset = 0  # the server sent the whole file: start over
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else None
-            mode = "ab" if offset else "wb"
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B",
-                                               unit_scale=True, unit_divisor=1024,
-                                               desc=dest.name, disable=not progress,
-                                               leave=False) as bar:
-                try:
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-                except OSError as err:
-                    raise OSError(f"download of {url} interrupted ({err}); run again to "
-                                  f"resume from {part}") from err
+            _receive(response, part, offset, url, dest.name, progress)
+    if dest.suffix == ".gz":
+        _check_gzip(part, url)
     _verify(part, sha256, f"{url} -> {dest}", log)
     os.replace(part, dest)
     return dest
 
 
 def _derive(source: Source, root: pathlib.Path, log) -> pathlib.Path:
-    """Write the derived file (decompressed, or the line prefix) atomically and check it."""
+    """Write the derived file (decompressed, or the line prefix) atomically and check it.
+
+    Raises:
+      CorruptGzipError: the download does not decompress (it is removed, so that the next
+        run fetches it again) or decompresses to too much.
+      ChecksumError: the derived file is not the published one.
+    """
     src, target = root / source.path, root / source.target
     expected = KNOWN_SHA256.get(source.target)
     if _is_good(target, expected):
         return target
 
     def write(out):
-        try:
-            with gzip.open(src, "rb") as fin:
-                if source.derive == "gunzip":
-                    for chunk in iter(lambda: fin.read(1 << 20), b""):
-                        out.write(chunk)
-                else:
-                    for i, line in enumerate(fin):
-                        if i == _PREFIX_LINES - 1:
-                            # The published prefix file ends without a final newline.
-                            out.write(line.rstrip(b"\n"))
-                            break
-                        out.write(line)
-        except (OSError, EOFError) as err:
-            raise OSError(f"could not decompress {src}: {err}; delete it and download "
-                          f"again") from err
+        lines_left = _PREFIX_LINES
+        for chunk in gunzip_chunks(src):
+            if source.derive == "head" and chunk.count(b"\n") >= lines_left:
+                end = -1
+                for _ in range(lines_left):
+                    end = chunk.index(b"\n", end + 1)
+                out.write(chunk[:end])  # the published prefix file has no final newline
+                return
+            lines_left -= chunk.count(b"\n")
+            out.write(chunk)
 
-    return atomic_write(target, write, mode="wb",
-                        verify=lambda tmp: _verify(tmp, expected, f"{target} (from {src.name})",
-                                                   log))
+    try:
+        return atomic_write(target, write, mode="wb",
+                            verify=lambda tmp: _verify(tmp, expected,
+                                                       f"{target} (from {src.name})", log))
+    except CorruptGzipError as err:
+        src.unlink(missing_ok=True)
+        raise CorruptGzipError(f"could not decompress {src} ({err}); it was removed, run "
+                               "again to download it anew") from err
 
 
 def download(name: str, root=None, base_url: str | None = None, progress: bool = True,
@@ -283,7 +273,8 @@ def download(name: str, root=None, base_url: str | None = None, progress: bool =
       Paths of the dataset's files as the loader reads them.
 
     Raises:
-      ValueError: unknown name or no root. ChecksumError / OSError: as :func:`fetch`.
+      ValueError: unknown name or no root. ChecksumError / CorruptGzipError / OSError: as
+        :func:`fetch` and the derivation of decompressed files.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(SOURCES))} "
@@ -331,7 +322,10 @@ def main(argv=None) -> int:
     for name in names:
         try:
             paths = download(name, args.root, args.base_url, progress=not args.quiet)
-        except (OSError, ValueError) as err:
+        except ValueError as err:  # bad data: checksum, corrupt gzip
+            print(f"error: {name}: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # network, server, disk: running again may help
             print(f"error: {name}: {err}", file=sys.stderr)
             return 1
         print(f"{name}: ok ({len(paths)} file{'s' if len(paths) != 1 else ''} in {args.root})")

@@ -10,20 +10,26 @@ import gzip
 import pathlib
 import pickle
 import warnings
-from typing import NamedTuple
+import zlib
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "CorruptGzipError",
+    "MAX_DECOMPRESSED_BYTES",
     "EdgeList",
     "PlanetoidData",
     "read_text",
+    "gunzip_chunks",
     "parse_edge_list",
     "parse_node_labels",
     "parse_letter_labels",
     "parse_dense_adjacency",
     "load_planetoid",
+    "load_pickle",
     "remap_nodes",
+    "UnsafePickleError",
 ]
 
 _COMMENT_CHARS = ("#", "%")
@@ -80,6 +86,58 @@ def _line_error(path, lineno: int, line: str, why: str) -> ValueError:
     return ValueError(f"{path}: line {lineno}: {why}: {shown!r}")
 
 
+# Largest decompressed size accepted from a .gz file. The biggest real one, the whole SNAP
+# sx-stackoverflow-a2q, is ~0.5 GB; a gzip bomb of a few MB would otherwise fill the disk.
+MAX_DECOMPRESSED_BYTES = 4 << 30
+
+
+class CorruptGzipError(ValueError):
+    """A ``.gz`` file that does not decompress, ends early or decompresses to too much.
+
+    Attributes:
+      truncated: the data is valid but ends before the gzip stream does (an interrupted
+        download: fetching the rest may fix it).
+    """
+
+    def __init__(self, message: str, truncated: bool = False):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+def gunzip_chunks(path, max_bytes: int | None = None,
+                  chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yields the decompressed content of a gzip file in chunks.
+
+    Args:
+      path: the ``.gz`` file.
+      max_bytes: refuse more decompressed bytes than this (default
+        :data:`MAX_DECOMPRESSED_BYTES`).
+      chunk_size: decompressed bytes per chunk.
+
+    Yields:
+      Chunks of decompressed bytes, in order.
+
+    Raises:
+      CorruptGzipError: not gzip, corrupt, cut short (``truncated``) or larger than
+        ``max_bytes``; the message names the file.
+    """
+    limit = MAX_DECOMPRESSED_BYTES if max_bytes is None else max_bytes
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(chunk_size), b""):
+                total += len(chunk)
+                if total > limit:
+                    raise CorruptGzipError(f"{path}: decompresses to more than {limit} bytes; "
+                                           "refusing it (a gzip bomb?)")
+                yield chunk
+    except EOFError as err:
+        raise CorruptGzipError(f"{path}: not a valid gzip file (it ends before its compressed "
+                               f"data does: cut short? {err})", truncated=True) from err
+    except (OSError, zlib.error) as err:  # BadGzipFile is an OSError; bad deflate data zlib's
+        raise CorruptGzipError(f"{path}: not a valid gzip file ({err})") from err
+
+
 def read_text(path) -> str:
     """Read a text file (``.gz`` transparently) after checking it exists and has no NUL bytes.
 
@@ -91,19 +149,14 @@ def read_text(path) -> str:
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: the file holds NUL bytes (names the line) or is not valid gzip.
+      CorruptGzipError: a ``.gz`` file is not valid gzip or decompresses to more than
+        :data:`MAX_DECOMPRESSED_BYTES`.
+      ValueError: the file holds NUL bytes (names the line).
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: not a valid gzip file ({err})") from err
-    else:
-        raw = path.read_bytes()
+    raw = b"".join(gunzip_chunks(path)) if path.suffix == ".gz" else path.read_bytes()
     text = raw.decode("utf-8", errors="replace")
     nul = text.find("\x00")
     if nul >= 0:
@@ -313,7 +366,63 @@ def remap_nodes(*id_arrays: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return node_ids, out
 
 
-def _load_pickle(path):
+# The globals a Planetoid pickle may name: NumPy array reconstruction, SciPy CSR matrices,
+# the defaultdict(list) of the graph and the byte-string helper of Python-3 protocol-2 pickles.
+# (module, name) as written in the file; Python-2 names (``__builtin__``) included.
+_PLANETOID_GLOBALS = frozenset({
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("scipy.sparse.csr", "csr_matrix"),
+    ("scipy.sparse._csr", "csr_matrix"),
+    ("collections", "defaultdict"),
+    ("__builtin__", "list"),
+    ("builtins", "list"),
+    ("_codecs", "encode"),
+})
+
+
+class UnsafePickleError(ValueError):
+    """A pickle names a global outside what its format needs (it could run code)."""
+
+
+class _PlanetoidUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_PLANETOID_GLOBALS`.
+
+    Unpickling calls whatever global the file names, so a crafted file runs arbitrary code
+    under ``pickle.load``; refusing every other global is the restriction the ``pickle``
+    documentation recommends ("Restricting Globals"). No maintained package does this for a
+    fixed allow-list more simply than overriding ``find_class``.
+    """
+
+    def __init__(self, file, path):
+        super().__init__(file, encoding="latin1")  # Python-2 numpy buffers decode as latin1
+        self._path = path
+
+    def find_class(self, module, name):
+        if (module, name) not in _PLANETOID_GLOBALS:
+            raise UnsafePickleError(
+                f"{self._path}: refusing to load {module}.{name}: a Planetoid file holds only "
+                "NumPy arrays, SciPy CSR matrices, lists and dicts (this file may be crafted "
+                "to run code)")
+        return super().find_class(module, name)
+
+
+def load_pickle(path):
+    """Unpickle a Planetoid file, allowing only the classes such files hold.
+
+    Args:
+      path: a ``ind.<name>.<part>`` file.
+
+    Returns:
+      The unpickled object (NumPy array, SciPy CSR matrix or dict of lists).
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      UnsafePickleError: the file names any other global (nothing of it is run).
+      ValueError: the file is not a readable pickle.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
@@ -322,8 +431,9 @@ def _load_pickle(path):
         with open(path, "rb") as f, warnings.catch_warnings():
             # The pickles name scipy's old private module paths; scipy warns but loads them.
             warnings.simplefilter("ignore", DeprecationWarning)
-            # Written by Python 2: latin1 decodes their numpy buffers.
-            return pickle.load(f, encoding="latin1")
+            return _PlanetoidUnpickler(f, path).load()
+    except UnsafePickleError:
+        raise
     except Exception as err:  # pickle raises many types on corrupt input
         raise ValueError(f"{path}: not a readable Planetoid pickle ({type(err).__name__}: "
                          f"{err}; starts with {head!r})") from err
@@ -351,8 +461,14 @@ def load_planetoid(folder, name: str) -> PlanetoidData:
       FileNotFoundError: a file is missing. ValueError: a file is malformed.
     """
     folder = pathlib.Path(folder)
-    parts = {k: _load_pickle(folder / f"ind.{name}.{k}")
+    parts = {k: load_pickle(folder / f"ind.{name}.{k}")
              for k in ("x", "y", "tx", "ty", "allx", "ally", "graph")}
+    for k, v in parts.items():
+        # The allowed globals could still build a dict where an array belongs.
+        if (k == "graph") != isinstance(v, dict):
+            want = "a dict of adjacency lists" if k == "graph" else "an array or sparse matrix"
+            raise ValueError(f"{folder / f'ind.{name}.{k}'}: holds a {type(v).__name__}, "
+                             f"expected {want}")
     index_path = folder / f"ind.{name}.test.index"
     text = _blank_comments(read_text(index_path))
     test_index = _parse_table(index_path, text, 1, np.int64, "an integer")[0][:, 0]

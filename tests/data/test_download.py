@@ -16,6 +16,7 @@ import pytest
 import sparsegnn_jax
 from sparsegnn_jax import data
 from sparsegnn_jax.data import download as dl
+from sparsegnn_jax.data import parsers as dl_parsers
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -43,19 +44,23 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             body = body[start:]
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if srv.send_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # cut_at: the connection drops after that many bytes of the body.
+        self.wfile.write(body if srv.cut_at is None else body[:srv.cut_at])
 
     def log_message(self, *args):
         pass
 
 
 @contextlib.contextmanager
-def _serve(folder, honour_range=True):
+def _serve(folder, honour_range=True, cut_at=None, send_length=True):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     server.folder = pathlib.Path(folder)
     server.honour_range = honour_range
+    server.cut_at = cut_at
+    server.send_length = send_length
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -174,7 +179,7 @@ def test_download_unknown_name_and_no_root(monkeypatch):
 
 
 def test_cli_checksum_mismatch(tmp_path, capsys):
-    """A corrupted mirror file: clean error message, exit status 1, nothing left behind."""
+    """A corrupted mirror file: clean error message, exit status 2, nothing left behind."""
     srv = tmp_path / "srv"
     srv.mkdir()
     (srv / "left_adjacency.csv").write_text("0 1\n1 0\n")
@@ -183,7 +188,7 @@ def test_cli_checksum_mismatch(tmp_path, capsys):
     with _serve(srv) as (server, url):
         status = dl.main(["drosophila-left", "--root", str(root), "--base-url", url, "--quiet"])
     err = capsys.readouterr().err
-    assert status == 1
+    assert status == 2
     assert "error: drosophila-left:" in err and "sha256 mismatch" in err
     assert "Traceback" not in err
     assert not list((root / "drosophila").iterdir())
@@ -251,18 +256,80 @@ def test_module_runs_as_script(data_root, tmp_path):
     assert data.load("drosophila-right", root=root).num_nodes == 213
 
 
-@pytest.mark.parametrize("gz_bytes, error, fragment", [
-    (gzip.compress(b"0 1\n1 2\n"), dl.ChecksumError, "sha256 mismatch"),
-    (b"not gzip at all", OSError, "could not decompress"),
+@pytest.mark.parametrize("gz_bytes, error, fragment, left", [
+    (gzip.compress(b"0 1\n1 2\n"), dl.ChecksumError, "sha256 mismatch", ["email-Eu-core.txt.gz"]),
+    (b"not gzip at all", dl.CorruptGzipError, "not a valid gzip file", []),
 ])
-def test_derived_file_failure_leaves_no_partial_file(tmp_path, gz_bytes, error, fragment):
-    """A wrong or undecodable download never becomes the derived file, and no temp file stays."""
+def test_derived_file_failure_leaves_no_partial_file(tmp_path, gz_bytes, error, fragment, left):
+    """A wrong or undecodable download never becomes the derived file, and no temp file stays;
+    an undecodable one is not kept either."""
     srv, root = tmp_path / "srv", tmp_path / "root"
     srv.mkdir()
     (srv / "email-Eu-core.txt.gz").write_bytes(gz_bytes)
-    source = dl.SOURCES["email-eu"][0]
     with _serve(srv) as (server, url):
         with pytest.raises(error, match=fragment):
             dl.download("email-eu", root, base_url=url, progress=False, log=lambda m: None)
-    assert sorted(p.name for p in (root / "email_eu_core").iterdir()) == [
-        pathlib.Path(source.path).name]
+    assert sorted(p.name for p in (root / "email_eu_core").iterdir()) == left
+
+
+# A gzip header, then bytes that are no deflate stream.
+CORRUPT_GZIP = gzip.compress(b"0 1 2\n" * 100)[:10] + b"garbage" * 20
+
+
+def test_cli_corrupt_gzip_is_one_error_line_and_leaves_nothing(tmp_path, capsys):
+    srv, root = tmp_path / "srv", tmp_path / "root"
+    srv.mkdir()
+    (srv / "email-Eu-core-temporal.txt.gz").write_bytes(CORRUPT_GZIP)
+    with _serve(srv) as (server, url):
+        status = dl.main(["email-eu-temporal", "--root", str(root), "--base-url", url,
+                          "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("error: email-eu-temporal: http://")
+    assert "email-Eu-core-temporal.txt.gz: not a valid gzip file (Error -3" in err
+    assert "the download was removed" in err
+    assert list((root / "email_eu_core_temporal").iterdir()) == []
+
+
+@pytest.mark.parametrize("sha256", [True, False], ids=["known-digest", "no-digest"])
+def test_download_cut_short_is_kept_and_resumed(tmp_path, payload, sha256):
+    """The server announces the full length but the connection drops halfway: the part is
+    kept (not trusted, not deleted), and the next run fetches only the rest."""
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv/blob.bin").write_bytes(payload)
+    dest, part = tmp_path / "blob.bin", tmp_path / "blob.bin.part"
+    digest = _sha(payload) if sha256 else None
+    with _serve(tmp_path / "srv", cut_at=100_000) as (server, url):
+        with pytest.raises(OSError, match=r"blob\.bin (interrupted|incomplete).*run again to "
+                                          r"resume from .*blob\.bin\.part"):
+            dl.fetch(f"{url}/blob.bin", dest, digest, progress=False, log=lambda m: None)
+    assert not dest.exists()
+    assert part.read_bytes() == payload[:100_000]
+    with _serve(tmp_path / "srv") as (server, url):
+        dl.fetch(f"{url}/blob.bin", dest, digest, progress=False, log=lambda m: None)
+    assert server.requests == [("/blob.bin", "bytes=100000-")]
+    assert dest.read_bytes() == payload and not part.exists()
+
+
+def test_truncated_gzip_without_length_is_not_renamed_into_place(tmp_path):
+    """No Content-Length to compare: gzip integrity catches the cut, before the rename."""
+    whole = gzip.compress(np.random.default_rng(1).integers(0, 9, 50_000).tobytes())
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv/edges.txt.gz").write_bytes(whole[:-100])
+    dest = tmp_path / "edges.txt.gz"
+    with _serve(tmp_path / "srv", send_length=False) as (server, url):
+        with pytest.raises(OSError, match=r"incomplete .*cut short.*run again to resume"):
+            dl.fetch(f"{url}/edges.txt.gz", dest, None, progress=False, log=lambda m: None)
+    assert not dest.exists()
+    assert (tmp_path / "edges.txt.gz.part").read_bytes() == whole[:-100]
+
+
+def test_gzip_bomb_is_refused_before_it_is_written_out(tmp_path, monkeypatch):
+    srv, root = tmp_path / "srv", tmp_path / "root"
+    srv.mkdir()
+    (srv / "email-Eu-core.txt.gz").write_bytes(gzip.compress(b"0 1\n" * 250_000))  # 1 MB
+    monkeypatch.setattr(dl_parsers, "MAX_DECOMPRESSED_BYTES", 100_000)
+    with _serve(srv) as (server, url):
+        with pytest.raises(dl.CorruptGzipError, match="decompresses to more than 100000 bytes"):
+            dl.download("email-eu", root, base_url=url, progress=False, log=lambda m: None)
+    assert list((root / "email_eu_core").iterdir()) == []

@@ -1,11 +1,16 @@
 """sparsegnn_jax.data parsers: edge lists, label files, dense adjacency, Planetoid."""
+import builtins
 import gzip
+import os
+import pickle
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 from sparsegnn_jax import data
+from sparsegnn_jax.data import parsers
 
 # ----------------------------------------------------------------------------- parsers
 
@@ -106,6 +111,31 @@ def test_bad_gzip(tmp_path):
     path = _write(tmp_path, "fake.txt.gz", "1 2 3\n")
     with pytest.raises(ValueError, match=r"fake\.txt\.gz: not a valid gzip"):
         data.parse_edge_list(path)
+
+
+# A gzip header, then bytes that are no deflate stream: zlib.error, not an OSError, inside.
+CORRUPT_GZIP = gzip.compress(b"1 2 3\n" * 100)[:10] + b"garbage" * 20
+
+
+def test_corrupt_gzip_data_after_a_valid_header(tmp_path):
+    path = _write(tmp_path, "corrupt.txt.gz", CORRUPT_GZIP)
+    with pytest.raises(parsers.CorruptGzipError,
+                       match=r"corrupt\.txt\.gz: not a valid gzip file \(Error -3 ") as err:
+        data.parse_edge_list(path)
+    assert not err.value.truncated
+    cut = _write(tmp_path, "cut.txt.gz", gzip.compress(b"1 2 3\n" * 100)[:-12])
+    with pytest.raises(parsers.CorruptGzipError, match=r"cut\.txt\.gz: .*cut short") as err:
+        data.parse_edge_list(cut)
+    assert err.value.truncated
+
+
+def test_decompressed_size_is_capped(tmp_path, monkeypatch):
+    path = _write(tmp_path, "bomb.txt.gz", b"1 2 3\n" * 20_000, gz=True)  # 120 kB from ~300 B
+    monkeypatch.setattr(parsers, "MAX_DECOMPRESSED_BYTES", 100_000)
+    with pytest.raises(parsers.CorruptGzipError,
+                       match=r"bomb\.txt\.gz: decompresses to more than 100000 bytes"):
+        data.parse_edge_list(path)
+    assert len(b"".join(parsers.gunzip_chunks(path, max_bytes=120_000))) == 120_000
 
 
 def test_parse_node_labels(tmp_path):
@@ -223,3 +253,61 @@ def test_planetoid_missing_and_corrupt(tmp_path):
     (tmp_path / "ind.toy.graph").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match=r"ind\.toy\.graph: not a readable Planetoid pickle"):
         data.load_planetoid(tmp_path, "toy")
+
+
+class _Payload:
+    """Pickles as a call of ``func(*args)``: what a crafted Planetoid file would hold."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("func, args, shown", [
+    (os.system, ("touch {marker}",), f"{os.system.__module__}.system"),
+    # Protocol 2 spells the builtins module the Python-2 way.
+    (builtins.exec, ("open({marker!r}, 'w').close()",), "__builtin__.exec"),
+])
+def test_malicious_planetoid_pickle_runs_nothing(tmp_path, func, args, shown):
+    marker = tmp_path / "marker"
+    _write_planetoid(tmp_path, "toy")
+    payload = pickle.dumps(_Payload(func, *(a.format(marker=str(marker)) for a in args)),
+                           protocol=2)
+    # The payload is live: plain pickle runs it.
+    pickle.loads(payload)
+    assert marker.exists()
+    marker.unlink()
+    (tmp_path / "ind.toy.x").write_bytes(payload)
+    with pytest.raises(parsers.UnsafePickleError) as err:
+        data.load_planetoid(tmp_path, "toy")
+    assert not marker.exists()
+    assert str(err.value).startswith(f"{tmp_path / 'ind.toy.x'}: refusing to load {shown}: ")
+
+
+def test_planetoid_pickle_of_the_wrong_kind(tmp_path):
+    """Allowed globals only, but a list where an array belongs: named, not a traceback."""
+    _write_planetoid(tmp_path, "toy")
+    (tmp_path / "ind.toy.tx").write_bytes(pickle.dumps({0: [1]}, protocol=2))
+    with pytest.raises(ValueError, match=r"ind\.toy\.tx: holds a dict, expected an array"):
+        data.load_planetoid(tmp_path, "toy")
+
+
+@pytest.mark.parametrize("name", ["cora", "citeseer"])
+def test_restricted_unpickler_reads_every_real_planetoid_file(data_root, name):
+    """The allow-list is enough for the published files, and reads them as pickle does."""
+    for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
+        path = data_root / "planetoid" / f"ind.{name}.{part}"
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # scipy's old module paths
+            trusted = pickle.load(f, encoding="latin1")  # published files: known digests
+        ours = parsers.load_pickle(path)
+        assert type(ours) is type(trusted)
+        if part == "graph":
+            assert ours == trusted
+        else:
+            a = ours.toarray() if hasattr(ours, "toarray") else ours
+            b = trusted.toarray() if hasattr(trusted, "toarray") else trusted
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
