@@ -257,9 +257,11 @@ def test_module_runs_as_script(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("gz_bytes, error, fragment, left", [
-    (gzip.compress(b"0 1\n1 2\n"), dl.ChecksumError, "sha256 mismatch", ["email-Eu-core.txt.gz"]),
+    # mtime=0: the same bytes in every process (pytest-xdist workers must collect equal ids)
+    (gzip.compress(b"0 1\n1 2\n", mtime=0), dl.ChecksumError, "sha256 mismatch",
+     ["email-Eu-core.txt.gz"]),
     (b"not gzip at all", dl.CorruptGzipError, "not a valid gzip file", []),
-])
+], ids=["valid-gzip-wrong-digest", "not-gzip"])
 def test_derived_file_failure_leaves_no_partial_file(tmp_path, gz_bytes, error, fragment, left):
     """A wrong or undecodable download never becomes the derived file, and no temp file stays;
     an undecodable one is not kept either."""
