@@ -634,5 +634,7 @@ def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path,
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"warning: checkpoint {ckpt_dir(tmp_path, 'node', args)}"
                            "/step_00000002 is unreadable (ValueError: ")
-    assert line.endswith("; using step 1 instead") and len(line) < 400
+    assert line.endswith("; using step 1 instead")
+    # One short line, not the storage layer's dump: bounded apart from the paths it names.
+    assert len(line.replace(str(tmp_path), "")) < 300
     assert _metrics(results(tmp_path, "node", args)) == _metrics(first)
