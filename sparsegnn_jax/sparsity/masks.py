@@ -15,7 +15,7 @@ be built inside ``jax.vmap`` over sparsity levels. Selection is exact (:func:`to
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,8 @@ __all__ = [
     "apply",
     "sparsity",
     "layer_sparsity",
+    "ParamSparsity",
+    "param_sparsity",
     "keep_count",
     "topk_mask",
     "drop",
@@ -269,20 +271,42 @@ def _maybe_float(x):
     return float(x) if is_concrete(x) else x
 
 
+def _prunable_mask_leaves(masks: PyTree, filter_fn, caller: str):
+    """``(path, leaf)`` of the prunable leaves of a mask pytree, all of them checked to be bool.
+
+    Raises:
+      TypeError: naming the first non-bool leaf (a parameter pytree passed as masks).
+    """
+    paths, leaves, _ = flatten_with_paths(as_pure(masks))
+    flags = prunable_flags(paths, leaves, filter_fn)
+    chosen = [(p, m) for p, m, f in zip(paths, leaves, flags) if f]
+    for path, m in chosen:
+        dtype = jnp.result_type(m)
+        if dtype != jnp.bool_:
+            raise TypeError(
+                f"masks.{caller}: expects a bool mask pytree, but leaf {path!r} has dtype "
+                f"{dtype}; to count the zeros of parameters use "
+                f"sparsegnn_jax.masks.param_sparsity(params)")
+    return chosen
+
+
 def sparsity(masks: PyTree, filter_fn: FilterFn | None = None):
     """Global sparsity (fraction of False) over the prunable leaves of a mask pytree.
 
+    Also exported as ``sparsegnn_jax.mask_sparsity``.
+
     Args:
-      masks: bool mask pytree.
+      masks: bool mask pytree (NNX Variable boxes are ignored).
       filter_fn: chooses prunable leaves; it sees the mask leaves (same paths and shapes as
         the params). Default :func:`default_filter`.
 
     Returns:
       A Python float (a jnp scalar when traced); 0.0 when nothing is prunable.
+
+    Raises:
+      TypeError: when a prunable leaf is not bool (e.g. parameters: use :func:`param_sparsity`).
     """
-    paths, leaves, _ = flatten_with_paths(masks)
-    flags = prunable_flags(paths, leaves, filter_fn)
-    chosen = [m for m, f in zip(leaves, flags) if f]
+    chosen = [m for _, m in _prunable_mask_leaves(masks, filter_fn, "sparsity")]
     total = sum(int(np.size(m)) for m in chosen)
     if total == 0:
         return 0.0
@@ -299,13 +323,53 @@ def layer_sparsity(masks: PyTree, filter_fn: FilterFn | None = None) -> dict:
 
     Returns:
       ``{path: sparsity}`` as Python floats (jnp scalars when traced), in flattening order.
+
+    Raises:
+      TypeError: when a prunable leaf is not bool (e.g. parameters: use :func:`param_sparsity`).
     """
-    paths, leaves, _ = flatten_with_paths(masks)
-    flags = prunable_flags(paths, leaves, filter_fn)
     out = {}
-    for p, m, f in zip(paths, leaves, flags):
-        if f:
-            n = int(np.size(m))
-            nnz = jnp.sum(jnp.asarray(m), dtype=jnp.int32)
-            out[p] = _maybe_float(1.0 - nnz / n) if n else 0.0
+    for p, m in _prunable_mask_leaves(masks, filter_fn, "layer_sparsity"):
+        n = int(np.size(m))
+        nnz = jnp.sum(jnp.asarray(m), dtype=jnp.int32)
+        out[p] = _maybe_float(1.0 - nnz / n) if n else 0.0
     return out
+
+
+class ParamSparsity(NamedTuple):
+    """Zeros counted in parameters (see :func:`param_sparsity`).
+
+    Attributes:
+      total: fraction of exact zeros over the prunable leaves (0.0 when there are none).
+      per_layer: ``{path: fraction of exact zeros}`` per prunable leaf, in flattening order.
+      nonzero: ``{path: number of non-zero entries}`` per prunable leaf.
+      size: total number of entries of the prunable leaves.
+    """
+
+    total: float
+    per_layer: dict
+    nonzero: dict
+    size: int
+
+
+def param_sparsity(params: PyTree, filter_fn: FilterFn | None = None) -> ParamSparsity:
+    """Counts the exact zeros of the prunable leaves of a parameter pytree.
+
+    Unlike :func:`sparsity`, which reads masks, this reads the weights themselves: it tells
+    whether trained parameters really are sparse.
+
+    Args:
+      params: any parameter pytree (NNX ``State``, Linen dict, plain dict); concrete values.
+      filter_fn: chooses prunable leaves (default :func:`default_filter`).
+
+    Returns:
+      A :class:`ParamSparsity` of Python numbers.
+    """
+    paths, leaves, _ = flatten_with_paths(as_pure(params))
+    flags = prunable_flags(paths, leaves, filter_fn)
+    nonzero = {p: int(np.count_nonzero(np.asarray(x))) for p, x, f in zip(paths, leaves, flags)
+               if f}
+    sizes = {p: int(np.size(x)) for p, x, f in zip(paths, leaves, flags) if f}
+    size = sum(sizes.values())
+    per_layer = {p: (1.0 - nonzero[p] / sizes[p]) if sizes[p] else 0.0 for p in sizes}
+    total = 1.0 - sum(nonzero.values()) / size if size else 0.0
+    return ParamSparsity(total, per_layer, nonzero, size)

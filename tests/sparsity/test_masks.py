@@ -547,6 +547,26 @@ def test_sparsity_and_layer_sparsity_hand_values():
     assert float(jax.jit(masks.sparsity)(m)) == pytest.approx(0.5)
 
 
+def test_mask_sparsity_rejects_float_params_and_param_sparsity_counts_zeros():
+    params = {"w": jnp.zeros((4, 5)).at[0, 0].set(1.5).at[2, 3].set(-1.0),  # 2 of 20
+              "v": jnp.zeros((3, 3)).at[0, 0].set(-2.0),  # 1 of 9
+              "bias": jnp.zeros(5)}
+    for fn in (masks.sparsity, masks.layer_sparsity):
+        with pytest.raises(TypeError, match=r"leaf 'v' has dtype float32.*param_sparsity"):
+            fn(params)
+    summary = masks.param_sparsity(params)
+    assert summary.nonzero == {"v": 1, "w": 2}
+    assert summary.size == 29
+    assert summary.per_layer == {"v": pytest.approx(8 / 9), "w": pytest.approx(18 / 20)}
+    assert summary.total == pytest.approx(1 - 3 / 29)
+    # Masked params of an NNX model: zeros counted from the weights agree with the masks.
+    nparams = nnx_params()
+    m = masks.init(jax.random.key(1), nparams, 0.75)
+    summary = masks.param_sparsity(masks.apply(nparams, m))
+    assert summary.total == pytest.approx(masks.sparsity(m))
+    assert summary.per_layer == pytest.approx(masks.layer_sparsity(m))
+
+
 def test_magnitude_masks_tree_and_path_dict_counts():
     params = dict_model()
     c = distributions.keep_counts(params, 0.75)
