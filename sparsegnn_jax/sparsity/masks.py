@@ -30,6 +30,7 @@ from sparsegnn_jax.sparsity.trees import (
     check_same_structure,
     default_filter,
     flatten_with_paths,
+    leaf_paths,
     path_str,
     prunable,
     prunable_flags,
@@ -179,8 +180,8 @@ def _counts_leaves(counts, paths, treedef, flags, sizes):
 
 
 def init(
-    key,
-    params: PyTree,
+    key=None,
+    params: PyTree = None,
     sparsity=0.9,
     distribution="uniform",
     scores="random",
@@ -192,7 +193,8 @@ def init(
     and each prunable layer keeps exactly ``keep_count(size, density)`` weights (at least one).
 
     Args:
-      key: a JAX PRNG key (or an int seed) for ``scores="random"``.
+      key: a JAX PRNG key (typed or raw, or an int seed); only ``scores="random"`` uses it, so
+        it may be None otherwise (``init(params=..., scores=...)``).
       params: any parameter pytree.
       sparsity: target fraction of zeros in ``[0, 1)``; may be traced for the ``"uniform"``
         and ``"uniform_dense_first"`` distributions (e.g. ``jax.vmap`` over a sparsity grid).
@@ -201,16 +203,20 @@ def init(
       scores: ``"random"`` (a uniformly random subset per layer: leaf ``i`` in flattening
         order keeps the top-k of ``jax.random.uniform(jax.random.split(key, n_leaves)[i])``),
         ``"magnitude"`` (keep the largest ``|w|``), or a pytree of score arrays with the
-        structure of ``params``.
+        structure of ``params`` (matched by layer path: an ``nnx.State``, its
+        ``nnx.as_pure`` or ``nnx.to_pure_dict`` form are interchangeable).
       filter_fn: chooses prunable leaves (default :func:`default_filter`).
 
     Returns:
       A bool mask pytree with the structure of ``params``; non-prunable leaves all True.
 
     Raises:
-      ValueError: on an invalid sparsity or distribution (see ``distributions``), an unknown
-        ``scores`` name, or a scores pytree whose structure differs from ``params``.
+      ValueError: on missing ``params``, ``scores="random"`` without a key, an invalid
+        sparsity or distribution (see ``distributions``), an unknown ``scores`` name, or a
+        scores pytree whose structure differs from ``params``.
     """
+    if params is None:
+        raise ValueError("masks.init: `params` is required")
     counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
     treedef = jax.tree.structure(params)
     flags = tuple(jax.tree.leaves(prunable(params, filter_fn)))
@@ -219,13 +225,19 @@ def init(
             raise ValueError(
                 f"scores must be 'random', 'magnitude' or a pytree of arrays, got {scores!r}"
             )
+        if scores == "random" and key is None:
+            raise ValueError("masks.init: scores='random' needs a `key` (a PRNG key or an int "
+                             "seed); pass scores='magnitude' or a scores pytree to go without")
         return _initial_masks(_as_key(key), params, counts, None, flags=flags, mode=scores)
-    if jax.tree.structure(scores) != treedef:
+    # Leaves are matched by layer path, so NNX boxes (or an nnx.State vs its pure dict) on
+    # either side do not matter.
+    if leaf_paths(scores) != leaf_paths(params):
         raise ValueError(
             "scores tree structure does not match params:\n"
             f"  params: {treedef}\n  scores: {jax.tree.structure(scores)}"
         )
-    return _initial_masks(_as_key(key), params, counts, scores, flags=flags, mode="given")
+    scores = jax.tree.unflatten(treedef, jax.tree.leaves(scores))
+    return _initial_masks(None, params, counts, scores, flags=flags, mode="given")
 
 
 def _as_key(key):

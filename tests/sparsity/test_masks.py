@@ -471,6 +471,23 @@ def test_init_magnitude_scores_keep_largest():
     np.testing.assert_array_equal(m["w"], [[False, True, True], [True, False, False]])
 
 
+def test_init_given_scores_on_nnx_state_needs_no_key():
+    nparams = nnx_params()
+    pure_scores = jax.tree.map(jnp.abs, nnx.to_pure_dict(nparams))
+    # Pure-dict scores for an NNX State (and NNX-boxed scores for a pure dict), no key.
+    m = masks.init(params=nparams, sparsity=0.75, scores=pure_scores)
+    m_pure = masks.init(None, nnx.to_pure_dict(nparams), 0.75,
+                        scores=jax.tree.map(jnp.abs, nparams))
+    expected = masks.init(0, nparams, 0.75, scores="magnitude")
+    for a, b, c in zip(jax.tree.leaves(m), jax.tree.leaves(m_pure), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    kernel = np.abs(np.asarray(nparams["l0"]["kernel"][...]))
+    np.testing.assert_array_equal(m["l0"]["kernel"][...], np_topk(kernel, np_keep(64 * 256, 0.25)))
+    with pytest.raises(ValueError, match="needs a `key`"):
+        masks.init(params=nparams, sparsity=0.75)
+
+
 def test_init_random_is_reproducible_and_key_dependent():
     p = dict_model()
     a = masks.init(jax.random.key(3), p, 0.5)
