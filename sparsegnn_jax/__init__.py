@@ -34,13 +34,16 @@ from sparsegnn_jax.sparsity import (
     get_masks,
     get_trace,
     gradual_magnitude,
+    mask_sparsity,
     masks,
     one_shot,
+    param_sparsity,
     registry,
     rigl,
     schedules,
     set_,
     slr,
+    sparse_evolutionary,
     sparsifier,
     static_sparse,
 )
@@ -49,7 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "admm", "baselines", "checkpoint", "config", "data", "dense", "distributions", "features",
-    "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "masks", "metrics",
-    "models", "one_shot", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
-    "sparsifier", "static_sparse", "sweeps", "tasks", "train", "walks",
+    "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "mask_sparsity", "masks",
+    "metrics", "models", "one_shot", "param_sparsity", "registry", "report", "rigl", "runs",
+    "schedules", "set_", "slr", "sparse_evolutionary", "sparsifier", "static_sparse", "sweeps",
+    "tasks", "train", "walks",
 ]

@@ -127,11 +127,14 @@ def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
                 scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="rigl")
 
 
-def set_(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,
-         drop_fraction=0.3, end_step: Optional[int] = None, distribution="uniform",
-         scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
-         key=None) -> optax.GradientTransformationExtraArgs:
-    """SET: drop by magnitude, regrow at random (from the state's key).
+def sparse_evolutionary(inner: optax.GradientTransformation, sparsity=0.9,
+                        update_every: int = 100, drop_fraction=0.3,
+                        end_step: Optional[int] = None, distribution="uniform",
+                        scores: str = "random", filter_fn: Optional[Callable] = None,
+                        seed: int = 0, key=None) -> optax.GradientTransformationExtraArgs:
+    """SET (sparse evolutionary training): drop by magnitude, regrow at random.
+
+    Also available as ``set_`` (its former name) and, in the registry, as ``"set"``.
 
     Same schedule and invariants as :func:`rigl`; grown positions are the top-``n`` of uniform
     random scores among inactive weights, drawn from a key split off the state's key at each mask
@@ -148,4 +151,8 @@ def set_(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
     """
     return _dst(inner, regrow="random", sparsity=sparsity, update_every=update_every,
                 drop_fraction=drop_fraction, end_step=end_step, distribution=distribution,
-                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="set_")
+                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="sparse_evolutionary")
+
+
+#: Former name of :func:`sparse_evolutionary`.
+set_ = sparse_evolutionary
