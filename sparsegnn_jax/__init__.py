@@ -30,7 +30,9 @@ from sparsegnn_jax import (
 from sparsegnn_jax.sparsity import (
     admm,
     dense,
+    MaskContext,
     distributions,
+    drop_grow,
     get_masks,
     get_trace,
     gradual_magnitude,
@@ -44,6 +46,7 @@ from sparsegnn_jax.sparsity import (
     set_,
     slr,
     sparse_evolutionary,
+    sparse_method,
     sparsifier,
     static_sparse,
 )
@@ -51,9 +54,10 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "admm", "baselines", "checkpoint", "config", "data", "dense", "distributions", "features",
-    "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "mask_sparsity", "masks",
-    "metrics", "models", "one_shot", "param_sparsity", "registry", "report", "rigl", "runs",
-    "schedules", "set_", "slr", "sparse_evolutionary", "sparsifier", "static_sparse", "sweeps",
-    "tasks", "train", "walks",
+    "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
+    "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
+    "gradual_magnitude", "graphs", "mask_sparsity", "masks", "metrics", "models", "one_shot",
+    "param_sparsity", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
+    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "sweeps", "tasks",
+    "train", "walks",
 ]

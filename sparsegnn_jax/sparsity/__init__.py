@@ -13,15 +13,18 @@ The package itself is not callable: ``sparsity(masks)`` raises a ``TypeError`` n
 Modules: ``masks`` (mask pytrees), ``distributions`` (per-layer sparsities), ``schedules``,
 ``topk`` (exact top-k, drop and grow on one array), ``trees`` (layer paths, prunable filters,
 pure views, structure checks), ``validation`` (argument checks), ``transform`` (the optax
-transformation every method is built from, with its extension point ``transform.Rule``), and one
-module per method family: ``pruning``, ``dst``, ``admm``.
+transformation every method is built from), ``custom`` (:func:`sparse_method`, the public way to
+write a new method from two rules on pytrees, see its contract), and one module per method
+family: ``pruning``, ``dst`` (with :func:`drop_grow`, RigL's and SET's update on pytrees),
+``admm``.
 """
 import sys
 import types
 
 from sparsegnn_jax.sparsity import distributions, masks, schedules
 from sparsegnn_jax.sparsity.admm import AdmmState, SlrState, admm, slr
-from sparsegnn_jax.sparsity.dst import rigl, set_, sparse_evolutionary
+from sparsegnn_jax.sparsity.custom import MaskContext, sparse_method
+from sparsegnn_jax.sparsity.dst import drop_grow, rigl, set_, sparse_evolutionary
 from sparsegnn_jax.sparsity.masks import ParamSparsity, param_sparsity
 from sparsegnn_jax.sparsity.masks import sparsity as mask_sparsity
 from sparsegnn_jax.sparsity.pruning import (
@@ -41,10 +44,11 @@ from sparsegnn_jax.sparsity.transform import (
 )
 
 __all__ = [
-    "AdmmState", "GmpState", "METHODS", "ParamSparsity", "SlrState", "SparsityState",
-    "SparsityTrace", "admm", "dense", "distributions", "find_state", "get_masks", "get_trace",
-    "gradual_magnitude", "mask_sparsity", "masks", "one_shot", "param_sparsity", "rigl",
-    "schedules", "set_", "slr", "sparse_evolutionary", "sparsifier", "static_sparse",
+    "AdmmState", "GmpState", "METHODS", "MaskContext", "ParamSparsity", "SlrState",
+    "SparsityState", "SparsityTrace", "admm", "dense", "distributions", "drop_grow",
+    "find_state", "get_masks", "get_trace", "gradual_magnitude", "mask_sparsity", "masks",
+    "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr", "sparse_evolutionary",
+    "sparse_method", "sparsifier", "static_sparse",
 ]
 
 

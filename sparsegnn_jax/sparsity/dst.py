@@ -54,6 +54,30 @@ def swap(mask, weights, scores, fraction):
     return kept | grown
 
 
+def drop_grow(masks, params, grow_scores, fraction, prunable=None):
+    """RigL's and SET's mask update on whole pytrees: per prunable leaf, :func:`swap`.
+
+    Each prunable layer drops its ``n = min(floor(fraction * active), inactive)``
+    smallest-|w| active weights and grows the ``n`` highest-scoring weights among those inactive
+    before the call, so its count is unchanged and the two sets are disjoint.
+
+    Args:
+      masks: bool masks with the params' structure.
+      params: the weights (ranks the active entries by magnitude).
+      grow_scores: scores with the params' structure (``|grad|`` for RigL, random for SET).
+      fraction: fraction of each layer's active weights to swap (a float or traced scalar).
+      prunable: Python bools with the params' structure (``sg.masks.prunable(params,
+        filter_fn)``); None: ``sg.masks.prunable(params)``, the leaves with ``ndim >= 2``.
+
+    Returns:
+      The new bool masks, with the structure of ``masks``.
+    """
+    if prunable is None:
+        prunable = masks_lib.prunable(params)
+    return jax.tree.map(lambda m, x, s, p: swap(m, x, s, fraction) if p else m,
+                        masks, params, grow_scores, prunable)
+
+
 def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step, distribution,
          scores, filter_fn, seed, key, name) -> optax.GradientTransformationExtraArgs:
     check_sparsity(sparsity)
@@ -75,8 +99,7 @@ def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step,
             else:
                 key, sub = jax.random.split(ctx.key)
                 grow_scores = masks_lib.random_scores(sub, ctx.params)
-            new = jax.tree.map(lambda m, x, s, p: swap(m, x, s, fraction) if p else m,
-                               ctx.masks, ctx.params, grow_scores, ctx.prunable)
+            new = drop_grow(ctx.masks, ctx.params, grow_scores, fraction, ctx.prunable)
             return new, key
 
         new, key = jax.lax.cond(is_update(ctx.step), update, lambda: (ctx.masks, ctx.key))

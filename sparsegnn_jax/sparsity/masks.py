@@ -26,11 +26,11 @@ from sparsegnn_jax.sparsity.topk import drop, grow, keep_count, topk_mask
 from sparsegnn_jax.sparsity.trees import (
     FilterFn,
     PyTree,
+    align_to,
     as_pure,
     check_same_structure,
     default_filter,
     flatten_with_paths,
-    leaf_paths,
     path_str,
     prunable,
     prunable_flags,
@@ -89,13 +89,15 @@ def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
     """Per prunable leaf the mask of its ``count`` highest scores; all True elsewhere.
 
     Args:
-      scores: score arrays with the params' structure.
+      scores: score arrays with the params' structure (matched by layer path: NNX Variable
+        boxes or an ``nnx.to_pure_dict`` form do not matter).
       counts: keep counts (ints, possibly traced) with the params' structure.
       prunable_tree: Python bools with the params' structure (:func:`prunable`).
 
     Returns:
-      A bool mask pytree with the structure of ``scores``.
+      A bool mask pytree with the structure of ``prunable_tree``.
     """
+    scores = align_to(scores, prunable_tree, "scores")
     return jax.tree.map(
         lambda s, k, p: topk_mask(s, k) if p else jnp.ones(jnp.shape(s), bool),
         scores, counts, prunable_tree)
@@ -229,14 +231,7 @@ def init(
             raise ValueError("masks.init: scores='random' needs a `key` (a PRNG key or an int "
                              "seed); pass scores='magnitude' or a scores pytree to go without")
         return _initial_masks(_as_key(key), params, counts, None, flags=flags, mode=scores)
-    # Leaves are matched by layer path, so NNX boxes (or an nnx.State vs its pure dict) on
-    # either side do not matter.
-    if leaf_paths(scores) != leaf_paths(params):
-        raise ValueError(
-            "scores tree structure does not match params:\n"
-            f"  params: {treedef}\n  scores: {jax.tree.structure(scores)}"
-        )
-    scores = jax.tree.unflatten(treedef, jax.tree.leaves(scores))
+    scores = align_to(scores, params, "scores")
     return _initial_masks(None, params, counts, scores, flags=flags, mode="given")
 
 

@@ -1,4 +1,8 @@
-"""The optax transformation behind every sparsity method, and its extension point (:class:`Rule`).
+"""The optax transformation behind every sparsity method, built from a :class:`Rule`.
+
+New methods are best written with :func:`sparsegnn_jax.sparse_method` (module ``custom``),
+whose rules see one documented context; :class:`Rule` is the lower-level form the built-in
+methods use (gradient edits, method-specific state).
 
 Every method is the same optax transformation with a different *rule*: a rule decides the initial
 masks, optionally edits the gradients (ADMM / SLR penalties) and, under ``lax.cond``, decides the
