@@ -17,7 +17,7 @@ from sparsegnn_jax.sparsity import schedules as schedules_lib
 from sparsegnn_jax.sparsity import transform
 from sparsegnn_jax.sparsity.topk import drop, keep_count
 from sparsegnn_jax.sparsity.trees import align_to, leaf_paths, prunable
-from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
+from sparsegnn_jax.sparsity.validation import check_sparsity, check_step, is_concrete
 
 
 class GmpState(NamedTuple):
@@ -192,7 +192,7 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
     check_step(begin_step, "begin_step")
     check_step(end_step, "end_step")
     check_step(every, "every", positive=True)
-    if end_step < begin_step:
+    if is_concrete(end_step) and is_concrete(begin_step) and end_step < begin_step:
         raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
 
     def init_extra(params, counts, prunable_tree):

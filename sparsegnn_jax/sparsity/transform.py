@@ -29,6 +29,7 @@ import optax
 from sparsegnn_jax.sparsity import distributions
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity.trees import as_pure, leaf_paths, prunable
+from sparsegnn_jax.sparsity.validation import raise_if
 
 __all__ = [
     "SparsityTrace",
@@ -43,6 +44,7 @@ __all__ = [
     "init_dense",
     "init_masks_by",
     "keep_counts_fn",
+    "KeepCounts",
 ]
 
 
@@ -174,19 +176,34 @@ def init_masks_by(scores: str) -> Callable:
     return init_masks
 
 
-def keep_counts_fn(sparsity, distribution, filter_fn) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class KeepCounts:
     """A ``counts_fn`` for :func:`sparse_transform`: ``distributions.keep_counts`` as int32.
 
-    Returns:
-      ``params -> int32 keep counts`` (a pytree with the params' structure); the sparsity may be
-      traced.
+    Calling it maps ``params`` to int32 keep counts (a pytree with the params' structure); the
+    sparsity may be traced. When the sparsity is a JAX array (an ``optax.inject_hyperparams``
+    hyperparameter), every ``update`` recomputes the counts and fails loudly when they differ
+    from the state's: keep counts are fixed at ``init``.
     """
 
-    def counts_fn(params):
-        counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
+    sparsity: Any
+    distribution: Any
+    filter_fn: Optional[Callable]
+
+    @property
+    def may_change(self) -> bool:
+        """Whether the sparsity is an array, which ``inject_hyperparams`` may change."""
+        return isinstance(self.sparsity, jax.Array)
+
+    def __call__(self, params):
+        counts = distributions.keep_counts(params, self.sparsity, self.distribution,
+                                           self.filter_fn)
         return jax.tree.map(lambda c: jnp.asarray(c, jnp.int32), counts)
 
-    return counts_fn
+
+def keep_counts_fn(sparsity, distribution, filter_fn) -> KeepCounts:
+    """The :class:`KeepCounts` of ``sparsity`` under ``distribution`` and ``filter_fn``."""
+    return KeepCounts(sparsity, distribution, filter_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +269,14 @@ def _zero_where(x, where):
     return jnp.where(where, jnp.zeros_like(x), x)
 
 
+def _check_counts_unchanged(counts, stored, name: str) -> None:
+    changed = jnp.any(jnp.stack([jnp.any(c != s) for c, s in
+                                 zip(jax.tree.leaves(counts), jax.tree.leaves(stored))]))
+    raise_if(changed, f"{name}: the sparsity changed after init (e.g. an injected "
+                      f"hyperparameter): keep counts are fixed when the state is created; "
+                      f"call tx.init again (or start a new method) to train at another sparsity")
+
+
 def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_fn: Callable,
                      filter_fn=None, key: jax.Array,
                      name: str = "sparsity") -> optax.GradientTransformationExtraArgs:
@@ -263,7 +288,8 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         do; ``optax.masked`` with a callable mask does not).
       rule: the method's mask rule.
       counts_fn: ``params -> int32 keep counts`` (a pytree with the params' structure), called
-        in ``init``, where the sparsity may be traced (``jax.vmap`` of ``init`` over sparsities).
+        in ``init``, where the sparsity may be traced (``jax.vmap`` of ``init`` over sparsities);
+        a :class:`KeepCounts` whose ``may_change`` is also checked at every ``update``.
       filter_fn: which leaves are prunable (``trees.default_filter`` when None).
       key: raw PRNG key stored in the state.
       name: method name used in error messages.
@@ -305,6 +331,8 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
 
         old = like_params(state.masks)
         prunable_tree = prunable(params, filter_fn)
+        if getattr(counts_fn, "may_change", False):
+            _check_counts_unchanged(counts_fn(params), like_params(state.keep_counts), name)
         ctx = StepContext(state.count, like_params(updates), params, old,
                           like_params(state.keep_counts), prunable_tree, state.key, state.extra,
                           extra_args)

@@ -160,6 +160,39 @@ def test_inject_hyperparams_inner_and_outer():
     _, state = _check_container(outer)
 
 
+def test_inject_hyperparams_of_every_changeable_argument():
+    params = make_params()
+    kw = dict(sparsity=0.8, update_every=2, drop_fraction=0.3, end_step=6, seed=1)
+    injected = optax.inject_hyperparams(sp.rigl)(optax.sgd(0.1, momentum=0.9), **kw)
+    history, state = train(injected, params, 7)
+    _, plain = train(sp.rigl(optax.sgd(0.1, momentum=0.9), **kw), params, 7)
+    for a, b in zip(jax.tree.leaves(sp.get_masks(state)), jax.tree.leaves(sp.get_masks(plain))):
+        np.testing.assert_array_equal(a, b)
+    assert int(sp.get_trace(state).mask_updates) == 3
+    assert_exactly_masked(history[-1], sp.get_masks(state))
+    # Steps and fractions change during training: no mask update once update_every is 100.
+    state.hyperparams["update_every"] = jnp.asarray(100)
+    update = jax.jit(injected.update)
+    p = history[-1]
+    for _ in range(3):
+        updates, state = update(jax.tree.map(jnp.ones_like, p), state, p)
+        p = optax.apply_updates(p, updates)
+    assert int(sp.get_trace(state).mask_updates) == 3
+    # The sparsity cannot change after init: it fails loudly, eagerly and under jit.
+    state.hyperparams["sparsity"] = jnp.asarray(0.5)
+    with pytest.raises(ValueError, match="the sparsity changed after init"):
+        injected.update(jax.tree.map(jnp.ones_like, p), state, p)
+    with pytest.raises(Exception, match="the sparsity changed after init"):
+        jax.block_until_ready(update(jax.tree.map(jnp.ones_like, p), state, p))
+    # Gradual magnitude pruning's steps (compared in Python before) can be injected too.
+    gmp_kw = dict(sparsity=0.8, begin_step=1, end_step=4, every=1)
+    _, gmp = train(optax.inject_hyperparams(sp.gradual_magnitude)(optax.sgd(0.1), **gmp_kw),
+                   params, 6)
+    _, gmp_plain = train(sp.gradual_magnitude(optax.sgd(0.1), **gmp_kw), params, 6)
+    for a, b in zip(jax.tree.leaves(sp.get_masks(gmp)), jax.tree.leaves(sp.get_masks(gmp_plain))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_get_masks_errors_without_a_sparsity_state():
     with pytest.raises(ValueError, match="no sparsity method state"):
         sp.get_masks(optax.adam(1e-3).init(make_params()))
