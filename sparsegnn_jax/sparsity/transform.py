@@ -244,9 +244,72 @@ def get_masks(state):
     return find_state(state).masks
 
 
-def get_trace(state) -> SparsityTrace:
-    """The :class:`SparsityTrace` of a sparsity method (see :func:`find_state` for ``state``)."""
-    return find_state(state).trace
+def get_trace(state, every_k: Optional[int] = None) -> SparsityTrace:
+    """The :class:`SparsityTrace` of a sparsity method: what the run computed.
+
+    Inside ``optax.MultiSteps(tx, every_k_schedule=k)`` the method's ``update`` runs once per
+    ``k`` mini-batches, each of which had its forward and backward pass at the masks then in
+    force; with ``every_k=k`` the returned trace counts those mini-batches (steps and
+    per-layer density sums times ``k``, plus the mini-batches accumulated since the last
+    update at the current masks; each RigL mask update needed the dense gradient of all ``k``).
+
+    Args:
+      state: as in :func:`find_state`.
+      every_k: ``k`` of the enclosing ``optax.MultiSteps`` (a positive int); required when the
+        method is inside one, rejected otherwise.
+
+    Returns:
+      The trace (counting mini-batches inside ``optax.MultiSteps``).
+
+    Raises:
+      ValueError: when the method is inside ``optax.MultiSteps`` and ``every_k`` is missing or
+        not a positive int, or when ``every_k`` is given without ``optax.MultiSteps``.
+    """
+    found = find_state(state)
+    multi = _enclosing_multi_steps(state)
+    if multi is None:
+        if every_k is not None:
+            raise ValueError("get_trace: `every_k` is given but the sparsity method is not "
+                             "inside optax.MultiSteps")
+        return found.trace
+    if every_k is None:
+        raise ValueError("get_trace: the sparsity method runs inside optax.MultiSteps, so its "
+                         "trace holds one step per k mini-batches; pass get_trace(state, "
+                         "every_k=k) to count every mini-batch that was computed")
+    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+        raise ValueError(f"get_trace: `every_k` must be a positive int (MultiSteps' constant "
+                         f"every_k_schedule), got {every_k!r}")
+    trace, partial = found.trace, jnp.asarray(as_pure(multi.mini_step), jnp.int32)
+    current = _densities_by_path(found.masks, trace.density_steps)
+    return SparsityTrace(
+        steps=trace.steps * every_k + partial,
+        density_steps={p: v * every_k + partial * current[p]
+                       for p, v in trace.density_steps.items()},
+        mask_updates=trace.mask_updates * every_k)
+
+
+def _enclosing_multi_steps(state):
+    """The ``optax.MultiStepsState`` whose inner state holds the sparsity state, or None."""
+    found = optax.tree_utils.tree_get_all_with_path(
+        state, optax.MultiStepsState.__name__,
+        filtering=lambda path, value: isinstance(value, optax.MultiStepsState))
+    for _, multi in found:
+        if optax.tree_utils.tree_get_all_with_path(
+                multi.inner_opt_state, SparsityState.__name__,
+                filtering=lambda path, value: isinstance(value, SparsityState)):
+            return multi
+    return None
+
+
+def _densities_by_path(masks, recorded: dict) -> dict:
+    """``{path: density}`` of the mask leaves ``recorded`` names; leading axes beyond those of
+    the recorded values (a vmapped run's batch axes) are kept."""
+    out = {}
+    for name, m in zip(leaf_paths(masks), jax.tree.leaves(masks)):
+        if name in recorded:
+            axes = tuple(range(jnp.ndim(recorded[name]), m.ndim))
+            out[name] = jnp.mean(m, axis=axes, dtype=jnp.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

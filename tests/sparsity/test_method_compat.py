@@ -141,7 +141,8 @@ def test_multisteps_both_ways():
     outer = optax.MultiSteps(sp.rigl(optax.adam(1e-2), sparsity=0.8, update_every=2),
                              every_k_schedule=2)
     history, state = _check_container(outer, steps=8)
-    assert int(sp.get_trace(state).steps) == 4  # the sparsity method sees every second step
+    assert int(sp.find_state(state).trace.steps) == 4  # the method sees every second step
+    assert int(sp.get_trace(state, every_k=2).steps) == 8  # and 8 mini-batches were computed
     inner = sp.rigl(optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2), sparsity=0.8,
                     update_every=2)
     history, state = _check_container(inner, steps=8)
