@@ -5,8 +5,9 @@ choose the next masks at a mask-update step. :func:`sparse_method` turns them in
 transformation wrapping an inner optimizer, like every built-in method: ``optax.apply_updates``
 gives exactly masked params, :func:`~sparsegnn_jax.sparsity.transform.get_masks`,
 :func:`~sparsegnn_jax.sparsity.transform.get_trace` and ``flops.training_from_trace`` work on it,
-and it composes with ``optax.chain`` / ``MultiSteps`` / ``inject_hyperparams`` and
-``nnx.Optimizer`` as the built-in methods do.
+and it composes with ``optax.chain`` (as its last element) / ``MultiSteps`` /
+``inject_hyperparams`` and ``nnx.Optimizer`` as the built-in methods do (see
+:func:`~sparsegnn_jax.sparsity.transform.sparse_transform` for where a method may stand).
 
 Example, SNIP (Lee et al. 2019) scores at init, then static masks::
 

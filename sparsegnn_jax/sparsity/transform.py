@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sparsegnn_jax.sparsity import distributions
@@ -57,11 +58,15 @@ class SparsityTrace(NamedTuple):
         density during the step (the mask the step's gradient was computed with; dense phases
         count as 1).
       mask_updates: int32 scalar, number of steps that used a dense gradient to regrow (RigL).
+      violations: int32 scalar, number of ``update`` calls (after the first) that received
+        params not zero outside the current masks: something after the method in an
+        ``optax.chain`` changed its update (see :func:`sparse_transform`). Each also raises.
     """
 
     steps: jax.Array
     density_steps: dict
     mask_updates: jax.Array
+    violations: jax.Array = jnp.zeros((), jnp.int32)
 
 
 class SparsityState(NamedTuple):
@@ -285,7 +290,8 @@ def get_trace(state, every_k: Optional[int] = None) -> SparsityTrace:
         steps=trace.steps * every_k + partial,
         density_steps={p: v * every_k + partial * current[p]
                        for p, v in trace.density_steps.items()},
-        mask_updates=trace.mask_updates * every_k)
+        mask_updates=trace.mask_updates * every_k,
+        violations=trace.violations)
 
 
 def _enclosing_multi_steps(state):
@@ -325,7 +331,27 @@ def _init_trace(flags, paths) -> SparsityTrace:
     zero = jnp.zeros((), jnp.float32)
     return SparsityTrace(jnp.zeros((), jnp.int32),
                          {path: zero for path, p in zip(paths, flags) if p},
-                         jnp.zeros((), jnp.int32))
+                         jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def _outside_masks(params, masks, flags) -> jax.Array:
+    """Per prunable layer (bool vector), whether a weight is non-zero where its mask is False:
+    one reduction per layer."""
+    return jnp.stack([jnp.any((p != 0) & ~m) for p, m, f in
+                      zip(jax.tree.leaves(params), jax.tree.leaves(masks), flags) if f])
+
+
+def _dense_params_message(name: str, paths) -> Callable:
+    def message(outside) -> str:
+        layers = [p for p, o in zip(paths, np.asarray(outside).reshape(-1, len(paths)).any(0))
+                  if o]
+        return (f"{name}: the params passed to update() are not zero outside the method's "
+                f"masks (layers {layers}): a transformation placed after the sparsity method "
+                f"changed its update, e.g. optax.chain(sg.{name}(...), "
+                f"optax.scale_by_learning_rate(...)), and the weights are silently dense. Put "
+                f"the sparsity method last in the chain, or make the chain its inner optimizer: "
+                f"sg.{name}(optax.chain(...), ...)")
+    return message
 
 
 def _zero_where(x, where):
@@ -359,6 +385,17 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    Where a method may stand: its update must reach ``optax.apply_updates`` unchanged, because
+    it sets pruned weights to 0 by emitting ``-p`` there. So it goes last in an
+    ``optax.chain`` (anything before it - clipping, scaling, another optimizer - is fine, as is
+    making the chain its ``inner`` optimizer), or inside ``optax.MultiSteps`` /
+    ``optax.inject_hyperparams`` / ``nnx.Optimizer``, which pass the update through. From the
+    second update on, each ``update`` checks (one reduction per prunable layer) that the params
+    it receives are zero outside the current masks; when they are not (e.g.
+    ``optax.chain(method, optax.scale_by_learning_rate(lr))``) it counts the step in
+    ``trace.violations`` and raises a ``ValueError`` naming the layers - directly outside
+    ``jit``, through ``jax.debug.callback`` (a ``JaxRuntimeError``) inside.
     """
     inner = optax.with_extra_args_support(inner)
 
@@ -433,11 +470,21 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         else:
             out = inner_updates
 
-        dens = _densities(old, jax.tree.leaves(prunable_tree), leaf_paths(params))
+        flags = jax.tree.leaves(prunable_tree)
+        violated = jnp.zeros((), bool)
+        if rule.masked and any(flags):
+            # After the first update the params must be exactly masked: they are the result of
+            # this method's own previous update, unless something rescaled it.
+            outside = _outside_masks(params, old, flags) & (state.count > 0)
+            violated = jnp.any(outside)
+            prunable_paths = [p for p, f in zip(leaf_paths(params), flags) if f]
+            raise_if(outside, _dense_params_message(name, prunable_paths))
+        dens = _densities(old, flags, leaf_paths(params))
         trace = SparsityTrace(
             steps=state.trace.steps + 1,
             density_steps={k: state.trace.density_steps[k] + dens[k] for k in dens},
-            mask_updates=state.trace.mask_updates + used_dense_grad.astype(jnp.int32))
+            mask_updates=state.trace.mask_updates + used_dense_grad.astype(jnp.int32),
+            violations=state.trace.violations + violated.astype(jnp.int32))
         new_state = SparsityState(
             count=state.count + 1,
             masks=new,

@@ -125,7 +125,7 @@ def check_greater(value, name: str, bound) -> None:
         raise ValueError(f"{name} must be > {bound}, got {value!r}")
 
 
-def raise_if(flag, message: str) -> None:
+def raise_if(flag, message) -> None:
     """Raises ``ValueError(message)`` when ``flag`` holds, also from inside ``jax.jit``.
 
     Outside ``jit`` (a concrete ``flag``) it raises at once. Inside, a ``jax.debug.callback``
@@ -136,15 +136,18 @@ def raise_if(flag, message: str) -> None:
 
     Args:
       flag: a bool scalar or array (any True entry fails).
-      message: the error's text.
+      message: the error's text, or a function of the flag's value (a NumPy array) returning it.
     """
+    def text(value) -> str:
+        return message(value) if callable(message) else message
+
     if is_concrete(flag):
         if np.any(np.asarray(flag)):
-            raise ValueError(message)
+            raise ValueError(text(np.asarray(flag)))
         return
 
     def report(value):
         if np.any(value):
-            raise ValueError(message)
+            raise ValueError(text(np.asarray(value)))
 
     jax.lax.cond(jnp.any(flag), lambda f: jax.debug.callback(report, f), lambda f: None, flag)

@@ -131,6 +131,26 @@ def test_inside_optax_chain():
     assert int(sp.get_trace(state).mask_updates) == 2
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_rescaled_update_after_the_method_fails_loudly(jit):
+    # The method's -p is rescaled by what follows it: the weights would end up dense.
+    tx = optax.chain(sp.rigl(optax.scale_by_adam(), sparsity=0.9, update_every=2),
+                     optax.scale_by_learning_rate(1e-2))
+    with pytest.raises(Exception, match=r"not zero outside the method's masks \(layers "
+                                        r"\['l0/kernel', 'l1/kernel', 'l2/kernel'\]\)"):
+        history, _ = train(tx, make_params(), 2, jit=jit)
+        jax.block_until_ready(history)
+    # In front of the method (or as its inner optimizer) nothing is rescaled: no violation.
+    for tx in (optax.chain(optax.scale_by_adam(),
+                           sp.rigl(optax.scale_by_learning_rate(1e-2), sparsity=0.9,
+                                   update_every=2)),
+               sp.rigl(optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(1e-2)),
+                       sparsity=0.9, update_every=2)):
+        history, state = train(tx, make_params(), 5, jit=jit)
+        assert int(sp.get_trace(state).violations) == 0
+        assert_exactly_masked(history[-1], sp.get_masks(state))
+
+
 def test_wrapping_optax_chain():
     inner = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9,
                                                                     nesterov=True))
