@@ -220,7 +220,6 @@ def init(
     if params is None:
         raise ValueError("masks.init: `params` is required")
     counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
-    treedef = jax.tree.structure(params)
     flags = tuple(jax.tree.leaves(prunable(params, filter_fn)))
     if isinstance(scores, str):
         if scores not in SCORES:

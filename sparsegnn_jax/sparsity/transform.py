@@ -66,7 +66,7 @@ class SparsityTrace(NamedTuple):
     steps: jax.Array
     density_steps: dict
     mask_updates: jax.Array
-    violations: jax.Array = jnp.zeros((), jnp.int32)
+    violations: jax.Array = np.zeros((), np.int32)  # NumPy: no device work at import
 
 
 class SparsityState(NamedTuple):
