@@ -58,6 +58,8 @@ def test_registry_and_factory_names_are_one_set():
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
     assert flops.training("gradual_magnitude", 10, 1.0, 0.5, end_step=4) == flops.training(
         "gmp", 10, 1.0, 0.5, end_step=4)
+    # Runs accept the factory name and record the registry name.
+    assert config.resolve(config.RunConfig(task="node", method="gradual_magnitude")).method == "gmp"
     with pytest.raises(ValueError, match="already names method 'gmp'"):
         registry.register(registry.MethodSpec("gmp2", sg.gradual_magnitude, "GMP2",
                                               aliases=("gradual_magnitude",)))
