@@ -30,17 +30,23 @@ from sparsegnn_jax import (
 from sparsegnn_jax.sparsity import (
     admm,
     dense,
+    MaskContext,
     distributions,
+    drop_grow,
     get_masks,
     get_trace,
     gradual_magnitude,
+    mask_sparsity,
     masks,
     one_shot,
+    param_sparsity,
     registry,
     rigl,
     schedules,
     set_,
     slr,
+    sparse_evolutionary,
+    sparse_method,
     sparsifier,
     static_sparse,
 )
@@ -48,8 +54,10 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "admm", "baselines", "checkpoint", "config", "data", "dense", "distributions", "features",
-    "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "masks", "metrics",
-    "models", "one_shot", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
-    "sparsifier", "static_sparse", "sweeps", "tasks", "train", "walks",
+    "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
+    "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
+    "gradual_magnitude", "graphs", "mask_sparsity", "masks", "metrics", "models", "one_shot",
+    "param_sparsity", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
+    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "sweeps", "tasks",
+    "train", "walks",
 ]

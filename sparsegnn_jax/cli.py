@@ -29,7 +29,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=default_dataset,
                    help=f"dataset name or file:PATH (default {default_dataset})")
     p.add_argument("--model", default="gcn", choices=config.MODELS)
-    p.add_argument("--method", default="rigl", choices=registry.names())
+    p.add_argument("--method", default="rigl", choices=(*registry.names(), *registry.aliases()))
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--distribution", default="uniform",
                    help="uniform | uniform_dense_first | erk | er")

@@ -149,9 +149,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
     cfg = dataclasses.replace(cfg)
     if cfg.task not in TASKS:
         raise ValueError(f"task must be 'link' or 'node', got {cfg.task!r}")
-    if cfg.method not in registry.names():
+    if cfg.method not in registry.names() and cfg.method not in registry.aliases():
         raise ValueError(f"unknown --method={cfg.method!r}; known methods: "
                          f"{', '.join(registry.names())}")
+    # A factory name (e.g. gradual_magnitude) is recorded under the method's registry name.
+    cfg = dataclasses.replace(cfg, method=registry.canonical_name(cfg.method))
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)

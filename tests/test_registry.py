@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import optax
 import pytest
 
 import sparsegnn_jax as sg
@@ -40,6 +41,36 @@ def test_register_rejects_a_taken_name_and_a_factory_without_sparsity():
     with pytest.raises(ValueError, match="must take"):
         registry.register(registry.MethodSpec("bad", lambda inner: inner, "Bad"))
     assert "bad" not in registry.names()
+
+
+def test_registry_and_factory_names_are_one_set():
+    # Every built-in method is reachable by its registry name and its factory name, in the
+    # registry and in the package; records keep the registry name.
+    pairs = {"static": "static_sparse", "gmp": "gradual_magnitude",
+             "set": "sparse_evolutionary", "rigl": "rigl", "admm": "admm", "slr": "slr",
+             "one_shot": "one_shot", "dense": "dense"}
+    for name, factory_name in pairs.items():
+        assert registry.get(factory_name) is registry.get(name)
+        assert registry.get(name).factory is getattr(sg, factory_name)
+        assert registry.canonical_name(factory_name) == name
+    assert registry.get("set_") is registry.get("set") and sg.set_ is sg.sparse_evolutionary
+    tx = sg.sparsifier("gradual_magnitude", optax.sgd(0.1), sparsity=0.5, end_step=4, every=2)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    assert flops.training("gradual_magnitude", 10, 1.0, 0.5, end_step=4) == flops.training(
+        "gmp", 10, 1.0, 0.5, end_step=4)
+    # Runs accept the factory name and record the registry name.
+    assert config.resolve(config.RunConfig(task="node", method="gradual_magnitude")).method == "gmp"
+    with pytest.raises(ValueError, match="already names method 'gmp'"):
+        registry.register(registry.MethodSpec("gmp2", sg.gradual_magnitude, "GMP2",
+                                              aliases=("gradual_magnitude",)))
+    assert "gmp2" not in registry.names()
+
+
+def test_the_sparsity_package_is_not_callable_and_names_the_function():
+    masks = {"w": np.array([[True, False], [False, False]])}
+    with pytest.raises(TypeError, match=r"sparsegnn_jax.mask_sparsity\(masks\)"):
+        sg.sparsity(masks)
+    assert sg.mask_sparsity(masks) == 0.75
 
 
 def test_a_registered_method_runs_sweeps_counts_flops_and_reports(toy_method, tmp_path, capsys):

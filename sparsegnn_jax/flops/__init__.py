@@ -62,7 +62,6 @@ from sparsegnn_jax.flops.report import FlopsReport, at_densities
 # The module is not named `training`: the function re-exported here would then shadow it
 # (`import sparsegnn_jax.flops.training as m` would give the function).
 from sparsegnn_jax.flops.training_runs import (
-    ALIASES,
     rigl_step_flops,
     training,
     training_from_trace,
@@ -79,5 +78,4 @@ __all__ = [
     "rigl_step_flops",
     "training",
     "training_from_trace",
-    "ALIASES",
 ]

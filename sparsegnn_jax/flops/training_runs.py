@@ -14,11 +14,7 @@ from sparsegnn_jax.flops.counting import forward
 from sparsegnn_jax.flops.report import affine_parts, at_densities, density_map
 from sparsegnn_jax.sparsity import registry
 
-__all__ = ["ALIASES", "rigl_step_flops", "training", "training_from_trace"]
-
-# The factories' Python names, accepted beside the registry's method names.
-ALIASES = {"static_sparse": "static", "set_": "set", "gradual_magnitude": "gmp",
-           "oneshot": "one_shot"}
+__all__ = ["rigl_step_flops", "training", "training_from_trace"]
 
 
 def rigl_step_flops(f_sparse, f_dense, update_every: int):
@@ -52,8 +48,9 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
 
     Args:
       method: a registered method name (the CLI's ``--method``: ``dense``, ``static``,
-        ``one_shot``, ``gmp``, ``admm``, ``slr``, ``set``, ``rigl``, or a user's); the factory
-        names ``static_sparse``, ``set_`` and ``gradual_magnitude`` are accepted too.
+        ``one_shot``, ``gmp``, ``admm``, ``slr``, ``set``, ``rigl``, or a user's) or one of its
+        aliases (``registry.aliases()``: the factory names ``static_sparse``,
+        ``gradual_magnitude``, ``sparse_evolutionary``, ...).
       steps: number of training steps (batches) in the run.
       dense_forward: forward FLOPs of one step's batch with dense weights: a dense
         :class:`FlopsReport` from :func:`forward`; a dict ``{weight path: FLOPs}`` (every entry
@@ -78,10 +75,10 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
     """
     if trace is not None:
         return training_from_trace(dense_forward, trace)
-    name = ALIASES.get(method, method)
-    if name not in registry.names():
-        raise ValueError(f"training: unknown `method` {method!r}; expected one of "
-                         f"{registry.names()}")
+    try:
+        name = registry.canonical_name(method)
+    except ValueError as err:
+        raise ValueError(f"training: {err}") from None
     spec = registry.get(name)
     if steps < 0:
         raise ValueError(f"training: `steps` must be >= 0, got {steps}")

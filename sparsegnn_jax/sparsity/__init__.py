@@ -2,18 +2,31 @@
 method as an optax transformation wrapping an inner optimizer.
 
 Methods: :func:`dense`, :func:`static_sparse`, :func:`one_shot`, :func:`gradual_magnitude`,
-:func:`admm`, :func:`slr`, :func:`set_`, :func:`rigl`; by name with :func:`sparsifier`. The masks
-and the run's :class:`SparsityTrace` are read back with :func:`get_masks` / :func:`get_trace`.
+:func:`admm`, :func:`slr`, :func:`sparse_evolutionary` (SET; also ``set_``), :func:`rigl`; by
+name with :func:`sparsifier` (registry names or factory names). The masks and the run's
+:class:`SparsityTrace` are read back with :func:`get_masks` / :func:`get_trace`.
+:func:`mask_sparsity` and :func:`param_sparsity` measure masks and parameters.
+
+The package itself is not callable: ``sparsity(masks)`` raises a ``TypeError`` naming
+:func:`mask_sparsity`.
 
 Modules: ``masks`` (mask pytrees), ``distributions`` (per-layer sparsities), ``schedules``,
 ``topk`` (exact top-k, drop and grow on one array), ``trees`` (layer paths, prunable filters,
 pure views, structure checks), ``validation`` (argument checks), ``transform`` (the optax
-transformation every method is built from, with its extension point ``transform.Rule``), and one
-module per method family: ``pruning``, ``dst``, ``admm``.
+transformation every method is built from), ``custom`` (:func:`sparse_method`, the public way to
+write a new method from two rules on pytrees, see its contract), and one module per method
+family: ``pruning``, ``dst`` (with :func:`drop_grow`, RigL's and SET's update on pytrees),
+``admm``.
 """
+import sys
+import types
+
 from sparsegnn_jax.sparsity import distributions, masks, schedules
 from sparsegnn_jax.sparsity.admm import AdmmState, SlrState, admm, slr
-from sparsegnn_jax.sparsity.dst import rigl, set_
+from sparsegnn_jax.sparsity.custom import MaskContext, sparse_method
+from sparsegnn_jax.sparsity.dst import drop_grow, rigl, set_, sparse_evolutionary
+from sparsegnn_jax.sparsity.masks import ParamSparsity, param_sparsity
+from sparsegnn_jax.sparsity.masks import sparsity as mask_sparsity
 from sparsegnn_jax.sparsity.pruning import (
     GmpState,
     dense,
@@ -31,7 +44,23 @@ from sparsegnn_jax.sparsity.transform import (
 )
 
 __all__ = [
-    "AdmmState", "GmpState", "METHODS", "SlrState", "SparsityState", "SparsityTrace", "admm",
-    "dense", "distributions", "find_state", "get_masks", "get_trace", "gradual_magnitude", "masks",
-    "one_shot", "rigl", "schedules", "set_", "slr", "sparsifier", "static_sparse",
+    "AdmmState", "GmpState", "METHODS", "MaskContext", "ParamSparsity", "SlrState",
+    "SparsityState", "SparsityTrace", "admm", "dense", "distributions", "drop_grow",
+    "find_state", "get_masks", "get_trace", "gradual_magnitude", "mask_sparsity", "masks",
+    "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr", "sparse_evolutionary",
+    "sparse_method", "sparsifier", "static_sparse",
 ]
+
+
+class _SparsityPackage(types.ModuleType):
+    """This package's module type: calling it explains which function was meant."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "sparsegnn_jax.sparsity is a package, not a function: for the fraction of pruned "
+            "weights of a mask pytree call sparsegnn_jax.mask_sparsity(masks) (the same as "
+            "sparsegnn_jax.masks.sparsity), and to count the zeros of parameters "
+            "sparsegnn_jax.param_sparsity(params)")
+
+
+sys.modules[__name__].__class__ = _SparsityPackage

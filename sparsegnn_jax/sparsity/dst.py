@@ -54,6 +54,30 @@ def swap(mask, weights, scores, fraction):
     return kept | grown
 
 
+def drop_grow(masks, params, grow_scores, fraction, prunable=None):
+    """RigL's and SET's mask update on whole pytrees: per prunable leaf, :func:`swap`.
+
+    Each prunable layer drops its ``n = min(floor(fraction * active), inactive)``
+    smallest-|w| active weights and grows the ``n`` highest-scoring weights among those inactive
+    before the call, so its count is unchanged and the two sets are disjoint.
+
+    Args:
+      masks: bool masks with the params' structure.
+      params: the weights (ranks the active entries by magnitude).
+      grow_scores: scores with the params' structure (``|grad|`` for RigL, random for SET).
+      fraction: fraction of each layer's active weights to swap (a float or traced scalar).
+      prunable: Python bools with the params' structure (``sg.masks.prunable(params,
+        filter_fn)``); None: ``sg.masks.prunable(params)``, the leaves with ``ndim >= 2``.
+
+    Returns:
+      The new bool masks, with the structure of ``masks``.
+    """
+    if prunable is None:
+        prunable = masks_lib.prunable(params)
+    return jax.tree.map(lambda m, x, s, p: swap(m, x, s, fraction) if p else m,
+                        masks, params, grow_scores, prunable)
+
+
 def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step, distribution,
          scores, filter_fn, seed, key, name) -> optax.GradientTransformationExtraArgs:
     check_sparsity(sparsity)
@@ -75,8 +99,7 @@ def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step,
             else:
                 key, sub = jax.random.split(ctx.key)
                 grow_scores = masks_lib.random_scores(sub, ctx.params)
-            new = jax.tree.map(lambda m, x, s, p: swap(m, x, s, fraction) if p else m,
-                               ctx.masks, ctx.params, grow_scores, ctx.prunable)
+            new = drop_grow(ctx.masks, ctx.params, grow_scores, fraction, ctx.prunable)
             return new, key
 
         new, key = jax.lax.cond(is_update(ctx.step), update, lambda: (ctx.masks, ctx.key))
@@ -127,11 +150,14 @@ def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
                 scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="rigl")
 
 
-def set_(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,
-         drop_fraction=0.3, end_step: Optional[int] = None, distribution="uniform",
-         scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
-         key=None) -> optax.GradientTransformationExtraArgs:
-    """SET: drop by magnitude, regrow at random (from the state's key).
+def sparse_evolutionary(inner: optax.GradientTransformation, sparsity=0.9,
+                        update_every: int = 100, drop_fraction=0.3,
+                        end_step: Optional[int] = None, distribution="uniform",
+                        scores: str = "random", filter_fn: Optional[Callable] = None,
+                        seed: int = 0, key=None) -> optax.GradientTransformationExtraArgs:
+    """SET (sparse evolutionary training): drop by magnitude, regrow at random.
+
+    Also available as ``set_`` (its former name) and, in the registry, as ``"set"``.
 
     Same schedule and invariants as :func:`rigl`; grown positions are the top-``n`` of uniform
     random scores among inactive weights, drawn from a key split off the state's key at each mask
@@ -148,4 +174,8 @@ def set_(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
     """
     return _dst(inner, regrow="random", sparsity=sparsity, update_every=update_every,
                 drop_fraction=drop_fraction, end_step=end_step, distribution=distribution,
-                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="set_")
+                scores=scores, filter_fn=filter_fn, seed=seed, key=key, name="sparse_evolutionary")
+
+
+#: Former name of :func:`sparse_evolutionary`.
+set_ = sparse_evolutionary

@@ -15,7 +15,7 @@ be built inside ``jax.vmap`` over sparsity levels. Selection is exact (:func:`to
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ from sparsegnn_jax.sparsity.topk import drop, grow, keep_count, topk_mask
 from sparsegnn_jax.sparsity.trees import (
     FilterFn,
     PyTree,
+    align_to,
     as_pure,
     check_same_structure,
     default_filter,
@@ -46,6 +47,8 @@ __all__ = [
     "apply",
     "sparsity",
     "layer_sparsity",
+    "ParamSparsity",
+    "param_sparsity",
     "keep_count",
     "topk_mask",
     "drop",
@@ -86,13 +89,15 @@ def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
     """Per prunable leaf the mask of its ``count`` highest scores; all True elsewhere.
 
     Args:
-      scores: score arrays with the params' structure.
+      scores: score arrays with the params' structure (matched by layer path: NNX Variable
+        boxes or an ``nnx.to_pure_dict`` form do not matter).
       counts: keep counts (ints, possibly traced) with the params' structure.
       prunable_tree: Python bools with the params' structure (:func:`prunable`).
 
     Returns:
-      A bool mask pytree with the structure of ``scores``.
+      A bool mask pytree with the structure of ``prunable_tree``.
     """
+    scores = align_to(scores, prunable_tree, "scores")
     return jax.tree.map(
         lambda s, k, p: topk_mask(s, k) if p else jnp.ones(jnp.shape(s), bool),
         scores, counts, prunable_tree)
@@ -177,8 +182,8 @@ def _counts_leaves(counts, paths, treedef, flags, sizes):
 
 
 def init(
-    key,
-    params: PyTree,
+    key=None,
+    params: PyTree = None,
     sparsity=0.9,
     distribution="uniform",
     scores="random",
@@ -190,7 +195,8 @@ def init(
     and each prunable layer keeps exactly ``keep_count(size, density)`` weights (at least one).
 
     Args:
-      key: a JAX PRNG key (or an int seed) for ``scores="random"``.
+      key: a JAX PRNG key (typed or raw, or an int seed); only ``scores="random"`` uses it, so
+        it may be None otherwise (``init(params=..., scores=...)``).
       params: any parameter pytree.
       sparsity: target fraction of zeros in ``[0, 1)``; may be traced for the ``"uniform"``
         and ``"uniform_dense_first"`` distributions (e.g. ``jax.vmap`` over a sparsity grid).
@@ -199,31 +205,33 @@ def init(
       scores: ``"random"`` (a uniformly random subset per layer: leaf ``i`` in flattening
         order keeps the top-k of ``jax.random.uniform(jax.random.split(key, n_leaves)[i])``),
         ``"magnitude"`` (keep the largest ``|w|``), or a pytree of score arrays with the
-        structure of ``params``.
+        structure of ``params`` (matched by layer path: an ``nnx.State``, its
+        ``nnx.as_pure`` or ``nnx.to_pure_dict`` form are interchangeable).
       filter_fn: chooses prunable leaves (default :func:`default_filter`).
 
     Returns:
       A bool mask pytree with the structure of ``params``; non-prunable leaves all True.
 
     Raises:
-      ValueError: on an invalid sparsity or distribution (see ``distributions``), an unknown
-        ``scores`` name, or a scores pytree whose structure differs from ``params``.
+      ValueError: on missing ``params``, ``scores="random"`` without a key, an invalid
+        sparsity or distribution (see ``distributions``), an unknown ``scores`` name, or a
+        scores pytree whose structure differs from ``params``.
     """
+    if params is None:
+        raise ValueError("masks.init: `params` is required")
     counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
-    treedef = jax.tree.structure(params)
     flags = tuple(jax.tree.leaves(prunable(params, filter_fn)))
     if isinstance(scores, str):
         if scores not in SCORES:
             raise ValueError(
                 f"scores must be 'random', 'magnitude' or a pytree of arrays, got {scores!r}"
             )
+        if scores == "random" and key is None:
+            raise ValueError("masks.init: scores='random' needs a `key` (a PRNG key or an int "
+                             "seed); pass scores='magnitude' or a scores pytree to go without")
         return _initial_masks(_as_key(key), params, counts, None, flags=flags, mode=scores)
-    if jax.tree.structure(scores) != treedef:
-        raise ValueError(
-            "scores tree structure does not match params:\n"
-            f"  params: {treedef}\n  scores: {jax.tree.structure(scores)}"
-        )
-    return _initial_masks(_as_key(key), params, counts, scores, flags=flags, mode="given")
+    scores = align_to(scores, params, "scores")
+    return _initial_masks(None, params, counts, scores, flags=flags, mode="given")
 
 
 def _as_key(key):
@@ -269,20 +277,42 @@ def _maybe_float(x):
     return float(x) if is_concrete(x) else x
 
 
+def _prunable_mask_leaves(masks: PyTree, filter_fn, caller: str):
+    """``(path, leaf)`` of the prunable leaves of a mask pytree, all of them checked to be bool.
+
+    Raises:
+      TypeError: naming the first non-bool leaf (a parameter pytree passed as masks).
+    """
+    paths, leaves, _ = flatten_with_paths(as_pure(masks))
+    flags = prunable_flags(paths, leaves, filter_fn)
+    chosen = [(p, m) for p, m, f in zip(paths, leaves, flags) if f]
+    for path, m in chosen:
+        dtype = jnp.result_type(m)
+        if dtype != jnp.bool_:
+            raise TypeError(
+                f"masks.{caller}: expects a bool mask pytree, but leaf {path!r} has dtype "
+                f"{dtype}; to count the zeros of parameters use "
+                f"sparsegnn_jax.masks.param_sparsity(params)")
+    return chosen
+
+
 def sparsity(masks: PyTree, filter_fn: FilterFn | None = None):
     """Global sparsity (fraction of False) over the prunable leaves of a mask pytree.
 
+    Also exported as ``sparsegnn_jax.mask_sparsity``.
+
     Args:
-      masks: bool mask pytree.
+      masks: bool mask pytree (NNX Variable boxes are ignored).
       filter_fn: chooses prunable leaves; it sees the mask leaves (same paths and shapes as
         the params). Default :func:`default_filter`.
 
     Returns:
       A Python float (a jnp scalar when traced); 0.0 when nothing is prunable.
+
+    Raises:
+      TypeError: when a prunable leaf is not bool (e.g. parameters: use :func:`param_sparsity`).
     """
-    paths, leaves, _ = flatten_with_paths(masks)
-    flags = prunable_flags(paths, leaves, filter_fn)
-    chosen = [m for m, f in zip(leaves, flags) if f]
+    chosen = [m for _, m in _prunable_mask_leaves(masks, filter_fn, "sparsity")]
     total = sum(int(np.size(m)) for m in chosen)
     if total == 0:
         return 0.0
@@ -299,13 +329,53 @@ def layer_sparsity(masks: PyTree, filter_fn: FilterFn | None = None) -> dict:
 
     Returns:
       ``{path: sparsity}`` as Python floats (jnp scalars when traced), in flattening order.
+
+    Raises:
+      TypeError: when a prunable leaf is not bool (e.g. parameters: use :func:`param_sparsity`).
     """
-    paths, leaves, _ = flatten_with_paths(masks)
-    flags = prunable_flags(paths, leaves, filter_fn)
     out = {}
-    for p, m, f in zip(paths, leaves, flags):
-        if f:
-            n = int(np.size(m))
-            nnz = jnp.sum(jnp.asarray(m), dtype=jnp.int32)
-            out[p] = _maybe_float(1.0 - nnz / n) if n else 0.0
+    for p, m in _prunable_mask_leaves(masks, filter_fn, "layer_sparsity"):
+        n = int(np.size(m))
+        nnz = jnp.sum(jnp.asarray(m), dtype=jnp.int32)
+        out[p] = _maybe_float(1.0 - nnz / n) if n else 0.0
     return out
+
+
+class ParamSparsity(NamedTuple):
+    """Zeros counted in parameters (see :func:`param_sparsity`).
+
+    Attributes:
+      total: fraction of exact zeros over the prunable leaves (0.0 when there are none).
+      per_layer: ``{path: fraction of exact zeros}`` per prunable leaf, in flattening order.
+      nonzero: ``{path: number of non-zero entries}`` per prunable leaf.
+      size: total number of entries of the prunable leaves.
+    """
+
+    total: float
+    per_layer: dict
+    nonzero: dict
+    size: int
+
+
+def param_sparsity(params: PyTree, filter_fn: FilterFn | None = None) -> ParamSparsity:
+    """Counts the exact zeros of the prunable leaves of a parameter pytree.
+
+    Unlike :func:`sparsity`, which reads masks, this reads the weights themselves: it tells
+    whether trained parameters really are sparse.
+
+    Args:
+      params: any parameter pytree (NNX ``State``, Linen dict, plain dict); concrete values.
+      filter_fn: chooses prunable leaves (default :func:`default_filter`).
+
+    Returns:
+      A :class:`ParamSparsity` of Python numbers.
+    """
+    paths, leaves, _ = flatten_with_paths(as_pure(params))
+    flags = prunable_flags(paths, leaves, filter_fn)
+    nonzero = {p: int(np.count_nonzero(np.asarray(x))) for p, x, f in zip(paths, leaves, flags)
+               if f}
+    sizes = {p: int(np.size(x)) for p, x, f in zip(paths, leaves, flags) if f}
+    size = sum(sizes.values())
+    per_layer = {p: (1.0 - nonzero[p] / sizes[p]) if sizes[p] else 0.0 for p in sizes}
+    total = 1.0 - sum(nonzero.values()) / size if size else 0.0
+    return ParamSparsity(total, per_layer, nonzero, size)

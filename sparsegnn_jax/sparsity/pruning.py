@@ -16,8 +16,8 @@ from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity import schedules as schedules_lib
 from sparsegnn_jax.sparsity import transform
 from sparsegnn_jax.sparsity.topk import drop, keep_count
-from sparsegnn_jax.sparsity.trees import leaf_paths
-from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
+from sparsegnn_jax.sparsity.trees import align_to, leaf_paths, prunable
+from sparsegnn_jax.sparsity.validation import check_sparsity, check_step, is_concrete
 
 
 class GmpState(NamedTuple):
@@ -51,29 +51,65 @@ def dense(inner: optax.GradientTransformation,
 
 
 def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distribution="uniform",
-                  scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
-                  key=None) -> optax.GradientTransformationExtraArgs:
-    """Static sparse training: a mask drawn at init, never changed.
+                  scores="random", filter_fn: Optional[Callable] = None, seed: int = 0,
+                  key=None, masks=None) -> optax.GradientTransformationExtraArgs:
+    """Static sparse training: a mask chosen at init, never changed.
 
     Args:
       inner: the optimizer.
       sparsity: target sparsity in [0, 1) (may be a traced value with ``"uniform"``).
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a
         ``{layer-path: sparsity}`` dict.
-      scores: ``"random"`` (random mask) or ``"magnitude"`` (top-|w| of the init params).
+      scores: ``"random"`` (random mask), ``"magnitude"`` (top-|w| of the init params) or a
+        pytree of score arrays with the params' structure (e.g. SNIP's ``|g * w|``): each
+        prunable layer keeps its keep-count highest scores.
       filter_fn: which leaves are prunable (``masks.default_filter`` when None).
       seed: seed of the random mask, used when ``key`` is None.
       key: a PRNG key (typed or raw) for the random mask.
+      masks: a bool mask pytree with the params' structure, used as given; ``sparsity``,
+        ``distribution`` and ``scores`` are then not used, and the keep counts are the masks'
+        True counts.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: for an invalid sparsity, distribution or scores name, or both ``masks`` and
+        a ``scores`` pytree; at ``init``, for masks or scores of another structure.
     """
     check_sparsity(sparsity)
     distributions_lib.check_distribution(distribution)
-    rule = transform.Rule(init_masks=transform.init_masks_by(scores))
+    if masks is not None:
+        if not isinstance(scores, str):
+            raise ValueError("static_sparse: pass `masks` or a `scores` pytree, not both")
+        return _given_masks(inner, masks, filter_fn)
+    if isinstance(scores, str):
+        init_masks = transform.init_masks_by(scores)
+    else:
+        def init_masks(key, params, counts, prunable_tree):
+            return masks_lib.select_top(scores, counts, prunable_tree)
+    rule = transform.Rule(init_masks=init_masks)
     return transform.sparse_transform(
         inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
         filter_fn=filter_fn, key=transform.make_key(seed, key), name="static_sparse")
+
+
+def _given_masks(inner, masks, filter_fn):
+    """:func:`static_sparse` with user masks: keep counts are their True counts."""
+
+    def init_masks(key, params, counts, prunable_tree):
+        return align_to(masks, params, "masks")
+
+    def counts_fn(params):
+        given = align_to(masks, params, "masks")
+        return jax.tree.map(
+            lambda m, x, p: (jnp.sum(jnp.asarray(m, bool), dtype=jnp.int32) if p
+                             else jnp.asarray(x.size, jnp.int32)),
+            given, params, prunable(params, filter_fn))
+
+    rule = transform.Rule(init_masks=init_masks)
+    return transform.sparse_transform(inner, rule, counts_fn=counts_fn, filter_fn=filter_fn,
+                                      key=transform.make_key(0), name="static_sparse")
 
 
 def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int = 0,
@@ -114,7 +150,8 @@ def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int 
 def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_step: int = 0,
                       end_step: int = 1000, every: int = 100, initial_sparsity=0.0,
                       power: float = 3, distribution="uniform",
-                      filter_fn: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+                      filter_fn: Optional[Callable] = None,
+                      schedule: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
     """Gradual magnitude pruning (Zhu & Gupta 2017): sparsity rises polynomially, masks only shrink.
 
     Pruning steps are ``begin_step, begin_step + every, ...`` up to ``end_step`` (and
@@ -134,6 +171,13 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
       power: exponent of the schedule (3 in Zhu & Gupta).
       distribution: as in :func:`static_sparse`.
       filter_fn: which leaves are prunable.
+      schedule: any ``step -> sparsity`` callable (an optax schedule, a
+        :mod:`~sparsegnn_jax.sparsity.schedules` one, a lambda) in place of the polynomial one:
+        at each pruning step layer l's sparsity is ``schedule(t) * s_l / sparsity``, exactly
+        ``schedule(t)`` with ``"uniform"``; ``initial_sparsity`` and ``power`` are then unused.
+        ``flops.training("gmp", ..., schedule=...)`` counts it as if it was applied at every
+        step (pass ``every=1`` for an exact count between ``begin_step`` and ``end_step``).
+        Masks only shrink: a decreasing schedule keeps the masks it reached.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``keep_counts`` in its state are the final
@@ -148,7 +192,7 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
     check_step(begin_step, "begin_step")
     check_step(end_step, "end_step")
     check_step(every, "every", positive=True)
-    if end_step < begin_step:
+    if is_concrete(end_step) and is_concrete(begin_step) and end_step < begin_step:
         raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
 
     def init_extra(params, counts, prunable_tree):
@@ -181,6 +225,11 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
     def layer_schedule(s_final):
+        if schedule is not None:
+            if distribution == "uniform":
+                return schedule
+            scale = s_final / jnp.where(sparsity > 0, sparsity, 1)
+            return lambda t: schedule(t) * scale
         if distribution == "uniform":
             init_s = initial_sparsity
         else:

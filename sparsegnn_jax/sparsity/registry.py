@@ -17,7 +17,7 @@ import optax
 
 # Function imports: the package re-exports ``admm`` (the function), which shadows the module.
 from sparsegnn_jax.sparsity.admm import admm, slr
-from sparsegnn_jax.sparsity.dst import rigl, set_
+from sparsegnn_jax.sparsity.dst import rigl, sparse_evolutionary
 from sparsegnn_jax.sparsity.pruning import dense, gradual_magnitude, one_shot, static_sparse
 from sparsegnn_jax.sparsity.schedules import cosine_drop, paper_drop
 
@@ -69,6 +69,9 @@ class MethodSpec:
       sparse: whether the method takes a target sparsity (``dense`` does not).
       needs_key: whether the factory takes a PRNG ``key`` (random masks or regrowth).
       in_sweeps: whether a sweep runs the method unless told which methods to run.
+      aliases: other names :func:`get`, :func:`sparsifier` and ``flops.training`` accept for
+        the method (the built-in methods' factory names, e.g. ``gradual_magnitude`` for
+        ``gmp``); records and tables always use :attr:`name`.
     """
 
     name: str
@@ -83,6 +86,7 @@ class MethodSpec:
     sparse: bool = True
     needs_key: bool = False
     in_sweeps: bool = True
+    aliases: tuple[str, ...] = ()
 
     def accepted_kwargs(self) -> list[str]:
         """The factory's keyword arguments (everything but ``inner``)."""
@@ -90,42 +94,70 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Adds ``spec`` to the registry under ``spec.name``; returns it.
 
     Raises:
-      ValueError: when the name is taken (unless ``replace``) or the factory does not take the
-        arguments the spec promises.
+      ValueError: when the name or an alias is taken (unless ``replace``) or the factory does
+        not take the arguments the spec promises.
     """
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"sparsity method {spec.name!r} is already registered")
+    for alias in (spec.name, *spec.aliases):
+        owner = _ALIASES.get(alias, alias if alias in _REGISTRY else None)
+        if owner is not None and owner != spec.name:
+            raise ValueError(f"sparsity method {spec.name!r}: the name {alias!r} already names "
+                             f"method {owner!r}")
     accepted = set(spec.accepted_kwargs())
     needed = ({"sparsity", "distribution", "filter_fn"} if spec.sparse else {"filter_fn"})
     needed |= {"key"} if spec.needs_key else set()
     missing = sorted(needed - accepted)
     if missing:
         raise ValueError(f"method {spec.name!r}: its factory must take {', '.join(missing)}")
-    _REGISTRY[spec.name] = spec
+    old = _REGISTRY.get(spec.name)
+    for alias in () if old is None else old.aliases:
+        _ALIASES.pop(alias, None)
+    _REGISTRY[spec.name] = spec  # a replaced method keeps its place in the order
+    _ALIASES.update({alias: spec.name for alias in spec.aliases})
     return spec
 
 
 def unregister(name: str) -> None:
-    """Removes a method (a no-op for unknown names)."""
-    _REGISTRY.pop(name, None)
+    """Removes a method and its aliases (a no-op for unknown names)."""
+    spec = _REGISTRY.pop(name, None)
+    for alias in () if spec is None else spec.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def canonical_name(name: str) -> str:
+    """The registered name of method ``name`` (itself, or the method an alias stands for).
+
+    Raises:
+      ValueError: for an unknown name, listing the known names and aliases.
+    """
+    if name in _REGISTRY:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    raise ValueError(f"unknown sparsity method {name!r}; known: {', '.join(_REGISTRY)} "
+                     f"(aliases: {', '.join(_ALIASES)})")
 
 
 def get(name: str) -> MethodSpec:
-    """The spec of method ``name``.
+    """The spec of method ``name`` (a registered name or an alias).
 
     Raises:
       ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown sparsity method {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY[canonical_name(name)]
+
+
+def aliases() -> dict[str, str]:
+    """``{alias: registered name}`` of every registered method."""
+    return dict(_ALIASES)
 
 
 def names() -> tuple[str, ...]:
@@ -144,7 +176,8 @@ def sparsifier(name: str, inner: optax.GradientTransformation,
 
     Args:
       name: a registered method (:func:`names`; the built-in ones are the CLI's --method values
-        ``dense, static, one_shot, gmp, admm, slr, set, rigl``).
+        ``dense, static, one_shot, gmp, admm, slr, set, rigl``) or an alias (the factories'
+        names ``static_sparse``, ``gradual_magnitude``, ``sparse_evolutionary``, ``set_``).
       inner: the optimizer to wrap.
       **cfg: the method's keyword arguments (e.g. ``sparsity``, ``update_every``).
 
@@ -271,16 +304,18 @@ register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=("update_ev
                     sparsity_at=_phase_end, check=_check_phases))
 register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
                     sparsity_at=_gmp_sparsity_at, flops_requires=("end_step",),
-                    check=_check_every))
-register(MethodSpec("set", set_, "SET", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True))
+                    check=_check_every, aliases=("gradual_magnitude",)))
+register(MethodSpec("set", sparse_evolutionary, "SET", plan=_dst_plan, options=_DST_OPTIONS,
+                    needs_key=True, aliases=("sparse_evolutionary", "set_")))
 register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
                     dense_gradient_steps=_rigl_dense_gradient_steps,
                     flops_requires=("update_every",)))
 # Static masks and one-shot pruning are reference points, run on request.
-register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps=False))
+register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps=False,
+                    aliases=("static_sparse",)))
 register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
                     sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0)),
-                    flops_requires=("prune_step",), in_sweeps=False))
+                    flops_requires=("prune_step",), in_sweeps=False, aliases=("oneshot",)))
 
 #: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
 METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}

@@ -21,7 +21,7 @@ from typing import Callable, Union
 
 import jax.numpy as jnp
 
-from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
+from sparsegnn_jax.sparsity.validation import check_sparsity, check_step, is_concrete
 
 Schedule = Callable[[Union[int, jnp.ndarray]], jnp.ndarray]
 
@@ -157,6 +157,9 @@ def polynomial_sparsity(final_sparsity, begin_step, end_step, initial_sparsity=0
     check_sparsity(initial_sparsity, "initial_sparsity")
     t0 = check_step(begin_step, "begin_step")
     t1 = check_step(end_step, "end_step")
+    if not (is_concrete(t0) and is_concrete(t1)):
+        # Traced steps (injected hyperparameters inside jit): the same formula, in jnp.
+        return _traced_polynomial(final_sparsity, t0, t1, initial_sparsity, power)
     if t1 < t0:
         raise ValueError(f"end_step must be >= begin_step, got end_step={t1}, begin_step={t0}")
     span = float(max(t1 - t0, 1))
@@ -166,6 +169,20 @@ def polynomial_sparsity(final_sparsity, begin_step, end_step, initial_sparsity=0
         progress = jnp.clip((t - t0) / span, 0.0, 1.0)
         if t1 == t0:
             progress = jnp.where(t >= t1, 1.0, 0.0)
+        value = final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** power
+        return value.astype(jnp.float32)
+
+    return schedule
+
+
+def _traced_polynomial(final_sparsity, t0, t1, initial_sparsity, power) -> Schedule:
+    """:func:`polynomial_sparsity` for traced ``t0`` / ``t1`` (no Python comparisons)."""
+
+    def schedule(step):
+        t = _as_float(step)
+        span = jnp.maximum(t1 - t0, 1).astype(jnp.float32)
+        progress = jnp.clip((t - t0) / span, 0.0, 1.0)
+        progress = jnp.where(t1 == t0, jnp.where(t >= t1, 1.0, 0.0), progress)
         value = final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** power
         return value.astype(jnp.float32)
 

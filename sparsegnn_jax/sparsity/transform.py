@@ -1,4 +1,8 @@
-"""The optax transformation behind every sparsity method, and its extension point (:class:`Rule`).
+"""The optax transformation behind every sparsity method, built from a :class:`Rule`.
+
+New methods are best written with :func:`sparsegnn_jax.sparse_method` (module ``custom``),
+whose rules see one documented context; :class:`Rule` is the lower-level form the built-in
+methods use (gradient edits, method-specific state).
 
 Every method is the same optax transformation with a different *rule*: a rule decides the initial
 masks, optionally edits the gradients (ADMM / SLR penalties) and, under ``lax.cond``, decides the
@@ -20,11 +24,13 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sparsegnn_jax.sparsity import distributions
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity.trees import as_pure, leaf_paths, prunable
+from sparsegnn_jax.sparsity.validation import raise_if
 
 __all__ = [
     "SparsityTrace",
@@ -39,6 +45,7 @@ __all__ = [
     "init_dense",
     "init_masks_by",
     "keep_counts_fn",
+    "KeepCounts",
 ]
 
 
@@ -51,11 +58,15 @@ class SparsityTrace(NamedTuple):
         density during the step (the mask the step's gradient was computed with; dense phases
         count as 1).
       mask_updates: int32 scalar, number of steps that used a dense gradient to regrow (RigL).
+      violations: int32 scalar, number of ``update`` calls (after the first) that received
+        params not zero outside the current masks: something after the method in an
+        ``optax.chain`` changed its update (see :func:`sparse_transform`). Each also raises.
     """
 
     steps: jax.Array
     density_steps: dict
     mask_updates: jax.Array
+    violations: jax.Array = np.zeros((), np.int32)  # NumPy: no device work at import
 
 
 class SparsityState(NamedTuple):
@@ -170,19 +181,34 @@ def init_masks_by(scores: str) -> Callable:
     return init_masks
 
 
-def keep_counts_fn(sparsity, distribution, filter_fn) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class KeepCounts:
     """A ``counts_fn`` for :func:`sparse_transform`: ``distributions.keep_counts`` as int32.
 
-    Returns:
-      ``params -> int32 keep counts`` (a pytree with the params' structure); the sparsity may be
-      traced.
+    Calling it maps ``params`` to int32 keep counts (a pytree with the params' structure); the
+    sparsity may be traced. When the sparsity is a JAX array (an ``optax.inject_hyperparams``
+    hyperparameter), every ``update`` recomputes the counts and fails loudly when they differ
+    from the state's: keep counts are fixed at ``init``.
     """
 
-    def counts_fn(params):
-        counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
+    sparsity: Any
+    distribution: Any
+    filter_fn: Optional[Callable]
+
+    @property
+    def may_change(self) -> bool:
+        """Whether the sparsity is an array, which ``inject_hyperparams`` may change."""
+        return isinstance(self.sparsity, jax.Array)
+
+    def __call__(self, params):
+        counts = distributions.keep_counts(params, self.sparsity, self.distribution,
+                                           self.filter_fn)
         return jax.tree.map(lambda c: jnp.asarray(c, jnp.int32), counts)
 
-    return counts_fn
+
+def keep_counts_fn(sparsity, distribution, filter_fn) -> KeepCounts:
+    """The :class:`KeepCounts` of ``sparsity`` under ``distribution`` and ``filter_fn``."""
+    return KeepCounts(sparsity, distribution, filter_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,9 +249,73 @@ def get_masks(state):
     return find_state(state).masks
 
 
-def get_trace(state) -> SparsityTrace:
-    """The :class:`SparsityTrace` of a sparsity method (see :func:`find_state` for ``state``)."""
-    return find_state(state).trace
+def get_trace(state, every_k: Optional[int] = None) -> SparsityTrace:
+    """The :class:`SparsityTrace` of a sparsity method: what the run computed.
+
+    Inside ``optax.MultiSteps(tx, every_k_schedule=k)`` the method's ``update`` runs once per
+    ``k`` mini-batches, each of which had its forward and backward pass at the masks then in
+    force; with ``every_k=k`` the returned trace counts those mini-batches (steps and
+    per-layer density sums times ``k``, plus the mini-batches accumulated since the last
+    update at the current masks; each RigL mask update needed the dense gradient of all ``k``).
+
+    Args:
+      state: as in :func:`find_state`.
+      every_k: ``k`` of the enclosing ``optax.MultiSteps`` (a positive int); required when the
+        method is inside one, rejected otherwise.
+
+    Returns:
+      The trace (counting mini-batches inside ``optax.MultiSteps``).
+
+    Raises:
+      ValueError: when the method is inside ``optax.MultiSteps`` and ``every_k`` is missing or
+        not a positive int, or when ``every_k`` is given without ``optax.MultiSteps``.
+    """
+    found = find_state(state)
+    multi = _enclosing_multi_steps(state)
+    if multi is None:
+        if every_k is not None:
+            raise ValueError("get_trace: `every_k` is given but the sparsity method is not "
+                             "inside optax.MultiSteps")
+        return found.trace
+    if every_k is None:
+        raise ValueError("get_trace: the sparsity method runs inside optax.MultiSteps, so its "
+                         "trace holds one step per k mini-batches; pass get_trace(state, "
+                         "every_k=k) to count every mini-batch that was computed")
+    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+        raise ValueError(f"get_trace: `every_k` must be a positive int (MultiSteps' constant "
+                         f"every_k_schedule), got {every_k!r}")
+    trace, partial = found.trace, jnp.asarray(as_pure(multi.mini_step), jnp.int32)
+    current = _densities_by_path(found.masks, trace.density_steps)
+    return SparsityTrace(
+        steps=trace.steps * every_k + partial,
+        density_steps={p: v * every_k + partial * current[p]
+                       for p, v in trace.density_steps.items()},
+        mask_updates=trace.mask_updates * every_k,
+        violations=trace.violations)
+
+
+def _enclosing_multi_steps(state):
+    """The ``optax.MultiStepsState`` whose inner state holds the sparsity state, or None."""
+    found = optax.tree_utils.tree_get_all_with_path(
+        state, optax.MultiStepsState.__name__,
+        filtering=lambda path, value: isinstance(value, optax.MultiStepsState))
+    for _, multi in found:
+        if optax.tree_utils.tree_get_all_with_path(
+                multi.inner_opt_state, SparsityState.__name__,
+                filtering=lambda path, value: isinstance(value, SparsityState)):
+            return multi
+    return None
+
+
+def _densities_by_path(masks, recorded: dict) -> dict:
+    """``{path: density}`` of the mask leaves ``recorded`` names; leading axes beyond those of
+    the recorded values (a vmapped run's batch axes) are kept."""
+    out = {}
+    for name, m in zip(leaf_paths(masks), jax.tree.leaves(masks)):
+        if name in recorded:
+            axes = tuple(range(jnp.ndim(recorded[name]), m.ndim))
+            out[name] = jnp.mean(m, axis=axes, dtype=jnp.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,11 +331,39 @@ def _init_trace(flags, paths) -> SparsityTrace:
     zero = jnp.zeros((), jnp.float32)
     return SparsityTrace(jnp.zeros((), jnp.int32),
                          {path: zero for path, p in zip(paths, flags) if p},
-                         jnp.zeros((), jnp.int32))
+                         jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def _outside_masks(params, masks, flags) -> jax.Array:
+    """Per prunable layer (bool vector), whether a weight is non-zero where its mask is False:
+    one reduction per layer."""
+    return jnp.stack([jnp.any((p != 0) & ~m) for p, m, f in
+                      zip(jax.tree.leaves(params), jax.tree.leaves(masks), flags) if f])
+
+
+def _dense_params_message(name: str, paths) -> Callable:
+    def message(outside) -> str:
+        layers = [p for p, o in zip(paths, np.asarray(outside).reshape(-1, len(paths)).any(0))
+                  if o]
+        return (f"{name}: the params passed to update() are not zero outside the method's "
+                f"masks (layers {layers}): a transformation placed after the sparsity method "
+                f"changed its update, e.g. optax.chain(sg.{name}(...), "
+                f"optax.scale_by_learning_rate(...)), and the weights are silently dense. Put "
+                f"the sparsity method last in the chain, or make the chain its inner optimizer: "
+                f"sg.{name}(optax.chain(...), ...)")
+    return message
 
 
 def _zero_where(x, where):
     return jnp.where(where, jnp.zeros_like(x), x)
+
+
+def _check_counts_unchanged(counts, stored, name: str) -> None:
+    changed = jnp.any(jnp.stack([jnp.any(c != s) for c, s in
+                                 zip(jax.tree.leaves(counts), jax.tree.leaves(stored))]))
+    raise_if(changed, f"{name}: the sparsity changed after init (e.g. an injected "
+                      f"hyperparameter): keep counts are fixed when the state is created; "
+                      f"call tx.init again (or start a new method) to train at another sparsity")
 
 
 def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_fn: Callable,
@@ -259,13 +377,25 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         do; ``optax.masked`` with a callable mask does not).
       rule: the method's mask rule.
       counts_fn: ``params -> int32 keep counts`` (a pytree with the params' structure), called
-        in ``init``, where the sparsity may be traced (``jax.vmap`` of ``init`` over sparsities).
+        in ``init``, where the sparsity may be traced (``jax.vmap`` of ``init`` over sparsities);
+        a :class:`KeepCounts` whose ``may_change`` is also checked at every ``update``.
       filter_fn: which leaves are prunable (``trees.default_filter`` when None).
       key: raw PRNG key stored in the state.
       name: method name used in error messages.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+    Where a method may stand: its update must reach ``optax.apply_updates`` unchanged, because
+    it sets pruned weights to 0 by emitting ``-p`` there. So it goes last in an
+    ``optax.chain`` (anything before it - clipping, scaling, another optimizer - is fine, as is
+    making the chain its ``inner`` optimizer), or inside ``optax.MultiSteps`` /
+    ``optax.inject_hyperparams`` / ``nnx.Optimizer``, which pass the update through. From the
+    second update on, each ``update`` checks (one reduction per prunable layer) that the params
+    it receives are zero outside the current masks; when they are not (e.g.
+    ``optax.chain(method, optax.scale_by_learning_rate(lr))``) it counts the step in
+    ``trace.violations`` and raises a ``ValueError`` naming the layers - directly outside
+    ``jit``, through ``jax.debug.callback`` (a ``JaxRuntimeError``) inside.
     """
     inner = optax.with_extra_args_support(inner)
 
@@ -301,6 +431,8 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
 
         old = like_params(state.masks)
         prunable_tree = prunable(params, filter_fn)
+        if getattr(counts_fn, "may_change", False):
+            _check_counts_unchanged(counts_fn(params), like_params(state.keep_counts), name)
         ctx = StepContext(state.count, like_params(updates), params, old,
                           like_params(state.keep_counts), prunable_tree, state.key, state.extra,
                           extra_args)
@@ -338,11 +470,21 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         else:
             out = inner_updates
 
-        dens = _densities(old, jax.tree.leaves(prunable_tree), leaf_paths(params))
+        flags = jax.tree.leaves(prunable_tree)
+        violated = jnp.zeros((), bool)
+        if rule.masked and any(flags):
+            # After the first update the params must be exactly masked: they are the result of
+            # this method's own previous update, unless something rescaled it.
+            outside = _outside_masks(params, old, flags) & (state.count > 0)
+            violated = jnp.any(outside)
+            prunable_paths = [p for p, f in zip(leaf_paths(params), flags) if f]
+            raise_if(outside, _dense_params_message(name, prunable_paths))
+        dens = _densities(old, flags, leaf_paths(params))
         trace = SparsityTrace(
             steps=state.trace.steps + 1,
             density_steps={k: state.trace.density_steps[k] + dens[k] for k in dens},
-            mask_updates=state.trace.mask_updates + used_dense_grad.astype(jnp.int32))
+            mask_updates=state.trace.mask_updates + used_dense_grad.astype(jnp.int32),
+            violations=state.trace.violations + violated.astype(jnp.int32))
         new_state = SparsityState(
             count=state.count + 1,
             masks=new,

@@ -26,6 +26,7 @@ __all__ = [
     "prunable",
     "as_pure",
     "check_same_structure",
+    "align_to",
 ]
 
 # Flax NNX Variables (``nnx.Param`` boxes) replaced by their values. An ``nnx.State`` of Params
@@ -144,3 +145,27 @@ def check_same_structure(params: PyTree, masks: PyTree) -> None:
         if jnp.shape(p) != jnp.shape(m):
             raise ValueError(f"mask of {path!r} has shape {tuple(jnp.shape(m))} but the "
                              f"parameter has shape {tuple(jnp.shape(p))}")
+
+
+def align_to(tree: PyTree, reference: PyTree, what: str = "tree") -> PyTree:
+    """``tree``'s leaves in ``reference``'s structure, leaves matched by layer path.
+
+    An ``nnx.State`` with Variable boxes, its ``nnx.as_pure`` form and its ``nnx.to_pure_dict``
+    form name their leaves alike (:func:`path_str`), so any of them aligns to any other.
+
+    Args:
+      tree: the pytree to restructure (e.g. user-supplied masks or scores).
+      reference: the pytree whose structure the result takes (e.g. the params).
+      what: the name of ``tree`` in the error message.
+
+    Returns:
+      A pytree with ``reference``'s structure holding ``tree``'s leaves.
+
+    Raises:
+      ValueError: naming both structures when the layer paths differ.
+    """
+    if leaf_paths(tree) != leaf_paths(reference):
+        raise ValueError(f"{what} tree structure does not match params:\n"
+                         f"  params: {jax.tree.structure(reference)}\n"
+                         f"  {what}: {jax.tree.structure(tree)}")
+    return jax.tree.unflatten(jax.tree.structure(reference), jax.tree.leaves(tree))

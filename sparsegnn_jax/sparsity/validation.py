@@ -9,6 +9,7 @@ import numbers
 from typing import Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "check_step",
     "check_fraction",
     "check_greater",
+    "raise_if",
 ]
 
 
@@ -67,13 +69,14 @@ def check_step(value, name: str, *, positive: bool = False,
     """Validates a step index or a step count.
 
     Args:
-      value: a Python / NumPy / concrete JAX integer scalar (bools are rejected).
+      value: a Python / NumPy / JAX integer scalar (bools are rejected); traced values (e.g. an
+        injected hyperparameter inside ``jit``) are returned unchecked.
       name: the argument's name, used in the error message.
       positive: require ``value > 0`` instead of ``value >= 0``.
       allow_none: accept None (returned unchanged).
 
     Returns:
-      ``value`` as a Python int (None when allowed and given).
+      ``value`` as a Python int (None when allowed and given; a traced value unchanged).
 
     Raises:
       ValueError: ``"{name} must be an integer step..."`` for a non-integer,
@@ -81,7 +84,10 @@ def check_step(value, name: str, *, positive: bool = False,
     """
     if value is None and allow_none:
         return None
-    is_int = (not isinstance(value, bool) and is_concrete(value) and np.ndim(value) == 0
+    if not is_concrete(value):
+        # A traced step (an ``optax.inject_hyperparams`` hyperparameter inside jit): unchecked.
+        return value
+    is_int = (not isinstance(value, bool) and np.ndim(value) == 0
               and np.issubdtype(np.asarray(value).dtype, np.integer))
     if not is_int:
         raise ValueError(f"{name} must be an integer step{' or None' if allow_none else ''}, "
@@ -99,8 +105,10 @@ def check_fraction(value, name: str) -> None:
       value: a number or a schedule ``step -> fraction``.
       name: the argument's name, used in the error message.
     """
-    if callable(value):
+    if callable(value) or not is_concrete(value):
         return
+    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
+        value = np.asarray(value).item()  # an injected hyperparameter: a 0-d array
     if not _is_concrete_number(value) or not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} must be in (0, 1] or a schedule step -> fraction, got {value!r}")
 
@@ -115,3 +123,31 @@ def check_greater(value, name: str, bound) -> None:
     """
     if _is_concrete_number(value) and not float(value) > bound:
         raise ValueError(f"{name} must be > {bound}, got {value!r}")
+
+
+def raise_if(flag, message) -> None:
+    """Raises ``ValueError(message)`` when ``flag`` holds, also from inside ``jax.jit``.
+
+    Outside ``jit`` (a concrete ``flag``) it raises at once. Inside, a ``jax.debug.callback``
+    raises on the host, only on a step where ``flag`` holds (a ``lax.cond`` skips it
+    otherwise); the error reaches the caller as a ``JaxRuntimeError`` whose text contains
+    ``message``. Under ``vmap`` the cond becomes a select, so the callback runs on every step and
+    checks ``flag`` itself.
+
+    Args:
+      flag: a bool scalar or array (any True entry fails).
+      message: the error's text, or a function of the flag's value (a NumPy array) returning it.
+    """
+    def text(value) -> str:
+        return message(value) if callable(message) else message
+
+    if is_concrete(flag):
+        if np.any(np.asarray(flag)):
+            raise ValueError(text(np.asarray(flag)))
+        return
+
+    def report(value):
+        if np.any(value):
+            raise ValueError(text(np.asarray(value)))
+
+    jax.lax.cond(jnp.any(flag), lambda f: jax.debug.callback(report, f), lambda f: None, flag)

@@ -178,6 +178,16 @@ def test_training_from_library_traces_hand_counts():
     assert int(trace.mask_updates) == 4
     assert flops.training_from_trace(dense, trace) == pytest.approx(
         23 * 3 * f_s + 4 * (f_d - f_s), rel=1e-6)
+    # Inside optax.MultiSteps(k=4), 23 mini-batches are 5 updates (mask updates at inner steps
+    # 2 and 4, each from the dense gradients of 4 mini-batches) and 3 accumulated ones: every
+    # mini-batch had its forward and backward pass.
+    multi = optax.MultiSteps(sg.rigl(optax.sgd(0.1), sparsity=0.75, update_every=2),
+                             every_k_schedule=4)
+    state = _run_method(multi, params, 23)
+    with pytest.raises(ValueError, match="every_k=k"):
+        sg.get_trace(state)
+    assert flops.training_from_trace(dense, sg.get_trace(state, every_k=4)) == pytest.approx(
+        23 * 3 * f_s + 8 * (f_d - f_s), rel=1e-6)
     # SLR: every step up to and including the pruning step (5 dense + 5 penalty + the prune)
     # has dense weights, the 4 after it are sparse.
     state = _run_method(sg.slr(optax.sgd(0.1), sparsity=0.75, dense_steps=5, penalty_steps=5,

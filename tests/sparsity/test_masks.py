@@ -471,6 +471,23 @@ def test_init_magnitude_scores_keep_largest():
     np.testing.assert_array_equal(m["w"], [[False, True, True], [True, False, False]])
 
 
+def test_init_given_scores_on_nnx_state_needs_no_key():
+    nparams = nnx_params()
+    pure_scores = jax.tree.map(jnp.abs, nnx.to_pure_dict(nparams))
+    # Pure-dict scores for an NNX State (and NNX-boxed scores for a pure dict), no key.
+    m = masks.init(params=nparams, sparsity=0.75, scores=pure_scores)
+    m_pure = masks.init(None, nnx.to_pure_dict(nparams), 0.75,
+                        scores=jax.tree.map(jnp.abs, nparams))
+    expected = masks.init(0, nparams, 0.75, scores="magnitude")
+    for a, b, c in zip(jax.tree.leaves(m), jax.tree.leaves(m_pure), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    kernel = np.abs(np.asarray(nparams["l0"]["kernel"][...]))
+    np.testing.assert_array_equal(m["l0"]["kernel"][...], np_topk(kernel, np_keep(64 * 256, 0.25)))
+    with pytest.raises(ValueError, match="needs a `key`"):
+        masks.init(params=nparams, sparsity=0.75)
+
+
 def test_init_random_is_reproducible_and_key_dependent():
     p = dict_model()
     a = masks.init(jax.random.key(3), p, 0.5)
@@ -545,6 +562,26 @@ def test_sparsity_and_layer_sparsity_hand_values():
     pm = masks.init(jax.random.key(0), dict_model(), 0.9375)
     assert masks.sparsity(pm) == pytest.approx(1 - (128 + 512 + 4) / (2048 + 8192 + 64))
     assert float(jax.jit(masks.sparsity)(m)) == pytest.approx(0.5)
+
+
+def test_mask_sparsity_rejects_float_params_and_param_sparsity_counts_zeros():
+    params = {"w": jnp.zeros((4, 5)).at[0, 0].set(1.5).at[2, 3].set(-1.0),  # 2 of 20
+              "v": jnp.zeros((3, 3)).at[0, 0].set(-2.0),  # 1 of 9
+              "bias": jnp.zeros(5)}
+    for fn in (masks.sparsity, masks.layer_sparsity):
+        with pytest.raises(TypeError, match=r"leaf 'v' has dtype float32.*param_sparsity"):
+            fn(params)
+    summary = masks.param_sparsity(params)
+    assert summary.nonzero == {"v": 1, "w": 2}
+    assert summary.size == 29
+    assert summary.per_layer == {"v": pytest.approx(8 / 9), "w": pytest.approx(18 / 20)}
+    assert summary.total == pytest.approx(1 - 3 / 29)
+    # Masked params of an NNX model: zeros counted from the weights agree with the masks.
+    nparams = nnx_params()
+    m = masks.init(jax.random.key(1), nparams, 0.75)
+    summary = masks.param_sparsity(masks.apply(nparams, m))
+    assert summary.total == pytest.approx(masks.sparsity(m))
+    assert summary.per_layer == pytest.approx(masks.layer_sparsity(m))
 
 
 def test_magnitude_masks_tree_and_path_dict_counts():

@@ -131,6 +131,26 @@ def test_inside_optax_chain():
     assert int(sp.get_trace(state).mask_updates) == 2
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_rescaled_update_after_the_method_fails_loudly(jit):
+    # The method's -p is rescaled by what follows it: the weights would end up dense.
+    tx = optax.chain(sp.rigl(optax.scale_by_adam(), sparsity=0.9, update_every=2),
+                     optax.scale_by_learning_rate(1e-2))
+    with pytest.raises(Exception, match=r"not zero outside the method's masks \(layers "
+                                        r"\['l0/kernel', 'l1/kernel', 'l2/kernel'\]\)"):
+        history, _ = train(tx, make_params(), 2, jit=jit)
+        jax.block_until_ready(history)
+    # In front of the method (or as its inner optimizer) nothing is rescaled: no violation.
+    for tx in (optax.chain(optax.scale_by_adam(),
+                           sp.rigl(optax.scale_by_learning_rate(1e-2), sparsity=0.9,
+                                   update_every=2)),
+               sp.rigl(optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(1e-2)),
+                       sparsity=0.9, update_every=2)):
+        history, state = train(tx, make_params(), 5, jit=jit)
+        assert int(sp.get_trace(state).violations) == 0
+        assert_exactly_masked(history[-1], sp.get_masks(state))
+
+
 def test_wrapping_optax_chain():
     inner = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9,
                                                                     nesterov=True))
@@ -141,7 +161,8 @@ def test_multisteps_both_ways():
     outer = optax.MultiSteps(sp.rigl(optax.adam(1e-2), sparsity=0.8, update_every=2),
                              every_k_schedule=2)
     history, state = _check_container(outer, steps=8)
-    assert int(sp.get_trace(state).steps) == 4  # the sparsity method sees every second step
+    assert int(sp.find_state(state).trace.steps) == 4  # the method sees every second step
+    assert int(sp.get_trace(state, every_k=2).steps) == 8  # and 8 mini-batches were computed
     inner = sp.rigl(optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2), sparsity=0.8,
                     update_every=2)
     history, state = _check_container(inner, steps=8)
@@ -158,6 +179,39 @@ def test_inject_hyperparams_inner_and_outer():
         make_params())
     outer = optax.inject_hyperparams(sp.static_sparse)(optax.sgd(0.1), sparsity=0.8)
     _, state = _check_container(outer)
+
+
+def test_inject_hyperparams_of_every_changeable_argument():
+    params = make_params()
+    kw = dict(sparsity=0.8, update_every=2, drop_fraction=0.3, end_step=6, seed=1)
+    injected = optax.inject_hyperparams(sp.rigl)(optax.sgd(0.1, momentum=0.9), **kw)
+    history, state = train(injected, params, 7)
+    _, plain = train(sp.rigl(optax.sgd(0.1, momentum=0.9), **kw), params, 7)
+    for a, b in zip(jax.tree.leaves(sp.get_masks(state)), jax.tree.leaves(sp.get_masks(plain))):
+        np.testing.assert_array_equal(a, b)
+    assert int(sp.get_trace(state).mask_updates) == 3
+    assert_exactly_masked(history[-1], sp.get_masks(state))
+    # Steps and fractions change during training: no mask update once update_every is 100.
+    state.hyperparams["update_every"] = jnp.asarray(100)
+    update = jax.jit(injected.update)
+    p = history[-1]
+    for _ in range(3):
+        updates, state = update(jax.tree.map(jnp.ones_like, p), state, p)
+        p = optax.apply_updates(p, updates)
+    assert int(sp.get_trace(state).mask_updates) == 3
+    # The sparsity cannot change after init: it fails loudly, eagerly and under jit.
+    state.hyperparams["sparsity"] = jnp.asarray(0.5)
+    with pytest.raises(ValueError, match="the sparsity changed after init"):
+        injected.update(jax.tree.map(jnp.ones_like, p), state, p)
+    with pytest.raises(Exception, match="the sparsity changed after init"):
+        jax.block_until_ready(update(jax.tree.map(jnp.ones_like, p), state, p))
+    # Gradual magnitude pruning's steps (compared in Python before) can be injected too.
+    gmp_kw = dict(sparsity=0.8, begin_step=1, end_step=4, every=1)
+    _, gmp = train(optax.inject_hyperparams(sp.gradual_magnitude)(optax.sgd(0.1), **gmp_kw),
+                   params, 6)
+    _, gmp_plain = train(sp.gradual_magnitude(optax.sgd(0.1), **gmp_kw), params, 6)
+    for a, b in zip(jax.tree.leaves(sp.get_masks(gmp)), jax.tree.leaves(sp.get_masks(gmp_plain))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_get_masks_errors_without_a_sparsity_state():

@@ -199,6 +199,9 @@ def test_rigl_resets_nested_param_shaped_inner_state_at_grown_positions():
     state = tx.init(params)
     filled = jax.tree.map(lambda x: jnp.full_like(x, 2.0) if x.ndim else x, state.inner_state)
     state = state._replace(count=jnp.ones((), jnp.int32), inner_state=filled)
+    # At step 1 the params are those the first update left: zero outside the masks (the
+    # method refuses others).
+    params = sp.masks.apply(params, state.masks)
     grads = {"a": jnp.arange(30.0).reshape(6, 5), "b": jnp.ones(5)}
     _, new_state = jax.jit(tx.update)(grads, state, params)
     grown = np.asarray(new_state.masks["a"]) & ~np.asarray(state.masks["a"])
