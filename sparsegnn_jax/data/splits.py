@@ -14,6 +14,8 @@ __all__ = [
     "temporal_link_split",
     "edge_keys",
     "sample_negatives",
+    "random_pairs",
+    "known_pairs",
     "node_split",
 ]
 
@@ -221,9 +223,11 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
                      nodes=None) -> jax.Array:
     """Uniformly random non-edges (src != dst) by rejection against known edge keys.
 
-    Each round draws a fresh pair for every slot whose pair is a known edge (looked up with a
-    binary search in the sorted ``edge_keys``). After ``rounds`` rounds a slot still holding an
-    edge has probability ``density**(rounds + 1)``: negligible for sparse graphs. Jit-able with
+    Each round draws a fresh pair (:func:`random_pairs`) for every slot whose pair is a known
+    edge (:func:`known_pairs`), and the rounds stop as soon as no slot holds one: the result is
+    the pairs ``rounds`` full rounds would give (a round changes no slot that is not an edge),
+    at the cost of the rounds needed. After ``rounds`` rounds a slot still holding an edge has
+    probability ``density**(rounds + 1)``: negligible for sparse graphs. Jit-able with
     ``num_nodes``, ``num`` and ``rounds`` static; the result depends only on ``key``.
 
     Args:
@@ -231,7 +235,7 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
       num_nodes: N (static).
       num: number of pairs to return (static).
       edge_keys: sorted array of ``src * N + dst`` of all known edges (see :func:`edge_keys`).
-      rounds: resampling rounds for rejected pairs (static).
+      rounds: at most this many resampling rounds for rejected pairs (static).
       nodes: optional [M] distinct node ids (M >= 2) to draw both ends from (e.g. the nodes
         with history); None draws from all ``num_nodes``.
 
@@ -249,41 +253,62 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
                              num_nodes, num, rounds)
 
 
+def random_pairs(key, nodes, num: int) -> tuple[jax.Array, jax.Array]:
+    """``num`` uniformly random pairs of distinct entries of ``nodes`` (one ``randint`` call).
+
+    Args:
+      key: jax PRNG key.
+      nodes: [M] node ids, M >= 2.
+      num: number of pairs (static).
+
+    Returns:
+      ``(src, dst)``, two [num] int32 arrays with ``src != dst`` position by position.
+    """
+    m = nodes.shape[0]
+    # Row 0: the source position among M; row 1: the destination among the M - 1 others
+    # (src's own position skipped), so src != dst without rejection.
+    pos = jax.random.randint(key, (2, num), 0, jnp.asarray([[m], [m - 1]], jnp.int32),
+                             dtype=jnp.int32)
+    src, dst = pos[0], pos[1]
+    dst = dst + (dst >= src).astype(jnp.int32)
+    return nodes[src], nodes[dst]
+
+
+def known_pairs(keys_arr, num_nodes: int, src, dst) -> jax.Array:
+    """[num] bool: whether each pair ``(src, dst)`` is among the sorted ``keys_arr``.
+
+    Args:
+      keys_arr: sorted unique keys ``src * N + dst`` (see :func:`edge_keys`), possibly empty.
+      num_nodes: N (static).
+      src, dst: [num] int32 node ids.
+    """
+    if keys_arr.size == 0:
+        return jnp.zeros(src.shape, dtype=bool)
+    k = src.astype(keys_arr.dtype) * num_nodes + dst.astype(keys_arr.dtype)
+    pos = jnp.clip(jnp.searchsorted(keys_arr, k), 0, keys_arr.size - 1)
+    return keys_arr[pos] == k
+
+
 @functools.partial(jax.jit, static_argnames=("num_nodes", "num", "rounds"))
 def _sample_negatives(key, keys_arr, nodes, num_nodes: int, num: int, rounds: int):
     # Jitted once per (shapes, N, num, rounds): eager dispatch of the loop is slow.
-    kdt = keys_arr.dtype if keys_arr.size else jnp.int32
-    has_edges = keys_arr.size > 0
-    last = max(keys_arr.size - 1, 0)
+    # One split gives every round its key: round r draws with keys[r] whether or not the
+    # loop stops early, so stopping cannot change a pair.
+    keys = jax.random.split(key, rounds + 1)
+    src, dst = random_pairs(keys[0], nodes, num)
 
-    m = nodes.shape[0]
+    def still_rejected(carry):
+        done, _, _, bad = carry
+        return (done < rounds) & bad.any()
 
-    def draw(k):
-        k_src, k_dst = jax.random.split(k)
-        src = jax.random.randint(k_src, (num,), 0, m, dtype=jnp.int32)
-        # Draw dst from M-1 positions and skip src's: src != dst without rejection.
-        dst = jax.random.randint(k_dst, (num,), 0, m - 1, dtype=jnp.int32)
-        dst = dst + (dst >= src).astype(jnp.int32)
-        return nodes[src], nodes[dst]
+    def redraw(carry):
+        done, src, dst, bad = carry
+        new_src, new_dst = random_pairs(keys[done + 1], nodes, num)
+        src, dst = jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst)
+        return done + 1, src, dst, known_pairs(keys_arr, num_nodes, src, dst)
 
-    def is_edge(src, dst):
-        if not has_edges:
-            return jnp.zeros((num,), dtype=bool)
-        k = src.astype(kdt) * num_nodes + dst.astype(kdt)
-        pos = jnp.clip(jnp.searchsorted(keys_arr, k), 0, last)
-        return keys_arr[pos] == k
-
-    key, sub = jax.random.split(key)
-    src, dst = draw(sub)
-
-    def body(_, carry):
-        src, dst, key = carry
-        key, sub = jax.random.split(key)
-        new_src, new_dst = draw(sub)
-        bad = is_edge(src, dst)
-        return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst), key
-
-    src, dst, _ = jax.lax.fori_loop(0, rounds, body, (src, dst, key))
+    carry = (jnp.zeros((), jnp.int32), src, dst, known_pairs(keys_arr, num_nodes, src, dst))
+    _, src, dst, _ = jax.lax.while_loop(still_rejected, redraw, carry)
     return jnp.stack([src, dst], axis=1)
 
 

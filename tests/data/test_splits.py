@@ -2,6 +2,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -88,6 +89,38 @@ def test_sample_negatives_are_non_edges_and_deterministic():
     np.testing.assert_array_equal(np.asarray(jitted(key, edge_keys=keys)), neg)
     # Covers all non-edges roughly uniformly (every node appears as a source).
     assert np.unique(neg[:, 0]).size == n
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _full_round_negatives(key, keys, nodes, num_nodes, num, rounds):
+    """The sampler without early exit: every one of ``rounds`` rounds runs."""
+    round_keys = jax.random.split(key, rounds + 1)
+
+    def one_round(r, pair):
+        src, dst = pair
+        bad = data.known_pairs(keys, num_nodes, src, dst)
+        new_src, new_dst = data.random_pairs(round_keys[r + 1], nodes, num)
+        return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst)
+
+    pair = jax.lax.fori_loop(0, rounds, one_round, data.random_pairs(round_keys[0], nodes, num))
+    return jnp.stack(pair, axis=1)
+
+
+def test_sample_negatives_early_exit_equals_every_round():
+    # 600 random pairs over 30 nodes: about half of all pairs are edges, so slots need many
+    # rounds; 256 slots are all clean after about 8, before 16 (the early exit is taken), and
+    # 2 rounds stop with edges left (the cap is taken).
+    n = 30
+    keys = jnp.asarray(data.edge_keys(np.random.default_rng(0).integers(0, n, (600, 2)), n))
+    every_node, some = jnp.arange(n, dtype=jnp.int32), jnp.asarray([1, 4, 7, 9, 12], jnp.int32)
+    for nodes, seed, rounds in ((every_node, 0, 16), (every_node, 1, 16), (every_node, 0, 2),
+                                (some, 0, 16)):
+        key = jax.random.key(seed)
+        got = data.sample_negatives(key, n, 256, keys, rounds=rounds, nodes=nodes)
+        np.testing.assert_array_equal(
+            np.asarray(got), np.asarray(_full_round_negatives(key, keys, nodes, n, 256, rounds)))
+    capped = np.asarray(data.sample_negatives(jax.random.key(0), n, 256, keys, rounds=2))
+    assert np.isin(capped[:, 0] * n + capped[:, 1], np.asarray(keys)).any()
 
 
 def test_sample_negatives_without_edges_and_errors():
