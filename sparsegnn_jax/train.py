@@ -301,7 +301,8 @@ class LinkInputs(NamedTuple):
 
     graph: jraph.GraphsTuple   # the message-passing graph
     train_edges: jax.Array     # [E, 2] positive training pairs
-    edge_keys: jax.Array       # sorted keys of every true edge (``data.edge_keys``): no negative
+    edge_keys: jax.Array       # [U, 2] sorted (src, dst) rows of the true edges
+                               # (``data.edge_keys``): no negative is one of them
     negative_nodes: jax.Array  # [M] the nodes training negatives are drawn from
 
 

@@ -64,7 +64,8 @@ def test_temporal_link_split_errors():
 
 def test_edge_keys():
     keys = data.edge_keys(np.array([[2, 1], [0, 3], [2, 1]]), 4)
-    np.testing.assert_array_equal(keys, [3, 9])
+    np.testing.assert_array_equal(keys, [[0, 3], [2, 1]])
+    assert keys.dtype == np.int32
     with pytest.raises(ValueError, match="num_nodes"):
         data.edge_keys(np.array([[0, 4]]), 4)
 
@@ -80,7 +81,8 @@ def test_sample_negatives_are_non_edges_and_deterministic():
     assert neg.shape == (2000, 2) and neg.dtype == np.int32
     assert np.all(neg[:, 0] != neg[:, 1])
     assert neg.min() >= 0 and neg.max() < n
-    assert not np.isin(neg[:, 0].astype(np.int64) * n + neg[:, 1], keys).any()
+    assert not np.isin(data.pair_codes(neg[:, 0], neg[:, 1], n),
+                       data.pair_codes(keys[:, 0], keys[:, 1], n)).any()
     again = np.asarray(data.sample_negatives(key, n, 2000, keys))
     np.testing.assert_array_equal(neg, again)
     other = np.asarray(data.sample_negatives(jax.random.key(8), n, 2000, keys))
@@ -91,14 +93,14 @@ def test_sample_negatives_are_non_edges_and_deterministic():
     assert np.unique(neg[:, 0]).size == n
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _full_round_negatives(key, keys, nodes, num_nodes, num, rounds):
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _full_round_negatives(key, keys, nodes, num, rounds):
     """The sampler without early exit: every one of ``rounds`` rounds runs."""
     round_keys = jax.random.split(key, rounds + 1)
 
     def one_round(r, pair):
         src, dst = pair
-        bad = data.known_pairs(keys, num_nodes, src, dst)
+        bad = data.known_pairs(keys, src, dst)
         new_src, new_dst = data.random_pairs(round_keys[r + 1], nodes, num)
         return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst)
 
@@ -118,9 +120,42 @@ def test_sample_negatives_early_exit_equals_every_round():
         key = jax.random.key(seed)
         got = data.sample_negatives(key, n, 256, keys, rounds=rounds, nodes=nodes)
         np.testing.assert_array_equal(
-            np.asarray(got), np.asarray(_full_round_negatives(key, keys, nodes, n, 256, rounds)))
+            np.asarray(got), np.asarray(_full_round_negatives(key, keys, nodes, 256, rounds)))
     capped = np.asarray(data.sample_negatives(jax.random.key(0), n, 256, keys, rounds=2))
-    assert np.isin(capped[:, 0] * n + capped[:, 1], np.asarray(keys)).any()
+    assert np.isin(data.pair_codes(capped[:, 0], capped[:, 1], n),
+                   data.pair_codes(keys[:, 0], keys[:, 1], n)).any()
+
+
+def test_pair_keys_above_46340_nodes():
+    # 100k nodes: src * N + dst passes 2**31 from node 21,475 on; the two-column keys do not.
+    n = 100_000
+    top = np.arange(n - 6, n)
+    edges = np.array([(a, b) for a in top for b in top if a != b and (a + b) % 3 == 0])
+    edges = np.concatenate([edges, [[0, n - 1], [n - 1, 0], [46_341, 46_340]]])
+    keys = data.edge_keys(edges, n)
+    assert keys.dtype == np.int32 and keys.shape == (len(edges), 2)
+    np.testing.assert_array_equal(data.pair_codes(keys[:, 0], keys[:, 1], n),
+                                  np.sort(data.pair_codes(edges[:, 0], edges[:, 1], n)))
+    # Every ordered pair of the top 6 ids, reversed pairs and the two near 46,340.
+    queries = np.array([(a, b) for a in top for b in top] + [[n - 1, 0], [0, n - 1], [0, n - 2],
+                                                                [46_340, 46_341], [46_341, 46_340]])
+    got = np.asarray(data.known_pairs(jnp.asarray(keys), jnp.asarray(queries[:, 0]),
+                                      jnp.asarray(queries[:, 1])))
+    expected = np.isin(data.pair_codes(queries[:, 0], queries[:, 1], n),
+                       data.pair_codes(edges[:, 0], edges[:, 1], n))
+    np.testing.assert_array_equal(got, expected)
+    assert expected.sum() == len(edges)  # every edge is among the queries, and 18 non-edges
+    # Negatives drawn among the top ids (a third of their pairs are edges) avoid every edge.
+    neg = np.asarray(data.sample_negatives(jax.random.key(0), n, 500, keys,
+                                           nodes=jnp.asarray(top, jnp.int32)))
+    assert not np.isin(data.pair_codes(neg[:, 0], neg[:, 1], n),
+                       data.pair_codes(edges[:, 0], edges[:, 1], n)).any()
+    assert neg.min() >= n - 6 and np.all(neg[:, 0] != neg[:, 1])
+    # More nodes than int32 ids can name: refused before any work.
+    with pytest.raises(ValueError, match="int32"):
+        data.edge_keys(edges, 2**31)
+    with pytest.raises(ValueError, match="int32"):
+        data.sample_negatives(jax.random.key(0), 2**31, 4, keys)
 
 
 def test_sample_negatives_without_edges_and_errors():
