@@ -10,6 +10,8 @@ import argparse
 import pathlib
 import sys
 
+import jax
+
 from sparsegnn_jax import config, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
 
@@ -120,8 +122,8 @@ def main(task: str, argv: list[str] | None = None) -> int:
       argv: the flags (default ``sys.argv[1:]``).
 
     Returns:
-      The exit code: 0 on success, 2 for bad input (flags, files, data), 3 for a non-finite
-      loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
+      The exit code: 0 on success, 2 for bad input (flags, files, data) or a graph too large
+      for the device's memory, 3 for a non-finite loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
     """
     args = build_parser(task).parse_args(argv)
     try:
@@ -139,6 +141,12 @@ def main(task: str, argv: list[str] | None = None) -> int:
         # OSError covers FileNotFoundError and unusable paths (a file where a folder is needed,
         # permissions, a full disk).
         print(f"error: {_error_line(err)}", file=sys.stderr)
+        return 2
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        print(f"error: out of memory ({_error_line(err)}); a checkpoint folder "
+              "(--checkpoint-dir) keeps the trained state", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

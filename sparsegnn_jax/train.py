@@ -353,29 +353,79 @@ def link_scores(bound: BoundModel, params, graph, pairs) -> jax.Array:
     return bound(params, graph, pairs)
 
 
-link_logits = jax.jit(link_scores, static_argnums=0)
+#: Bytes the pair activations of one evaluation chunk may take (see :func:`pairs_per_chunk`).
+EVAL_MEMORY_BYTES = 256 * 2**20
+
+
+def pairs_per_chunk(width: int, memory_bytes: int = EVAL_MEMORY_BYTES) -> int:
+    """How many pairs to decode at once so that their activations fit in ``memory_bytes``.
+
+    A pair costs about ``4 * width`` float32 values (its two gathered node rows, the decoder's
+    input and its hidden layer), where ``width`` is the node representation's width.
+    """
+    return max(1, memory_bytes // (16 * max(width, 1)))
+
+
+def _chunked(fn, rows: int, chunk: int):
+    """``fn`` over ``[0, rows)`` in ``chunk``-sized index blocks (one at a time), concatenated.
+
+    ``fn(idx)`` gets [chunk] int32 row indices (the last block is clipped to ``rows - 1``, its
+    extra results dropped) and returns arrays with a leading [chunk] axis.
+    """
+    chunk = max(1, min(chunk, rows))
+    blocks = -(-rows // chunk)
+    idx = jnp.minimum(jnp.arange(blocks * chunk, dtype=jnp.int32), rows - 1)
+    out = jax.lax.map(fn, idx.reshape(blocks, chunk))
+    return jax.tree.map(lambda x: x.reshape((blocks * chunk,) + x.shape[2:])[:rows], out)
+
+
+def link_scores_chunked(bound: BoundModel, params, graph, pairs,
+                        memory_bytes: int = EVAL_MEMORY_BYTES) -> jax.Array:
+    """Logits for ``pairs`` (dropout off): one encoding, then decoded in bounded-memory chunks.
+
+    Equal to :func:`link_scores`; the pairs' activations never exceed about ``memory_bytes``
+    at once (:func:`pairs_per_chunk`), so millions of pairs can be scored.
+    """
+    module = bound.module(params)
+    z = module.encode(graph)
+    chunk = pairs_per_chunk(z.shape[-1], memory_bytes)
+    return _chunked(lambda idx: module.decode(z, pairs[idx]), pairs.shape[0], chunk)
+
+
+link_logits = jax.jit(link_scores_chunked, static_argnums=(0, 4))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
-             num_ranking_negatives: int, hits_k: int, key):
-    rank_neg = _corrupt_destinations(key, pos_edges, num_nodes, num_ranking_negatives)
-    pos_logits = link_scores(bound, params, graph, pos_edges)
-    rank_logits = link_scores(bound, params, graph, rank_neg.reshape(-1, 2))
-    return metrics.mrr_hits(pos_logits, rank_logits.reshape(pos_edges.shape[0], -1), k=hits_k)
+             num_ranking_negatives: int, memory_bytes: int, key):
+    """[P] rank of each positive among its own corrupted destinations, in bounded chunks."""
+    module = bound.module(params)
+    z = module.encode(graph)
+    k = num_ranking_negatives
+    positives_per_chunk = max(1, pairs_per_chunk(z.shape[-1], memory_bytes) // (k + 1))
+
+    def chunk_ranks(rows):
+        pos = pos_edges[rows]
+        neg = corrupt_destinations(key, rows, pos, num_nodes, k)
+        neg_logits = module.decode(z, neg.reshape(-1, 2)).reshape(rows.shape[0], k)
+        return metrics.ranks(module.decode(z, pos), neg_logits)
+
+    return _chunked(chunk_ranks, pos_edges.shape[0], positives_per_chunk)
 
 
 def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_nodes: int,
                   key: jax.Array, seen_nodes=None, num_ranking_negatives: int = 100,
-                  hits_k: int = 10) -> dict:
+                  hits_k: int = 10, memory_bytes: int = EVAL_MEMORY_BYTES) -> dict:
     """Link metrics of ``params`` on fixed positive and negative pairs.
 
     ROC-AUC, AP and accuracy at 0.5 (the paper's metric) score ``pos_pairs`` against
     ``neg_pairs``; MRR and Hits@K rank each positive against ``num_ranking_negatives`` pairs
-    that share its source node (destination corrupted, drawn with ``key``). With
-    ``seen_nodes`` ([N] bool: the node has training history) the same metrics are also given
-    for the pairs whose two nodes are seen (``"seen"``: positives and negatives of that group
-    only) and for those touching a new node (``"new"``).
+    that share its source node (destination corrupted, drawn from ``key`` and the positive's
+    index: :func:`corrupt_destinations`). With ``seen_nodes`` ([N] bool: the node has training
+    history) the same metrics are also given for the pairs whose two nodes are seen
+    (``"seen"``: positives and negatives of that group only) and for those touching a new node
+    (``"new"``). Pairs are scored in chunks whose activations take about ``memory_bytes``;
+    the metrics do not depend on it.
 
     Returns:
       dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and
@@ -383,12 +433,14 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     """
     pos_pairs, neg_pairs = np.asarray(pos_pairs), np.asarray(neg_pairs)
     logits = np.asarray(link_logits(bound, params, graph,
-                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs]))))
+                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs])),
+                                    memory_bytes))
     pos, neg = logits[: len(pos_pairs)], logits[len(pos_pairs):]
     out = metrics.pair_metrics(pos, neg)
     del out["pairs"]
-    mrr, hits = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
-                         num_ranking_negatives, hits_k, key)
+    rank = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
+                    num_ranking_negatives, memory_bytes, key)
+    mrr, hits = metrics.mrr_hits_of_ranks(rank, hits_k)
     out |= {"mrr": float(mrr), f"hits@{hits_k}": float(hits)}
     if seen_nodes is not None:
         seen_nodes = np.asarray(seen_nodes)
@@ -399,9 +451,15 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     return out
 
 
-def _corrupt_destinations(key, pos_edges, num_nodes, k):
-    """[P, k, 2] pairs (src, random dst != src); collisions with real edges are rare and kept."""
-    dst = jax.random.randint(key, (pos_edges.shape[0], k), 0, num_nodes - 1)
+def corrupt_destinations(key, rows, pos_edges, num_nodes: int, k: int) -> jax.Array:
+    """[R, k, 2] pairs (src, random dst != src) for the positives ``pos_edges`` at ``rows``.
+
+    Row ``i``'s destinations are drawn from ``fold_in(key, i)``, so they do not depend on
+    which other rows are drawn with it (chunking cannot change them). Collisions with real
+    edges are rare and kept.
+    """
+    dst = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (k,), 0,
+                                                num_nodes - 1))(rows)
     src = jnp.broadcast_to(pos_edges[:, :1], dst.shape)
     dst = jnp.where(dst >= src, dst + 1, dst)  # skip the source itself, uniform over the rest
     return jnp.stack([src, dst], axis=-1)

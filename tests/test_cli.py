@@ -178,6 +178,19 @@ def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, monkey
     assert_one_error_line(err, r"--distribution='nope'")
 
 
+def test_out_of_memory_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def exhausted(cfg):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                         "allocate 25000000000 bytes.\nBufferAssignment ...")
+
+    monkeypatch.setattr(runs, "run", exhausted)
+    code, _, err = _main("link", [f"--out={tmp_path}", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"out of memory \(RESOURCE_EXHAUSTED: Out of memory while "
+                               r"trying to allocate 25000000000 bytes.\)")
+    assert not list(tmp_path.glob("*.json"))
+
+
 @pytest.mark.parametrize("task,flags,fragment", ARGPARSE_ERRORS,
                          ids=[" ".join(c[1]) for c in ARGPARSE_ERRORS])
 def test_argparse_rejects_with_usage(task, flags, fragment, tmp_path, capsys):
