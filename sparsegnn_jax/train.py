@@ -306,6 +306,42 @@ class LinkInputs(NamedTuple):
     negative_nodes: jax.Array  # [M] the nodes training negatives are drawn from
 
 
+class LinkBatches(NamedTuple):
+    """An epoch's minibatches, drawn ahead of its steps (a pytree; leading axis: steps)."""
+
+    positives: jax.Array     # [S, B, 2] shuffled training pairs
+    negatives: jax.Array     # [S, B, 2] sampled non-edges
+    dropout_keys: jax.Array  # [S] one dropout key per step
+
+
+def link_epoch_batches(key: jax.Array, inputs: LinkInputs, batch_size: int, num_nodes: int,
+                       steps: int | None = None) -> tuple[jax.Array, LinkBatches]:
+    """The minibatches of one epoch drawn from ``key``, and the key the next epoch starts from.
+
+    A pure function of ``key`` and the data: every run that holds the same key (the runs of
+    one seed in a sweep) sees exactly these batches. ``steps`` as in :func:`make_link_epoch`.
+    """
+    train_edges, edge_keys, negative_nodes = (inputs.train_edges, inputs.edge_keys,
+                                              inputs.negative_nodes)
+    key, perm_key = jax.random.split(key)
+    num_batches = train_edges.shape[0] // batch_size if steps is None else steps
+    perm = shuffle_order(perm_key, train_edges.shape[0])
+    if num_batches * batch_size <= perm.shape[0]:
+        perm = perm[: num_batches * batch_size]
+    else:
+        perm = perm[jnp.arange(num_batches * batch_size) % perm.shape[0]]
+    positives = train_edges[perm].reshape(num_batches, batch_size, 2)
+
+    def step_keys(k, _):
+        k, neg_key, drop_key = jax.random.split(k, 3)
+        return k, (neg_key, drop_key)
+
+    key, (neg_keys, drop_keys) = jax.lax.scan(step_keys, key, None, length=num_batches)
+    negatives = jax.lax.map(lambda k: data_splits.sample_negatives(
+        k, num_nodes, batch_size, edge_keys, nodes=negative_nodes), neg_keys)
+    return key, LinkBatches(positives, negatives, drop_keys)
+
+
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
                     num_nodes: int, mesh: jax.sharding.Mesh | None = None,
                     steps: int | None = None) -> Callable:
@@ -318,31 +354,26 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
     small target set keeps the optimizer budget of a run on every training edge. With a
     ``mesh`` the pairs of every minibatch are split over its devices and the (replicated) state
     sees gradients all-reduced by XLA, so params and masks stay identical on every device.
+
+    The epoch's batches are drawn first from the state's key (:func:`link_epoch_batches`) and
+    the steps then only read them: vmapped over runs whose key is shared (not batched), the
+    shuffle and the negatives are drawn once for all of them, and only params, optimizer state
+    and masks carry the run axis.
     """
 
-    def train_step(state: TrainState, pos, graph, edge_keys, negative_nodes):
-        key, neg_key, drop_key = jax.random.split(state.key, 3)
-        neg = data_splits.sample_negatives(neg_key, num_nodes, pos.shape[0], edge_keys,
-                                           nodes=negative_nodes)
+    def train_step(state: TrainState, batch, graph):
+        pos, neg, drop_key = batch
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
         return optimizer_step(
-            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), key)
+            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), state.key)
 
     def epoch(state: TrainState, inputs: LinkInputs):
-        graph, train_edges, edge_keys, negative_nodes = inputs
-        key, perm_key = jax.random.split(state.key)
-        state = state._replace(key=key)
-        num_batches = train_edges.shape[0] // batch_size if steps is None else steps
-        perm = shuffle_order(perm_key, train_edges.shape[0])
-        if num_batches * batch_size <= perm.shape[0]:
-            perm = perm[: num_batches * batch_size]
-        else:
-            perm = perm[jnp.arange(num_batches * batch_size) % perm.shape[0]]
-        batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
-        state, losses = jax.lax.scan(
-            lambda s, pos: train_step(s, pos, graph, edge_keys, negative_nodes), state, batches)
+        key, batches = link_epoch_batches(state.key, inputs, batch_size, num_nodes, steps)
+        batches = batches._replace(positives=_shard_batch(batches.positives, mesh, 1))
+        state, losses = jax.lax.scan(lambda s, b: train_step(s, b, inputs.graph),
+                                     state._replace(key=key), batches)
         return state, losses.mean()
 
     return epoch
