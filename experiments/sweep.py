@@ -12,7 +12,7 @@ import pathlib
 import sys
 import time
 
-from sparsegnn_jax import config, files, sweeps, tasks
+from sparsegnn_jax import cli, config, files, sweeps, tasks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -35,11 +35,13 @@ def parse_args(argv=None):
                    help="train runs one after another instead of vmapped (for comparison)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--no-progress", action="store_true")
+    cli.add_compilation_cache_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    cli.use_compilation_cache(not args.no_compilation_cache)
     dataset = args.dataset or tasks.get(args.task).default_dataset
     out = pathlib.Path(args.out)
     csv_path = out / "results.csv"

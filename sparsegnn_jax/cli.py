@@ -12,7 +12,7 @@ import sys
 
 import jax
 
-from sparsegnn_jax import config, files, runs, tasks
+from sparsegnn_jax import config, files, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -77,7 +77,33 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint of this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_compilation_cache_flag(p)
     return p
+
+
+def add_compilation_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--no-compilation-cache`` (see :func:`use_compilation_cache`)."""
+    parser.add_argument("--no-compilation-cache", action="store_true",
+                        help="do not keep compiled programs on disk between runs (default: "
+                             "kept in $SPARSEGNN_CACHE/jax, else ~/.cache/sparsegnn_jax/jax)")
+
+
+def use_compilation_cache(enabled: bool = True) -> pathlib.Path | None:
+    """Keeps XLA's compiled programs on disk, so a repeated command skips most compilation.
+
+    The folder is ``jax`` in the package's cache folder (``$SPARSEGNN_CACHE``, else
+    ``~/.cache/sparsegnn_jax``) unless JAX already has one (``JAX_COMPILATION_CACHE_DIR``).
+    Must run before the first compilation (JAX fixes its cache then).
+
+    Returns:
+      The cache folder, or None when ``enabled`` is false (nothing is changed then).
+    """
+    if not enabled:
+        return None
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir",
+                          str(walks.default_cache_dir() / "jax"))
+    return pathlib.Path(jax.config.jax_compilation_cache_dir)
 
 
 def run_name(task: str, cfg: config.RunConfig) -> str:
@@ -87,7 +113,8 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
 
 
 def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
-    fields = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")}
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("out", "no_progress", "no_compilation_cache")}
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
@@ -126,6 +153,7 @@ def main(task: str, argv: list[str] | None = None) -> int:
       for the device's memory, 3 for a non-finite loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
     """
     args = build_parser(task).parse_args(argv)
+    use_compilation_cache(not args.no_compilation_cache)
     try:
         out = _prepare_out(args.out)
         cfg = config_from_args(task, args)

@@ -337,8 +337,8 @@ def link_epoch_batches(key: jax.Array, inputs: LinkInputs, batch_size: int, num_
         return k, (neg_key, drop_key)
 
     key, (neg_keys, drop_keys) = jax.lax.scan(step_keys, key, None, length=num_batches)
-    negatives = jax.lax.map(lambda k: data_splits.sample_negatives(
-        k, num_nodes, batch_size, edge_keys, nodes=negative_nodes), neg_keys)
+    negatives = jax.vmap(lambda k: data_splits.sample_negatives(
+        k, num_nodes, batch_size, edge_keys, nodes=negative_nodes))(neg_keys)
     return key, LinkBatches(positives, negatives, drop_keys)
 
 

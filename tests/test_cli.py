@@ -16,6 +16,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -462,3 +463,23 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_last_good_checkpoint(tmp_pa
     assert meta["epoch"] == 1 and math.isfinite(meta["loss"])
     assert int(state.step) == 1
     assert not (tmp_path / f"{run_name('node', args)}.json").exists()
+
+
+def test_compilation_cache_folder_and_opt_out(tmp_path, cli_env):
+    # In a fresh interpreter: the opt-out sets nothing, then the cache goes to
+    # $SPARSEGNN_CACHE/jax; JAX_COMPILATION_CACHE_DIR wins when set.
+    code = ("import jax; from sparsegnn_jax import cli; "
+            "print(cli.use_compilation_cache(False), jax.config.jax_compilation_cache_dir, "
+            "cli.use_compilation_cache(True), jax.config.jax_compilation_cache_dir)")
+    env = {k: v for k, v in cli_env.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["SPARSEGNN_CACHE"] = str(tmp_path / "cache")
+
+    def run(extra=None):
+        out = subprocess.run([sys.executable, "-c", code], env=env | (extra or {}),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert run() == ["None", "None"] + [str(tmp_path / "cache" / "jax")] * 2
+    mine = str(tmp_path / "mine")
+    assert run({"JAX_COMPILATION_CACHE_DIR": mine}) == ["None", mine, mine, mine]
