@@ -44,7 +44,8 @@ def main() -> None:
           f"{problem.batch_size}): {ms:.1f} ms")
     n = 986
     keys = data.edge_keys(np.random.default_rng(0).integers(0, n, (20_000, 2)), n)
-    sample = jax.jit(jax.vmap(lambda k: data.sample_negatives(k, n, 1024, keys)))
+    sample = jax.jit(lambda ks: jax.lax.map(lambda k: data.sample_negatives(k, n, 1024, keys),
+                                            ks))
     step_keys = jax.random.split(jax.random.key(0), 390)
     print(f"sampler, 390 steps of 1024 pairs, {n} nodes / {len(keys)} edges: "
           f"{median_ms(lambda: sample(step_keys)):.1f} ms")
