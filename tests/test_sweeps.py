@@ -1,6 +1,5 @@
 """Sweeps: vmapped runs equal sequential ones; the CLI writes the expected rows and a table."""
 import csv
-import dataclasses
 import pathlib
 import sys
 
