@@ -87,4 +87,4 @@ def test_runs_of_a_seed_train_on_the_batches_of_a_single_run_with_that_seed():
         _, loss = epoch(state, problem.inputs)
         np.testing.assert_allclose(rec["final_train_loss"], float(loss), rtol=1e-5)
     by_seed = {r["config"]["seed"]: r["final_train_loss"] for r in records}
-    assert abs(by_seed[0] - by_seed[1]) > 1e-3
+    assert abs(by_seed[0] - by_seed[1]) > 1e-4  # ten times the tolerance above
