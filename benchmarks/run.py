@@ -223,7 +223,8 @@ def bench_overhead(res: Results, args) -> None:
     edges = jnp.asarray(tiled_edges(split.train_edges, DT * LINK_BATCH))
     for kind in ("gcn", "mlp"):
         graph = link_graph(kind, split)
-        inputs = sg.train.LinkInputs(graph, edges, keys)
+        inputs = sg.train.LinkInputs(graph, edges, keys,
+                                     jnp.arange(split.num_nodes, dtype=jnp.int32))
         bound, params = sg.train.split_model(link_models(kind, split.num_nodes))
         n_params = sum(x.size for x in jax.tree.leaves(params))
         states, fns = {}, {}

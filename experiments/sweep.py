@@ -35,6 +35,7 @@ def parse_args(argv=None):
                    help="train runs one after another instead of vmapped (for comparison)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--no-progress", action="store_true")
+    cli.add_compilation_cache_flag(p)
     return p.parse_args(argv)
 
 
@@ -65,6 +66,7 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    cli.use_compilation_cache(not args.no_compilation_cache)
     with cli.warning_lines():
         return _sweep(args, argv)
 

@@ -13,7 +13,9 @@ import pathlib
 import sys
 import warnings
 
-from sparsegnn_jax import config, files, runs, tasks
+import jax
+
+from sparsegnn_jax import config, files, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -78,12 +80,38 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint of this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_compilation_cache_flag(p)
     return p
 
 
 # Longest dataset part of a run name: a file name may have 255 bytes, and the JSON's temp
 # file adds a dot, ".json" and a 17-character suffix to the stem.
 _MAX_DATASET_CHARS = 60
+
+
+def add_compilation_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--no-compilation-cache`` (see :func:`use_compilation_cache`)."""
+    parser.add_argument("--no-compilation-cache", action="store_true",
+                        help="do not keep compiled programs on disk between runs (default: "
+                             "kept in $SPARSEGNN_CACHE/jax, else ~/.cache/sparsegnn_jax/jax)")
+
+
+def use_compilation_cache(enabled: bool = True) -> pathlib.Path | None:
+    """Keeps XLA's compiled programs on disk, so a repeated command skips most compilation.
+
+    The folder is ``jax`` in the package's cache folder (``$SPARSEGNN_CACHE``, else
+    ``~/.cache/sparsegnn_jax``) unless JAX already has one (``JAX_COMPILATION_CACHE_DIR``).
+    Must run before the first compilation (JAX fixes its cache then).
+
+    Returns:
+      The cache folder, or None when ``enabled`` is false (nothing is changed then).
+    """
+    if not enabled:
+        return None
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir",
+                          str(walks.default_cache_dir() / "jax"))
+    return pathlib.Path(jax.config.jax_compilation_cache_dir)
 
 
 def run_name(task: str, cfg: config.RunConfig) -> str:
@@ -100,7 +128,8 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
 
 
 def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
-    fields = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")}
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("out", "no_progress", "no_compilation_cache")}
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
@@ -138,10 +167,11 @@ def main(task: str, argv: list[str] | None = None) -> int:
       argv: the flags (default ``sys.argv[1:]``).
 
     Returns:
-      The exit code: 0 on success, 2 for bad input (flags, files, data), 3 for a non-finite
-      loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
+      The exit code: 0 on success, 2 for bad input (flags, files, data) or a graph too large
+      for the device's memory, 3 for a non-finite loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
     """
     args = build_parser(task).parse_args(argv)
+    use_compilation_cache(not args.no_compilation_cache)
     with warning_lines():
         return _run_and_report(task, args)
 
@@ -164,6 +194,12 @@ def _run_and_report(task: str, args: argparse.Namespace) -> int:
         # OSError covers FileNotFoundError and unusable paths (a file where a folder is needed,
         # permissions, a full disk).
         print(f"error: {error_line(err)}", file=sys.stderr)
+        return 2
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        print(f"error: out of memory ({_error_line(err)}); a checkpoint folder "
+              "(--checkpoint-dir) keeps the trained state", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -19,6 +19,8 @@ __all__ = [
     "roc_auc",
     "average_precision",
     "mrr_hits",
+    "mrr_hits_of_ranks",
+    "ranks",
     "accuracy",
     "macro_f1",
 ]
@@ -140,6 +142,32 @@ def average_precision(scores, labels):
     return jnp.where(n_pos > 0, ap, 0.0)
 
 
+def ranks(pos_scores, neg_scores) -> jax.Array:
+    """[P] int32 rank of each positive among its own negatives (ties count against it).
+
+    The rank of positive i is ``1 + #{j : neg_scores[i, j] >= pos_scores[i]}``: the
+    pessimistic convention, so a constant scorer gets the worst rank ``K + 1``.
+
+    Args:
+      pos_scores: [P] score of each positive pair.
+      neg_scores: [P, K] scores of the K negatives paired with each positive.
+    """
+    pos_scores = jnp.asarray(pos_scores, jnp.float32)
+    neg_scores = jnp.asarray(neg_scores, jnp.float32)
+    if pos_scores.ndim != 1 or neg_scores.ndim != 2 or neg_scores.shape[0] != pos_scores.shape[0]:
+        raise ValueError(
+            "mrr_hits: expected pos_scores [P] and neg_scores [P, K], "
+            f"got {pos_scores.shape} and {neg_scores.shape}"
+        )
+    return 1 + jnp.sum(neg_scores >= pos_scores[:, None], axis=1, dtype=jnp.int32)
+
+
+def mrr_hits_of_ranks(rank, k=10):
+    """``(mrr, hits@k)`` of [P] ranks (see :func:`ranks`): two float32 scalars."""
+    rank = jnp.asarray(rank)
+    return jnp.mean(1.0 / rank.astype(jnp.float32)), jnp.mean((rank <= k).astype(jnp.float32))
+
+
 def mrr_hits(pos_scores, neg_scores, k=10):
     """Mean reciprocal rank and Hits@k of each positive among its own negatives.
 
@@ -155,17 +183,7 @@ def mrr_hits(pos_scores, neg_scores, k=10):
     Returns:
       ``(mrr, hits)``: two float32 scalars in (0, 1] and [0, 1].
     """
-    pos_scores = jnp.asarray(pos_scores, jnp.float32)
-    neg_scores = jnp.asarray(neg_scores, jnp.float32)
-    if pos_scores.ndim != 1 or neg_scores.ndim != 2 or neg_scores.shape[0] != pos_scores.shape[0]:
-        raise ValueError(
-            "mrr_hits: expected pos_scores [P] and neg_scores [P, K], "
-            f"got {pos_scores.shape} and {neg_scores.shape}"
-        )
-    rank = 1 + jnp.sum(neg_scores >= pos_scores[:, None], axis=1)
-    mrr = jnp.mean(1.0 / rank.astype(jnp.float32))
-    hits = jnp.mean((rank <= k).astype(jnp.float32))
-    return mrr, hits
+    return mrr_hits_of_ranks(ranks(pos_scores, neg_scores), k)
 
 
 def _predictions(logits_or_preds, labels, name):

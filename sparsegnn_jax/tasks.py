@@ -306,7 +306,7 @@ class LinkTask:
         graph = problem.eval_graph
 
         def score(params):
-            return metrics.roc_auc(train.link_scores(bound, params, graph, pairs), labels)
+            return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs), labels)
 
         return score
 

@@ -301,8 +301,45 @@ class LinkInputs(NamedTuple):
 
     graph: jraph.GraphsTuple   # the message-passing graph
     train_edges: jax.Array     # [E, 2] positive training pairs
-    edge_keys: jax.Array       # sorted keys of every true edge (``data.edge_keys``): no negative
+    edge_keys: jax.Array       # [U, 2] sorted (src, dst) rows of the true edges
+                               # (``data.edge_keys``): no negative is one of them
     negative_nodes: jax.Array  # [M] the nodes training negatives are drawn from
+
+
+class LinkBatches(NamedTuple):
+    """An epoch's minibatches, drawn ahead of its steps (a pytree; leading axis: steps)."""
+
+    positives: jax.Array     # [S, B, 2] shuffled training pairs
+    negatives: jax.Array     # [S, B, 2] sampled non-edges
+    dropout_keys: jax.Array  # [S] one dropout key per step
+
+
+def link_epoch_batches(key: jax.Array, inputs: LinkInputs, batch_size: int, num_nodes: int,
+                       steps: int | None = None) -> tuple[jax.Array, LinkBatches]:
+    """The minibatches of one epoch drawn from ``key``, and the key the next epoch starts from.
+
+    A pure function of ``key`` and the data: every run that holds the same key (the runs of
+    one seed in a sweep) sees exactly these batches. ``steps`` as in :func:`make_link_epoch`.
+    """
+    train_edges, edge_keys, negative_nodes = (inputs.train_edges, inputs.edge_keys,
+                                              inputs.negative_nodes)
+    key, perm_key = jax.random.split(key)
+    num_batches = train_edges.shape[0] // batch_size if steps is None else steps
+    perm = shuffle_order(perm_key, train_edges.shape[0])
+    if num_batches * batch_size <= perm.shape[0]:
+        perm = perm[: num_batches * batch_size]
+    else:
+        perm = perm[jnp.arange(num_batches * batch_size) % perm.shape[0]]
+    positives = train_edges[perm].reshape(num_batches, batch_size, 2)
+
+    def step_keys(k, _):
+        k, neg_key, drop_key = jax.random.split(k, 3)
+        return k, (neg_key, drop_key)
+
+    key, (neg_keys, drop_keys) = jax.lax.scan(step_keys, key, None, length=num_batches)
+    negatives = jax.vmap(lambda k: data_splits.sample_negatives(
+        k, num_nodes, batch_size, edge_keys, nodes=negative_nodes))(neg_keys)
+    return key, LinkBatches(positives, negatives, drop_keys)
 
 
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
@@ -317,31 +354,26 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
     small target set keeps the optimizer budget of a run on every training edge. With a
     ``mesh`` the pairs of every minibatch are split over its devices and the (replicated) state
     sees gradients all-reduced by XLA, so params and masks stay identical on every device.
+
+    The epoch's batches are drawn first from the state's key (:func:`link_epoch_batches`) and
+    the steps then only read them: vmapped over runs whose key is shared (not batched), the
+    shuffle and the negatives are drawn once for all of them, and only params, optimizer state
+    and masks carry the run axis.
     """
 
-    def train_step(state: TrainState, pos, graph, edge_keys, negative_nodes):
-        key, neg_key, drop_key = jax.random.split(state.key, 3)
-        neg = data_splits.sample_negatives(neg_key, num_nodes, pos.shape[0], edge_keys,
-                                           nodes=negative_nodes)
+    def train_step(state: TrainState, batch, graph):
+        pos, neg, drop_key = batch
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
         return optimizer_step(
-            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), key)
+            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), state.key)
 
     def epoch(state: TrainState, inputs: LinkInputs):
-        graph, train_edges, edge_keys, negative_nodes = inputs
-        key, perm_key = jax.random.split(state.key)
-        state = state._replace(key=key)
-        num_batches = train_edges.shape[0] // batch_size if steps is None else steps
-        perm = shuffle_order(perm_key, train_edges.shape[0])
-        if num_batches * batch_size <= perm.shape[0]:
-            perm = perm[: num_batches * batch_size]
-        else:
-            perm = perm[jnp.arange(num_batches * batch_size) % perm.shape[0]]
-        batches = _shard_batch(train_edges[perm].reshape(num_batches, batch_size, 2), mesh, 1)
-        state, losses = jax.lax.scan(
-            lambda s, pos: train_step(s, pos, graph, edge_keys, negative_nodes), state, batches)
+        key, batches = link_epoch_batches(state.key, inputs, batch_size, num_nodes, steps)
+        batches = batches._replace(positives=_shard_batch(batches.positives, mesh, 1))
+        state, losses = jax.lax.scan(lambda s, b: train_step(s, b, inputs.graph),
+                                     state._replace(key=key), batches)
         return state, losses.mean()
 
     return epoch
@@ -352,29 +384,79 @@ def link_scores(bound: BoundModel, params, graph, pairs) -> jax.Array:
     return bound(params, graph, pairs)
 
 
-link_logits = jax.jit(link_scores, static_argnums=0)
+#: Bytes the pair activations of one evaluation chunk may take (see :func:`pairs_per_chunk`).
+EVAL_MEMORY_BYTES = 256 * 2**20
+
+
+def pairs_per_chunk(width: int, memory_bytes: int = EVAL_MEMORY_BYTES) -> int:
+    """How many pairs to decode at once so that their activations fit in ``memory_bytes``.
+
+    A pair costs about ``4 * width`` float32 values (its two gathered node rows, the decoder's
+    input and its hidden layer), where ``width`` is the node representation's width.
+    """
+    return max(1, memory_bytes // (16 * max(width, 1)))
+
+
+def _chunked(fn, rows: int, chunk: int):
+    """``fn`` over ``[0, rows)`` in ``chunk``-sized index blocks (one at a time), concatenated.
+
+    ``fn(idx)`` gets [chunk] int32 row indices (the last block is clipped to ``rows - 1``, its
+    extra results dropped) and returns arrays with a leading [chunk] axis.
+    """
+    chunk = max(1, min(chunk, rows))
+    blocks = -(-rows // chunk)
+    idx = jnp.minimum(jnp.arange(blocks * chunk, dtype=jnp.int32), rows - 1)
+    out = jax.lax.map(fn, idx.reshape(blocks, chunk))
+    return jax.tree.map(lambda x: x.reshape((blocks * chunk,) + x.shape[2:])[:rows], out)
+
+
+def link_scores_chunked(bound: BoundModel, params, graph, pairs,
+                        memory_bytes: int = EVAL_MEMORY_BYTES) -> jax.Array:
+    """Logits for ``pairs`` (dropout off): one encoding, then decoded in bounded-memory chunks.
+
+    Equal to :func:`link_scores`; the pairs' activations never exceed about ``memory_bytes``
+    at once (:func:`pairs_per_chunk`), so millions of pairs can be scored.
+    """
+    module = bound.module(params)
+    z = module.encode(graph)
+    chunk = pairs_per_chunk(z.shape[-1], memory_bytes)
+    return _chunked(lambda idx: module.decode(z, pairs[idx]), pairs.shape[0], chunk)
+
+
+link_logits = jax.jit(link_scores_chunked, static_argnums=(0, 4))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
-             num_ranking_negatives: int, hits_k: int, key):
-    rank_neg = _corrupt_destinations(key, pos_edges, num_nodes, num_ranking_negatives)
-    pos_logits = link_scores(bound, params, graph, pos_edges)
-    rank_logits = link_scores(bound, params, graph, rank_neg.reshape(-1, 2))
-    return metrics.mrr_hits(pos_logits, rank_logits.reshape(pos_edges.shape[0], -1), k=hits_k)
+             num_ranking_negatives: int, memory_bytes: int, key):
+    """[P] rank of each positive among its own corrupted destinations, in bounded chunks."""
+    module = bound.module(params)
+    z = module.encode(graph)
+    k = num_ranking_negatives
+    positives_per_chunk = max(1, pairs_per_chunk(z.shape[-1], memory_bytes) // (k + 1))
+
+    def chunk_ranks(rows):
+        pos = pos_edges[rows]
+        neg = corrupt_destinations(key, rows, pos, num_nodes, k)
+        neg_logits = module.decode(z, neg.reshape(-1, 2)).reshape(rows.shape[0], k)
+        return metrics.ranks(module.decode(z, pos), neg_logits)
+
+    return _chunked(chunk_ranks, pos_edges.shape[0], positives_per_chunk)
 
 
 def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_nodes: int,
                   key: jax.Array, seen_nodes=None, num_ranking_negatives: int = 100,
-                  hits_k: int = 10) -> dict:
+                  hits_k: int = 10, memory_bytes: int = EVAL_MEMORY_BYTES) -> dict:
     """Link metrics of ``params`` on fixed positive and negative pairs.
 
     ROC-AUC, AP and accuracy at 0.5 (the paper's metric) score ``pos_pairs`` against
     ``neg_pairs``; MRR and Hits@K rank each positive against ``num_ranking_negatives`` pairs
-    that share its source node (destination corrupted, drawn with ``key``). With
-    ``seen_nodes`` ([N] bool: the node has training history) the same metrics are also given
-    for the pairs whose two nodes are seen (``"seen"``: positives and negatives of that group
-    only) and for those touching a new node (``"new"``).
+    that share its source node (destination corrupted, drawn from ``key`` and the positive's
+    index: :func:`corrupt_destinations`). With ``seen_nodes`` ([N] bool: the node has training
+    history) the same metrics are also given for the pairs whose two nodes are seen
+    (``"seen"``: positives and negatives of that group only) and for those touching a new node
+    (``"new"``). Pairs are scored in chunks whose activations take about ``memory_bytes``;
+    the metrics do not depend on it.
 
     Returns:
       dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and
@@ -382,12 +464,14 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     """
     pos_pairs, neg_pairs = np.asarray(pos_pairs), np.asarray(neg_pairs)
     logits = np.asarray(link_logits(bound, params, graph,
-                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs]))))
+                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs])),
+                                    memory_bytes))
     pos, neg = logits[: len(pos_pairs)], logits[len(pos_pairs):]
     out = metrics.pair_metrics(pos, neg)
     del out["pairs"]
-    mrr, hits = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
-                         num_ranking_negatives, hits_k, key)
+    rank = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
+                    num_ranking_negatives, memory_bytes, key)
+    mrr, hits = metrics.mrr_hits_of_ranks(rank, hits_k)
     out |= {"mrr": float(mrr), f"hits@{hits_k}": float(hits)}
     if seen_nodes is not None:
         seen_nodes = np.asarray(seen_nodes)
@@ -398,9 +482,15 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     return out
 
 
-def _corrupt_destinations(key, pos_edges, num_nodes, k):
-    """[P, k, 2] pairs (src, random dst != src); collisions with real edges are rare and kept."""
-    dst = jax.random.randint(key, (pos_edges.shape[0], k), 0, num_nodes - 1)
+def corrupt_destinations(key, rows, pos_edges, num_nodes: int, k: int) -> jax.Array:
+    """[R, k, 2] pairs (src, random dst != src) for the positives ``pos_edges`` at ``rows``.
+
+    Row ``i``'s destinations are drawn from ``fold_in(key, i)``, so they do not depend on
+    which other rows are drawn with it (chunking cannot change them). Collisions with real
+    edges are rare and kept.
+    """
+    dst = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (k,), 0,
+                                                num_nodes - 1))(rows)
     src = jnp.broadcast_to(pos_edges[:, :1], dst.shape)
     dst = jnp.where(dst >= src, dst + 1, dst)  # skip the source itself, uniform over the rest
     return jnp.stack([src, dst], axis=-1)

@@ -19,6 +19,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 import warnings
 
@@ -187,6 +188,19 @@ def test_unknown_distribution_fails_before_loading_data(tmp_path, capsys, no_dat
                          capsys)
     assert code == 2
     assert_one_error_line(err, r"--distribution='nope'")
+
+
+def test_out_of_memory_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def exhausted(cfg):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                         "allocate 25000000000 bytes.\nBufferAssignment ...")
+
+    monkeypatch.setattr(runs, "run", exhausted)
+    code, _, err = _main("link", [f"--out={tmp_path}", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_error_line(err, r"out of memory \(RESOURCE_EXHAUSTED: Out of memory while "
+                               r"trying to allocate 25000000000 bytes.\)")
+    assert not list(tmp_path.glob("*.json"))
 
 
 @pytest.mark.parametrize("task,flags,fragment", ARGPARSE_ERRORS,
@@ -638,3 +652,23 @@ def test_resume_of_a_finished_run_and_past_a_damaged_latest_checkpoint(tmp_path,
     # One short line, not the storage layer's dump: bounded apart from the paths it names.
     assert len(line.replace(str(tmp_path), "")) < 300
     assert _metrics(results(tmp_path, "node", args)) == _metrics(first)
+
+
+def test_compilation_cache_folder_and_opt_out(tmp_path, cli_env):
+    # In a fresh interpreter: the opt-out sets nothing, then the cache goes to
+    # $SPARSEGNN_CACHE/jax; JAX_COMPILATION_CACHE_DIR wins when set.
+    code = ("import jax; from sparsegnn_jax import cli; "
+            "print(cli.use_compilation_cache(False), jax.config.jax_compilation_cache_dir, "
+            "cli.use_compilation_cache(True), jax.config.jax_compilation_cache_dir)")
+    env = {k: v for k, v in cli_env.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["SPARSEGNN_CACHE"] = str(tmp_path / "cache")
+
+    def run(extra=None):
+        out = subprocess.run([sys.executable, "-c", code], env=env | (extra or {}),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert run() == ["None", "None"] + [str(tmp_path / "cache" / "jax")] * 2
+    mine = str(tmp_path / "mine")
+    assert run({"JAX_COMPILATION_CACHE_DIR": mine}) == ["None", mine, mine, mine]

@@ -167,3 +167,37 @@ def test_selection_never_picks_a_dense_phase_epoch():
     steps = rec["data"]["steps_per_epoch"]
     assert rec["selected_epoch"] >= runs.first_selectable_epoch(
         config.resolve(config.RunConfig(task="link", method="slr", epochs=4)), 4 * steps, steps)
+
+
+def test_link_evaluation_in_chunks_equals_one_chunk():
+    # A GCN + MLP decoder on a 12-node graph; 23 positives and 23 negatives. A budget of
+    # 16 * 3 * 4 bytes decodes 4 pairs at a time (the last chunk partial) and ranks one
+    # positive per chunk; 1 GiB holds everything in one chunk.
+    from helpers import build_encoder, random_graph
+    graph = random_graph(seed=3, symmetric=True, self_loops=True)
+    model = models.LinkPredictor(build_encoder("gcn"),
+                                 models.MLPDecoder(3, 4, mode="concat", rngs=nnx.Rngs(1)))
+    bound, params = train.split_model(model)
+    rng = np.random.default_rng(0)
+    pos = rng.integers(0, 12, (23, 2)).astype(np.int32)
+    neg = rng.integers(0, 12, (23, 2)).astype(np.int32)
+    key = jax.random.key(4)
+    assert train.pairs_per_chunk(3, 16 * 3 * 4) == 4
+    chunked = train.evaluate_link(bound, params, graph, pos, neg, 12, key,
+                                  num_ranking_negatives=7, hits_k=3, memory_bytes=16 * 3 * 4)
+    whole = train.evaluate_link(bound, params, graph, pos, neg, 12, key,
+                                num_ranking_negatives=7, hits_k=3, memory_bytes=2**30)
+    assert chunked == whole
+    # The figures are those of one forward pass over every pair (and every ranking pair) at
+    # once, to the last float bit that differently compiled programs may round differently.
+    rank_pairs = train.corrupt_destinations(key, jnp.arange(23), jnp.asarray(pos), 12, 7)
+    assert not np.any(np.asarray(rank_pairs[..., 0] == rank_pairs[..., 1]))
+    every_pair = jnp.concatenate([jnp.asarray(np.concatenate([pos, neg])),
+                                  rank_pairs.reshape(-1, 2)])
+    logits = np.asarray(jax.jit(train.link_scores, static_argnums=0)(bound, params, graph,
+                                                                     every_pair))
+    full = metrics.pair_metrics(logits[:23], logits[23:46])
+    mrr, hits = metrics.mrr_hits(logits[:23], logits[46:].reshape(23, 7), k=3)
+    assert whole["roc_auc"] == pytest.approx(full["roc_auc"])
+    assert whole["ap"] == pytest.approx(full["ap"])
+    assert whole["mrr"] == pytest.approx(float(mrr)) and whole["hits@3"] == float(hits)

@@ -5,10 +5,11 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from sparsegnn_jax import config, report, sweeps
+from sparsegnn_jax import config, report, runs, sweeps, tasks, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -112,3 +113,28 @@ def test_sweep_script_rejects_sparsity_one_before_training(tmp_path, cli_env):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: --sparsities must be in [0, 1), got 1.0\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_runs_of_a_seed_train_on_the_batches_of_a_single_run_with_that_seed():
+    # The vmapped group draws each epoch's shuffle and negatives once per seed; a run of the
+    # group must end where a single run of its (sparsity, seed) ends, which it cannot on
+    # another seed's batches (the two seeds' losses differ by far more than the tolerance).
+    # tests/test_train.py checks the same on a vmapped epoch in the default run.
+    cfg = config.resolve(config.RunConfig(task="link", method="static", epochs=1, lr=0.1,
+                                          select="last", progress=False))
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    records = sweeps.run_group(cfg, [0.5, 0.9], [0, 1], problem=problem)
+    bound, _ = train.split_model(task.build_model(problem, 0))
+    # One compiled epoch for the four single runs: keep counts live in the state.
+    epoch = jax.jit(task.make_epoch(problem, bound, runs.build_optimizer(problem)))
+    for rec in records:
+        s, seed = rec["config"]["sparsity"], rec["config"]["seed"]
+        key = jax.random.key(seed)
+        params = train.split_model(task.build_model(problem, seed))[1]
+        state = train.init_state(params, runs.build_optimizer(problem, s, key), key)
+        _, loss = epoch(state, problem.inputs)
+        np.testing.assert_allclose(rec["final_train_loss"], float(loss), rtol=1e-5)
+    by_seed = {r["config"]["seed"]: r["final_train_loss"] for r in records}
+    assert abs(by_seed[0] - by_seed[1]) > 1e-4  # ten times the tolerance above

@@ -14,10 +14,12 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
-from helpers import TIMEOUT
+from helpers import TIMEOUT, build_encoder, random_graph
 
-from sparsegnn_jax import train
+from sparsegnn_jax import data, models, train
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -125,3 +127,46 @@ def test_finite_guard_names_the_failing_run_of_a_sweep():
         guard(1, _state_at(5, params), jnp.asarray([[1.0, 1.0], [jnp.nan, 1.0]]))
     with pytest.raises(FloatingPointError, match=r"parameters .* run b\)"):
         guard(1, _state_at(5, {"w": params["w"].at[0, 1, 2].set(jnp.inf)}), jnp.ones((2, 2)))
+
+
+def test_runs_sharing_a_key_train_on_the_batches_of_a_single_run():
+    # Three runs (different parameters, one key) vmapped over params and optimizer state only,
+    # as a sweep trains the runs of one seed: each ends exactly where a single run ends, and
+    # its batches are those link_epoch_batches draws from the key (a fourth run on another
+    # key's batches ends elsewhere).
+    graph = random_graph(seed=3, symmetric=True, self_loops=True)
+    edges = np.random.default_rng(0).integers(0, 11, (40, 2)).astype(np.int32)
+    inputs = train.LinkInputs(graph, jnp.asarray(edges), jnp.asarray(data.edge_keys(edges, 12)),
+                              jnp.arange(12, dtype=jnp.int32))
+    bound, params = train.split_model(models.LinkPredictor(build_encoder("gcn"),
+                                                           models.DotDecoder()))
+    tx = optax.adam(0.05)
+    epoch = train.make_link_epoch(bound, tx, 8, 12)
+    runs = [jax.tree.map(lambda x, c=c: c * x, params) for c in (1.0, 0.5, 2.0)]
+    key = jax.random.key(3)
+
+    def state(p, k=key):
+        return train.TrainState(p, tx.init(p), k, jnp.zeros((), jnp.int32))
+
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[state(p) for p in runs])
+    axes = train.TrainState(0, 0, None, None)
+    shared = jax.jit(jax.vmap(epoch, in_axes=(axes, None), out_axes=(axes, 0)))
+    unstacked = stacked._replace(key=key, step=stacked.step[0])
+    out, losses = shared(unstacked, inputs)
+    single = jax.jit(epoch)
+    for i, p in enumerate(runs):
+        one, loss = single(state(p), inputs)
+        np.testing.assert_allclose(float(losses[i]), float(loss), rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(one.params)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
+    _, other_loss = single(state(runs[0], jax.random.key(4)), inputs)
+    assert abs(float(other_loss) - float(losses[0])) > 1e-4
+    # The key moved on as a single run's does; the batches (a pure function of the key) are
+    # non-edges.
+    np.testing.assert_array_equal(jax.random.key_data(out.key),
+                                  jax.random.key_data(single(state(runs[0]), inputs)[0].key))
+    _, batches = jax.jit(train.link_epoch_batches, static_argnums=(2, 3))(key, inputs, 8, 12)
+    assert batches.positives.shape == (5, 8, 2) and batches.negatives.shape == (5, 8, 2)
+    codes = data.pair_codes(np.asarray(batches.negatives)[..., 0].ravel(),
+                            np.asarray(batches.negatives)[..., 1].ravel(), 12)
+    assert not np.isin(codes, data.pair_codes(edges[:, 0], edges[:, 1], 12)).any()

@@ -13,7 +13,11 @@ __all__ = [
     "LinkSplit",
     "temporal_link_split",
     "edge_keys",
+    "pair_codes",
+    "check_num_nodes",
     "sample_negatives",
+    "random_pairs",
+    "known_pairs",
     "node_split",
 ]
 
@@ -83,8 +87,7 @@ class LinkSplit:
 
 def _dedupe_first(edges: np.ndarray, times, num_nodes: int):
     """Drop repeated (src, dst) pairs, keeping the first occurrence and the original order."""
-    keys = edges[:, 0].astype(np.int64) * num_nodes + edges[:, 1]
-    _, first = np.unique(keys, return_index=True)
+    _, first = np.unique(pair_codes(edges[:, 0], edges[:, 1], num_nodes), return_index=True)
     first.sort()
     return edges[first], (None if times is None else times[first])
 
@@ -138,7 +141,8 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
       LinkSplit; the evaluation message-passing graph holds the training edges only.
 
     Raises:
-      ValueError: fractions outside (0, 1) or summing to more than 1, fewer than 2 nodes, or
+      ValueError: fractions outside (0, 1) or summing to more than 1, fewer than 2 nodes or
+        more than :data:`MAX_NODES`, or
         so few edges that a part with a positive fraction would be empty (e.g. 3 edges with
         the default fractions leave no validation edge; 4 is the minimum).
     """
@@ -147,6 +151,7 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
                          f"got train={train}, val={val}")
     if not 0.0 <= target_fraction < 1.0:
         raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
+    check_num_nodes(ds.num_nodes)
     src = np.asarray(ds.senders, dtype=np.int32)
     dst = np.asarray(ds.receivers, dtype=np.int32)
     n = src.size
@@ -196,17 +201,34 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
     )
 
 
+def pair_codes(src, dst, num_nodes: int) -> np.ndarray:
+    """int64 codes ``src * N + dst`` of pairs, for membership tests in NumPy (never overflow).
+
+    Args:
+      src, dst: [E] integer node ids in ``[0, num_nodes)``.
+      num_nodes: N.
+    """
+    return np.asarray(src, np.int64) * num_nodes + np.asarray(dst, np.int64)
+
+
 def edge_keys(edges, num_nodes: int) -> np.ndarray:
-    """Sorted unique keys ``src * N + dst`` of directed edges, for membership tests.
+    """The distinct directed edges as sorted (src, dst) rows, for membership tests on device.
+
+    Rows are in lexicographic order, which :func:`known_pairs` searches. Two int32 columns
+    index any graph of up to 2**31 - 1 nodes without 64-bit integers in JAX (a single key
+    ``src * N + dst`` would overflow int32 above 46,340 nodes).
 
     Args:
       edges: [E, 2] integer (src, dst) pairs (or a tuple (senders, receivers)).
       num_nodes: N.
 
     Returns:
-      [U] sorted unique int64 keys. Use int32 under JAX's default config only when
-      ``N * N < 2**31`` (:func:`sample_negatives` checks this).
+      [U, 2] int32 sorted unique (src, dst) rows.
+
+    Raises:
+      ValueError: a node id outside ``[0, num_nodes)``, or ``num_nodes`` above int32.
     """
+    check_num_nodes(num_nodes)
     if isinstance(edges, (tuple, list)) and len(edges) == 2:
         src, dst = (np.asarray(a, dtype=np.int64).ravel() for a in edges)
     else:
@@ -214,24 +236,37 @@ def edge_keys(edges, num_nodes: int) -> np.ndarray:
         src, dst = edges[:, 0], edges[:, 1]
     if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
         raise ValueError(f"edges hold node ids outside [0, num_nodes={num_nodes})")
-    return np.unique(src * num_nodes + dst)
+    codes = np.unique(pair_codes(src, dst, num_nodes))
+    return np.stack([codes // num_nodes, codes % num_nodes], axis=1).astype(np.int32)
+
+
+MAX_NODES = 2**31 - 1
+
+
+def check_num_nodes(num_nodes: int) -> int:
+    """Returns ``num_nodes``; raises ValueError when int32 node ids cannot index it."""
+    if num_nodes > MAX_NODES:
+        raise ValueError(f"num_nodes={num_nodes}: node ids are int32, at most {MAX_NODES} nodes")
+    return num_nodes
 
 
 def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
                      nodes=None) -> jax.Array:
     """Uniformly random non-edges (src != dst) by rejection against known edge keys.
 
-    Each round draws a fresh pair for every slot whose pair is a known edge (looked up with a
-    binary search in the sorted ``edge_keys``). After ``rounds`` rounds a slot still holding an
-    edge has probability ``density**(rounds + 1)``: negligible for sparse graphs. Jit-able with
+    Each round draws a fresh pair (:func:`random_pairs`) for every slot whose pair is a known
+    edge (:func:`known_pairs`), and the rounds stop as soon as no slot holds one: the result is
+    the pairs ``rounds`` full rounds would give (a round changes no slot that is not an edge),
+    at the cost of the rounds needed. After ``rounds`` rounds a slot still holding an edge has
+    probability ``density**(rounds + 1)``: negligible for sparse graphs. Jit-able with
     ``num_nodes``, ``num`` and ``rounds`` static; the result depends only on ``key``.
 
     Args:
       key: jax PRNG key.
       num_nodes: N (static).
       num: number of pairs to return (static).
-      edge_keys: sorted array of ``src * N + dst`` of all known edges (see :func:`edge_keys`).
-      rounds: resampling rounds for rejected pairs (static).
+      edge_keys: [U, 2] sorted (src, dst) rows of all known edges (see :func:`edge_keys`).
+      rounds: at most this many resampling rounds for rejected pairs (static).
       nodes: optional [M] distinct node ids (M >= 2) to draw both ends from (e.g. the nodes
         with history); None draws from all ``num_nodes``.
 
@@ -240,50 +275,84 @@ def sample_negatives(key, num_nodes: int, num: int, edge_keys, rounds: int = 16,
     """
     if num_nodes < 2:
         raise ValueError(f"num_nodes must be >= 2 to sample pairs with src != dst, got {num_nodes}")
-    if num_nodes * num_nodes >= 2**31 and not jax.config.jax_enable_x64:
-        raise ValueError(f"num_nodes={num_nodes}: keys src*N+dst overflow int32; enable "
-                         "jax_enable_x64 for graphs with more than 46340 nodes")
+    check_num_nodes(num_nodes)
     if nodes is None:
         nodes = jnp.arange(num_nodes, dtype=jnp.int32)
-    return _sample_negatives(key, jnp.asarray(edge_keys), jnp.asarray(nodes, jnp.int32),
-                             num_nodes, num, rounds)
+    return _sample_negatives(key, jnp.asarray(edge_keys, jnp.int32).reshape(-1, 2),
+                             jnp.asarray(nodes, jnp.int32), num, rounds)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes", "num", "rounds"))
-def _sample_negatives(key, keys_arr, nodes, num_nodes: int, num: int, rounds: int):
-    # Jitted once per (shapes, N, num, rounds): eager dispatch of the loop is slow.
-    kdt = keys_arr.dtype if keys_arr.size else jnp.int32
-    has_edges = keys_arr.size > 0
-    last = max(keys_arr.size - 1, 0)
+def random_pairs(key, nodes, num: int) -> tuple[jax.Array, jax.Array]:
+    """``num`` uniformly random pairs of distinct entries of ``nodes`` (one ``randint`` call).
 
+    Args:
+      key: jax PRNG key.
+      nodes: [M] node ids, M >= 2.
+      num: number of pairs (static).
+
+    Returns:
+      ``(src, dst)``, two [num] int32 arrays with ``src != dst`` position by position.
+    """
     m = nodes.shape[0]
+    # Row 0: the source position among M; row 1: the destination among the M - 1 others
+    # (src's own position skipped), so src != dst without rejection.
+    pos = jax.random.randint(key, (2, num), 0, jnp.asarray([[m], [m - 1]], jnp.int32),
+                             dtype=jnp.int32)
+    src, dst = pos[0], pos[1]
+    dst = dst + (dst >= src).astype(jnp.int32)
+    return nodes[src], nodes[dst]
 
-    def draw(k):
-        k_src, k_dst = jax.random.split(k)
-        src = jax.random.randint(k_src, (num,), 0, m, dtype=jnp.int32)
-        # Draw dst from M-1 positions and skip src's: src != dst without rejection.
-        dst = jax.random.randint(k_dst, (num,), 0, m - 1, dtype=jnp.int32)
-        dst = dst + (dst >= src).astype(jnp.int32)
-        return nodes[src], nodes[dst]
 
-    def is_edge(src, dst):
-        if not has_edges:
-            return jnp.zeros((num,), dtype=bool)
-        k = src.astype(kdt) * num_nodes + dst.astype(kdt)
-        pos = jnp.clip(jnp.searchsorted(keys_arr, k), 0, last)
-        return keys_arr[pos] == k
+def known_pairs(edge_keys, src, dst) -> jax.Array:
+    """[num] bool: whether each pair ``(src, dst)`` is a row of ``edge_keys``.
 
-    key, sub = jax.random.split(key)
-    src, dst = draw(sub)
+    A binary search on the two columns in lexicographic order: ``bit_length(U)`` steps of
+    two gathers each, int32 throughout.
 
-    def body(_, carry):
-        src, dst, key = carry
-        key, sub = jax.random.split(key)
-        new_src, new_dst = draw(sub)
-        bad = is_edge(src, dst)
-        return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst), key
+    Args:
+      edge_keys: [U, 2] int32 sorted unique (src, dst) rows (see :func:`edge_keys`),
+        possibly empty.
+      src, dst: [num] int32 node ids.
+    """
+    size = edge_keys.shape[0]
+    if size == 0:
+        return jnp.zeros(src.shape, dtype=bool)
+    key_src, key_dst = edge_keys[:, 0], edge_keys[:, 1]
 
-    src, dst, _ = jax.lax.fori_loop(0, rounds, body, (src, dst, key))
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2  # not (lo + hi) // 2: that overflows int32 near 2**30 rows
+        at = jnp.minimum(mid, size - 1)
+        below = (key_src[at] < src) | ((key_src[at] == src) & (key_dst[at] < dst))
+        open_ = lo < hi
+        return (jnp.where(open_ & below, mid + 1, lo), jnp.where(open_ & ~below, mid, hi))
+
+    start = (jnp.zeros(src.shape, jnp.int32), jnp.full(src.shape, size, jnp.int32))
+    lo, _ = jax.lax.fori_loop(0, int(size).bit_length(), halve, start)
+    at = jnp.minimum(lo, size - 1)
+    return (key_src[at] == src) & (key_dst[at] == dst)
+
+
+@functools.partial(jax.jit, static_argnames=("num", "rounds"))
+def _sample_negatives(key, keys_arr, nodes, num: int, rounds: int):
+    # Jitted once per (shapes, N, num, rounds): eager dispatch of the loop is slow.
+    # One split gives every round its key: round r draws with keys[r] whether or not the
+    # loop stops early, so stopping cannot change a pair.
+    keys = jax.random.split(key, rounds + 1)
+    src, dst = random_pairs(keys[0], nodes, num)
+
+    def still_rejected(carry):
+        done, _, _, bad = carry
+        return (done < rounds) & bad.any()
+
+    def redraw(carry):
+        done, src, dst, bad = carry
+        new_src, new_dst = random_pairs(keys[done + 1], nodes, num)
+        src, dst = jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst)
+        return done + 1, src, dst, known_pairs(keys_arr, src, dst)
+
+    carry = (jnp.zeros((), jnp.int32), src, dst, known_pairs(keys_arr, src, dst))
+    _, src, dst, _ = jax.lax.while_loop(still_rejected, redraw, carry)
     return jnp.stack([src, dst], axis=1)
 
 
@@ -322,11 +391,12 @@ def evaluation_pairs(split: LinkSplit, part: str, seed: int,
         return np.asarray(pos, np.int32), np.asarray(neg, np.int32)
     pos = split.val_events if part == "val" else split.test_events
     rng = np.random.default_rng([seed, offset, 7])
-    keys = edge_keys(split.all_edges, split.num_nodes).astype(np.int64)
+    all_edges = split.all_edges
+    keys = np.unique(pair_codes(all_edges[:, 0], all_edges[:, 1], split.num_nodes))
     src = pos[:, 0].astype(np.int64)
     dst = split.destinations[rng.integers(0, split.destinations.size, src.size)].astype(np.int64)
     for _ in range(16):
-        k = src * split.num_nodes + dst
+        k = pair_codes(src, dst, split.num_nodes)
         bad = (keys[np.clip(np.searchsorted(keys, k), 0, max(keys.size - 1, 0))] == k) | (src == dst)
         if not bad.any():
             break

@@ -58,13 +58,15 @@ def test_email_eu_temporal(data_root):
     assert ds.times.dtype == np.int64 and ds.times.min() == 0
     assert (ds.times.max() - ds.times.min()) / 86400 == pytest.approx(803, abs=1)
     keys = data.edge_keys((ds.senders, ds.receivers), ds.num_nodes)
-    assert keys.size == 24_929  # SNAP's count of static edges
+    assert keys.shape == (24_929, 2)  # SNAP's count of static edges
     split = data.temporal_link_split(ds)
     assert split.train_times.max() <= split.test_times.min()
     assert split.graph_senders.size == split.train_edges.shape[0]
     neg = np.asarray(data.sample_negatives(jax.random.key(0), ds.num_nodes, 4096,
                                            data.edge_keys(split.all_edges, ds.num_nodes)))
-    assert not np.isin(neg[:, 0].astype(np.int64) * ds.num_nodes + neg[:, 1], keys).any()
+    n = ds.num_nodes
+    assert not np.isin(data.pair_codes(neg[:, 0], neg[:, 1], n),
+                       data.pair_codes(keys[:, 0], keys[:, 1], n)).any()
 
 
 def test_email_eu_static(data_root):

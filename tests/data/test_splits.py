@@ -2,6 +2,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -63,7 +64,8 @@ def test_temporal_link_split_errors():
 
 def test_edge_keys():
     keys = data.edge_keys(np.array([[2, 1], [0, 3], [2, 1]]), 4)
-    np.testing.assert_array_equal(keys, [3, 9])
+    np.testing.assert_array_equal(keys, [[0, 3], [2, 1]])
+    assert keys.dtype == np.int32
     with pytest.raises(ValueError, match="num_nodes"):
         data.edge_keys(np.array([[0, 4]]), 4)
 
@@ -79,7 +81,8 @@ def test_sample_negatives_are_non_edges_and_deterministic():
     assert neg.shape == (2000, 2) and neg.dtype == np.int32
     assert np.all(neg[:, 0] != neg[:, 1])
     assert neg.min() >= 0 and neg.max() < n
-    assert not np.isin(neg[:, 0].astype(np.int64) * n + neg[:, 1], keys).any()
+    assert not np.isin(data.pair_codes(neg[:, 0], neg[:, 1], n),
+                       data.pair_codes(keys[:, 0], keys[:, 1], n)).any()
     again = np.asarray(data.sample_negatives(key, n, 2000, keys))
     np.testing.assert_array_equal(neg, again)
     other = np.asarray(data.sample_negatives(jax.random.key(8), n, 2000, keys))
@@ -88,6 +91,71 @@ def test_sample_negatives_are_non_edges_and_deterministic():
     np.testing.assert_array_equal(np.asarray(jitted(key, edge_keys=keys)), neg)
     # Covers all non-edges roughly uniformly (every node appears as a source).
     assert np.unique(neg[:, 0]).size == n
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _full_round_negatives(key, keys, nodes, num, rounds):
+    """The sampler without early exit: every one of ``rounds`` rounds runs."""
+    round_keys = jax.random.split(key, rounds + 1)
+
+    def one_round(r, pair):
+        src, dst = pair
+        bad = data.known_pairs(keys, src, dst)
+        new_src, new_dst = data.random_pairs(round_keys[r + 1], nodes, num)
+        return jnp.where(bad, new_src, src), jnp.where(bad, new_dst, dst)
+
+    pair = jax.lax.fori_loop(0, rounds, one_round, data.random_pairs(round_keys[0], nodes, num))
+    return jnp.stack(pair, axis=1)
+
+
+def test_sample_negatives_early_exit_equals_every_round():
+    # 600 random pairs over 30 nodes: about half of all pairs are edges, so slots need many
+    # rounds; 256 slots are all clean after about 8, before 16 (the early exit is taken), and
+    # 2 rounds stop with edges left (the cap is taken).
+    n = 30
+    keys = jnp.asarray(data.edge_keys(np.random.default_rng(0).integers(0, n, (600, 2)), n))
+    every_node, some = jnp.arange(n, dtype=jnp.int32), jnp.asarray([1, 4, 7, 9, 12], jnp.int32)
+    for nodes, seed, rounds in ((every_node, 0, 16), (every_node, 1, 16), (every_node, 0, 2),
+                                (some, 0, 16)):
+        key = jax.random.key(seed)
+        got = data.sample_negatives(key, n, 256, keys, rounds=rounds, nodes=nodes)
+        np.testing.assert_array_equal(
+            np.asarray(got), np.asarray(_full_round_negatives(key, keys, nodes, 256, rounds)))
+    capped = np.asarray(data.sample_negatives(jax.random.key(0), n, 256, keys, rounds=2))
+    assert np.isin(data.pair_codes(capped[:, 0], capped[:, 1], n),
+                   data.pair_codes(keys[:, 0], keys[:, 1], n)).any()
+
+
+def test_pair_keys_above_46340_nodes():
+    # 100k nodes: src * N + dst passes 2**31 from node 21,475 on; the two-column keys do not.
+    n = 100_000
+    top = np.arange(n - 6, n)
+    edges = np.array([(a, b) for a in top for b in top if a != b and (a + b) % 3 == 0])
+    edges = np.concatenate([edges, [[0, n - 1], [n - 1, 0], [46_341, 46_340]]])
+    keys = data.edge_keys(edges, n)
+    assert keys.dtype == np.int32 and keys.shape == (len(edges), 2)
+    np.testing.assert_array_equal(data.pair_codes(keys[:, 0], keys[:, 1], n),
+                                  np.sort(data.pair_codes(edges[:, 0], edges[:, 1], n)))
+    # Every ordered pair of the top 6 ids, reversed pairs and the two near 46,340.
+    queries = np.array([(a, b) for a in top for b in top] + [[n - 1, 0], [0, n - 1], [0, n - 2],
+                                                                [46_340, 46_341], [46_341, 46_340]])
+    got = np.asarray(data.known_pairs(jnp.asarray(keys), jnp.asarray(queries[:, 0]),
+                                      jnp.asarray(queries[:, 1])))
+    expected = np.isin(data.pair_codes(queries[:, 0], queries[:, 1], n),
+                       data.pair_codes(edges[:, 0], edges[:, 1], n))
+    np.testing.assert_array_equal(got, expected)
+    assert expected.sum() == len(edges)  # every edge is among the queries, and 18 non-edges
+    # Negatives drawn among the top ids (a third of their pairs are edges) avoid every edge.
+    neg = np.asarray(data.sample_negatives(jax.random.key(0), n, 500, keys,
+                                           nodes=jnp.asarray(top, jnp.int32)))
+    assert not np.isin(data.pair_codes(neg[:, 0], neg[:, 1], n),
+                       data.pair_codes(edges[:, 0], edges[:, 1], n)).any()
+    assert neg.min() >= n - 6 and np.all(neg[:, 0] != neg[:, 1])
+    # More nodes than int32 ids can name: refused before any work.
+    with pytest.raises(ValueError, match="int32"):
+        data.edge_keys(edges, 2**31)
+    with pytest.raises(ValueError, match="int32"):
+        data.sample_negatives(jax.random.key(0), 2**31, 4, keys)
 
 
 def test_sample_negatives_without_edges_and_errors():
