@@ -198,7 +198,7 @@ def _run_and_report(task: str, args: argparse.Namespace) -> int:
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
-        print(f"error: out of memory ({_error_line(err)}); a checkpoint folder "
+        print(f"error: out of memory ({error_line(err)}); a checkpoint folder "
               "(--checkpoint-dir) keeps the trained state", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
