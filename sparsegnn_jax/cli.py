@@ -1,8 +1,8 @@
 """Command line of the experiments: ``--name=value`` flags -> ``RunConfig`` -> one run.
 
 Errors a user can cause (bad flags, missing or malformed data) end with one ``error:`` line on
-stderr and exit code 2; a non-finite loss ends with exit code 3, Ctrl-C with 130. No traceback
-reaches the user.
+stderr and exit code 2; a non-finite loss ends with exit code 3, Ctrl-C with 130, and in a
+multi-process run the failure of another process with 4. No traceback reaches the user.
 """
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import argparse
 import pathlib
 import sys
 
-from sparsegnn_jax import config, files, runs, tasks
+import jax
+
+from sparsegnn_jax import config, distributed, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
+
+
+#: Exit code of a process whose peer in a multi-process run failed.
+PEER_FAILED = 4
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
@@ -75,6 +81,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint of this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    distributed.add_flags(p)
     return p
 
 
@@ -84,8 +91,13 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
     return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}_seed{cfg.seed}"
 
 
+#: Flags of the runtime (see ``distributed.add_flags``), not of the run.
+DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "peer_timeout")
+
+
 def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
-    fields = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("out", "no_progress")
+              and k not in DISTRIBUTED_FLAGS}
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
@@ -121,17 +133,28 @@ def main(task: str, argv: list[str] | None = None) -> int:
 
     Returns:
       The exit code: 0 on success, 2 for bad input (flags, files, data), 3 for a non-finite
-      loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
+      loss, 4 when another process of a multi-process run failed, 130 when interrupted.
+      Errors print one ``error: ...`` line on stderr. Only process 0 writes and prints.
     """
     args = build_parser(task).parse_args(argv)
     try:
+        several = distributed.initialize_from_flags(args)
+        args.devices = distributed.mesh_size(args.devices)
         out = _prepare_out(args.out)
         cfg = config_from_args(task, args)
         if cfg.checkpoint_dir and pathlib.Path(cfg.checkpoint_dir).exists() and not (
                 pathlib.Path(cfg.checkpoint_dir).is_dir()):
             raise ValueError(f"--checkpoint-dir={cfg.checkpoint_dir!r} is a file, not a folder")
         result = runs.run(cfg)
-        path = files.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
+        path = out / f"{run_name(task, cfg)}.json"
+        if distributed.is_main_process():
+            files.write_json_atomic(path, result)
+    except jax.errors.JaxRuntimeError as err:
+        if not several:
+            raise
+        distributed.exit_after_peer_failure(
+            f"a process of this run failed or stopped answering: {_error_line(err)}",
+            PEER_FAILED)
     except FloatingPointError as err:
         print(f"error: {_error_line(err)}", file=sys.stderr)
         return 3
@@ -143,7 +166,8 @@ def main(task: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(summary(result, path))
+    if distributed.is_main_process():
+        print(summary(result, path))
     return 0
 
 

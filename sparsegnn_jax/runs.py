@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import optax
 
-from sparsegnn_jax import checkpoint, config, sparsity, tasks, train
+from sparsegnn_jax import checkpoint, config, distributed, sparsity, tasks, train
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import registry
 
@@ -133,6 +133,8 @@ def run(cfg: config.RunConfig) -> dict:
     mesh = train.data_mesh(cfg.devices) if cfg.devices > 1 else None
     state = train.replicate(state, mesh)
     inputs = train.replicate(problem.inputs, mesh)
+    if selector is not None:
+        selector.selection = train.replicate(selector.selection, mesh)
     hooks = [train.finite_guard(cfg.method)]
     if selector is not None:
         hooks.append(selector)
@@ -144,6 +146,10 @@ def run(cfg: config.RunConfig) -> dict:
     state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
                             cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
+    # Evaluation reads this process's copy (the same on every process).
+    state, loss = distributed.gather((state, loss))
+    if selector is not None:
+        selector.selection = distributed.gather(selector.selection)
     params, extra = state.params, {}
     if selector is not None:
         params = selector.selection.params
