@@ -7,14 +7,16 @@ paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity func
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
-loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds) and ``report``
-(results tables and plots of sweep CSVs).
+loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
+(several processes and devices: JAX's runtime, meshes, gathering) and ``report`` (results tables
+and plots of sweep CSVs).
 """
 from sparsegnn_jax import (
     baselines,
     checkpoint,
     config,
     data,
+    distributed,
     features,
     flops,
     graphs,
@@ -48,7 +50,8 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "admm", "baselines", "checkpoint", "config", "data", "dense", "distributions", "features",
+    "admm", "baselines", "checkpoint", "config", "data", "dense", "distributed",
+    "distributions", "features",
     "flops", "get_masks", "get_trace", "gradual_magnitude", "graphs", "masks", "metrics",
     "models", "one_shot", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
     "sparsifier", "static_sparse", "sweeps", "tasks", "train", "walks",

@@ -104,7 +104,10 @@ def run(cfg: config.RunConfig) -> dict:
     counters, key - hence the data order) is saved every ``checkpoint_every`` epochs and at the
     end; ``cfg.resume`` continues from the latest one and ends bitwise equal to an uninterrupted
     run. A non-finite loss stops the run before it is checkpointed, so the last checkpoint is
-    the last good state.
+    the last good state. Checkpoints need a single process.
+
+    In a multi-process run (``jax.distributed``) with ``cfg.devices`` spanning the processes,
+    every process trains the same replicated state and returns the same record.
     """
     cfg = config.resolve(cfg)
     start = time.perf_counter()
@@ -119,6 +122,9 @@ def run(cfg: config.RunConfig) -> dict:
         jax.jit(score), train.no_selection(state.params),
         first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
     first_epoch = 0
+    if cfg.checkpoint_dir and jax.process_count() > 1:
+        raise ValueError("checkpoints (--checkpoint-every, --resume) are not supported with "
+                         "several processes")
     if cfg.resume:
         if cfg.checkpoint_dir is None:
             raise ValueError("--resume needs a checkpoint folder (--checkpoint-dir)")
