@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         if not several:
             raise
         distributed.exit_after_peer_failure(
-            f"a process of this sweep failed or stopped answering: {str(err).splitlines()[0]}", 4)
+            f"a process of this sweep failed or stopped answering: {str(err).splitlines()[0]}")
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

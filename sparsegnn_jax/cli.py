@@ -16,10 +16,6 @@ from sparsegnn_jax import config, distributed, files, runs, tasks
 from sparsegnn_jax.sparsity import registry
 
 
-#: Exit code of a process whose peer in a multi-process run failed.
-PEER_FAILED = 4
-
-
 def build_parser(task: str) -> argparse.ArgumentParser:
     """The flags of ``experiments/link_pred.py`` (task "link") or ``node_class.py`` ("node")."""
     spec = tasks.get(task)
@@ -153,8 +149,7 @@ def main(task: str, argv: list[str] | None = None) -> int:
         if not several:
             raise
         distributed.exit_after_peer_failure(
-            f"a process of this run failed or stopped answering: {_error_line(err)}",
-            PEER_FAILED)
+            f"a process of this run failed or stopped answering: {_error_line(err)}")
     except FloatingPointError as err:
         print(f"error: {_error_line(err)}", file=sys.stderr)
         return 3

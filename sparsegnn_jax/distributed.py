@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -29,6 +29,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 #: Mesh axis name of a sweep's run axis.
 RUN_AXIS = "runs"
+
+#: Exit code of a process that ends because another process of its run failed.
+PEER_FAILED = 4
 
 #: JAX's own waiting times (seconds) when ``--peer-timeout`` is not given.
 DEFAULT_TIMEOUTS = {"initialization_timeout": 300, "heartbeat_timeout_seconds": 100,
@@ -101,7 +104,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     given = [name for name, value in flags.items() if value is not None]
     if given and len(given) < len(flags):
         missing = ", ".join(name for name in flags if name not in given)
-        raise ValueError(f"{', '.join(given)} also needs {missing}")
+        raise ValueError(f"{', '.join(given)} given without {missing}")
     if given and not 0 <= process_id < num_processes:
         raise ValueError(f"--process-id={process_id} must be in 0..{num_processes - 1} "
                          f"(--num-processes={num_processes})")
@@ -140,8 +143,8 @@ def mesh_size(requested: int) -> int:
     return requested
 
 
-def exit_after_peer_failure(message: str, code: int) -> None:
-    """Prints ``error: message`` and ends this process at once with ``code``.
+def exit_after_peer_failure(message: str) -> None:
+    """Prints ``error: message`` and ends this process at once with :data:`PEER_FAILED`.
 
     A process whose peer died cannot pass JAX's shutdown barrier: the normal exit would wait
     for the dead peer, then abort. Ending here keeps the one error line and the exit code.
@@ -149,7 +152,7 @@ def exit_after_peer_failure(message: str, code: int) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(PEER_FAILED)
 
 
 # ----------------------------------------------------------------------------------------------
