@@ -18,16 +18,7 @@ from typing import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 
-from sparsegnn_jax import (
-    baselines,
-    config,
-    distributed,
-    files,
-    runs,
-    sparsity,
-    tasks,
-    train,
-)
+from sparsegnn_jax import baselines, config, distributed, files, runs, sparsity, tasks, train
 
 # The paper's sparsity grid (same for every method).
 PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
