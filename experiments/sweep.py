@@ -3,16 +3,20 @@
     python experiments/sweep.py --dataset=email-eu-temporal --model=mlp
     python experiments/sweep.py --task=node --dataset=drosophila-left --model=mlp --seeds=3
 
-Each method's (sparsity, seed) runs train as one vmapped program. Rows are written atomically
-after every method; a restarted sweep skips the runs already in results.csv.
+Each method's (sparsity, seed) runs train as one vmapped program, split over ``--devices``
+(of one host, or of every process of a ``--coordinator`` launch). Rows are written atomically
+after every method, by process 0 only; a restarted sweep skips the runs already in results.csv.
 """
 import argparse
 import dataclasses
+import json
 import pathlib
 import sys
 import time
 
-from sparsegnn_jax import cli, config, files, sweeps, tasks
+import jax
+
+from sparsegnn_jax import cli, config, distributed, files, sweeps, tasks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -33,9 +37,13 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default=None)
     p.add_argument("--sequential", action="store_true",
                    help="train runs one after another instead of vmapped (for comparison)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="devices the runs of a method are split over (default 1; with several "
+                        "processes: all devices)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--no-progress", action="store_true")
     cli.add_compilation_cache_flag(p)
+    distributed.add_flags(p)
     return p.parse_args(argv)
 
 
@@ -72,6 +80,12 @@ def main(argv=None) -> int:
 
 
 def _sweep(args, argv) -> int:
+    try:
+        several = distributed.initialize_from_flags(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    main_process = distributed.is_main_process()
     dataset = args.dataset or tasks.get(args.task).default_dataset
     csv_path = pathlib.Path(args.out) / "results.csv"
     try:
@@ -82,10 +96,13 @@ def _sweep(args, argv) -> int:
         base = config.resolve(config.RunConfig(
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
-            data_root=args.data_root, progress=not args.no_progress))
+            data_root=args.data_root, devices=distributed.mesh_size(args.devices),
+            progress=not args.no_progress and main_process))
         out = files.output_dir(args.out, "--out")
         rows = sweeps.read_csv(csv_path)
-        done = sweeps.done_runs(rows)
+        # Every process skips what process 0 has (the other hosts may not see its folder).
+        done = {tuple(key) for key in json.loads(distributed.text_of_main_process(
+            json.dumps(sorted(sweeps.done_runs(rows)))))}
         problem = None
         start = time.perf_counter()
         for method in methods:
@@ -101,6 +118,8 @@ def _sweep(args, argv) -> int:
             t0 = time.perf_counter()
             records = sweeps.run_group(cfg, todo_sparsities, seeds, vmapped=not args.sequential,
                                        problem=dataclasses.replace(problem, cfg=cfg))
+            if not main_process:  # process 0 writes the results of all processes
+                continue
             for rec in records:
                 key = (dataset, args.model, method, rec["config"]["sparsity"], rec["config"]["seed"])
                 if key in done:
@@ -113,8 +132,14 @@ def _sweep(args, argv) -> int:
         total = time.perf_counter() - start
         meta = {"command": " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:])),
                 "wall_time_s": total}
-        files.write_json_atomic(out / "sweep_meta.json", meta)
-        print(f"sweep done in {total:.1f}s -> {csv_path}")
+        if main_process:
+            files.write_json_atomic(out / "sweep_meta.json", meta)
+            print(f"sweep done in {total:.1f}s -> {csv_path}")
+    except jax.errors.JaxRuntimeError as err:
+        if not several:
+            raise
+        distributed.exit_after_peer_failure(
+            f"a process of this sweep failed or stopped answering: {str(err).splitlines()[0]}")
     except (ValueError, KeyError, OSError) as err:
         # OSError: FileNotFoundError, a file where a folder is needed, permissions, a full disk.
         print(f"error: {cli.error_line(err)}", file=sys.stderr)

@@ -7,14 +7,16 @@ paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity func
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
-loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds) and ``report``
-(results tables and plots of sweep CSVs).
+loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
+(several processes and devices: JAX's runtime, meshes, gathering) and ``report`` (results tables
+and plots of sweep CSVs).
 """
 from sparsegnn_jax import (
     baselines,
     checkpoint,
     config,
     data,
+    distributed,
     features,
     flops,
     graphs,
@@ -55,7 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
-    "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
+    "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
     "gradual_magnitude", "graphs", "mask_sparsity", "masks", "metrics", "models", "one_shot",
     "param_sparsity", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
     "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "sweeps", "tasks",

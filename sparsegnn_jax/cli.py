@@ -1,8 +1,8 @@
 """Command line of the experiments: ``--name=value`` flags -> ``RunConfig`` -> one run.
 
 Errors a user can cause (bad flags, missing or malformed data) end with one ``error:`` line on
-stderr and exit code 2; a non-finite loss ends with exit code 3, Ctrl-C with 130. No traceback
-reaches the user.
+stderr and exit code 2; a non-finite loss ends with exit code 3, Ctrl-C with 130, and in a
+multi-process run the failure of another process with 4. No traceback reaches the user.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import warnings
 
 import jax
 
-from sparsegnn_jax import config, files, runs, tasks, walks
+from sparsegnn_jax import config, distributed, files, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -81,6 +81,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint of this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_compilation_cache_flag(p)
+    distributed.add_flags(p)
     return p
 
 
@@ -127,9 +128,14 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
     return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}_seed{cfg.seed}"
 
 
+#: Flags of the runtime (see ``distributed.add_flags``), not of the run.
+DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "peer_timeout")
+
+
 def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("out", "no_progress", "no_compilation_cache")}
+              if k not in ("out", "no_progress", "no_compilation_cache")
+              and k not in DISTRIBUTED_FLAGS}
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
@@ -168,7 +174,9 @@ def main(task: str, argv: list[str] | None = None) -> int:
 
     Returns:
       The exit code: 0 on success, 2 for bad input (flags, files, data) or a graph too large
-      for the device's memory, 3 for a non-finite loss, 130 when interrupted. Errors print one ``error: ...`` line on stderr.
+      for the device's memory, 3 for a non-finite loss, 4 when another process of a
+      multi-process run failed, 130 when interrupted. Errors print one ``error: ...`` line on
+      stderr. Only process 0 writes and prints.
     """
     args = build_parser(task).parse_args(argv)
     use_compilation_cache(not args.no_compilation_cache)
@@ -177,7 +185,10 @@ def main(task: str, argv: list[str] | None = None) -> int:
 
 
 def _run_and_report(task: str, args: argparse.Namespace) -> int:
+    several = False
     try:
+        several = distributed.initialize_from_flags(args)
+        args.devices = distributed.mesh_size(args.devices)
         out = files.output_dir(args.out, "--out")
         cfg = config_from_args(task, args)
         if cfg.checkpoint_dir and pathlib.Path(cfg.checkpoint_dir).exists() and not (
@@ -186,7 +197,9 @@ def _run_and_report(task: str, args: argparse.Namespace) -> int:
         if cfg.checkpoint_dir:
             files.check_writable_dir(cfg.checkpoint_dir, "--checkpoint-dir")
         result = runs.run(cfg)
-        path = files.write_json_atomic(out / f"{run_name(task, cfg)}.json", result)
+        path = out / f"{run_name(task, cfg)}.json"
+        if distributed.is_main_process():
+            files.write_json_atomic(path, result)
     except FloatingPointError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         return 3
@@ -196,15 +209,19 @@ def _run_and_report(task: str, args: argparse.Namespace) -> int:
         print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     except jax.errors.JaxRuntimeError as err:
-        if "RESOURCE_EXHAUSTED" not in str(err):
+        if "RESOURCE_EXHAUSTED" in str(err):
+            print(f"error: out of memory ({error_line(err)}); a checkpoint folder "
+                  "(--checkpoint-dir) keeps the trained state", file=sys.stderr)
+            return 2
+        if not several:
             raise
-        print(f"error: out of memory ({error_line(err)}); a checkpoint folder "
-              "(--checkpoint-dir) keeps the trained state", file=sys.stderr)
-        return 2
+        distributed.exit_after_peer_failure(
+            f"a process of this run failed or stopped answering: {error_line(err)}")
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(summary(result, path))
+    if distributed.is_main_process():
+        print(summary(result, path))
     return 0
 
 

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import optax
 
-from sparsegnn_jax import checkpoint, config, sparsity, tasks, train
+from sparsegnn_jax import checkpoint, config, distributed, sparsity, tasks, train
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import registry
 
@@ -167,7 +167,10 @@ def run(cfg: config.RunConfig) -> dict:
     end; ``cfg.resume`` continues from the newest readable one (:func:`check_resumable` first
     refuses a folder without one or of another run) and ends bitwise equal to an uninterrupted
     run. A non-finite loss stops the run before it is checkpointed, so the last checkpoint is
-    the last good state.
+    the last good state. Checkpoints need a single process.
+
+    In a multi-process run (``jax.distributed``) with ``cfg.devices`` spanning the processes,
+    every process trains the same replicated state and returns the same record.
     """
     cfg = config.resolve(cfg)
     if cfg.resume:
@@ -184,6 +187,9 @@ def run(cfg: config.RunConfig) -> dict:
         jax.jit(score), train.no_selection(state.params),
         first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
     first_epoch, stored_loss = 0, float("nan")
+    if cfg.checkpoint_dir and jax.process_count() > 1:
+        raise ValueError("checkpoints (--checkpoint-every, --resume) are not supported with "
+                         "several processes")
     if cfg.resume:
         template = state if selector is None else (state, selector.selection)
         restored, meta = checkpoint.restore(cfg.checkpoint_dir, template)
@@ -195,6 +201,8 @@ def run(cfg: config.RunConfig) -> dict:
     mesh = train.data_mesh(cfg.devices) if cfg.devices > 1 else None
     state = train.replicate(state, mesh)
     inputs = train.replicate(problem.inputs, mesh)
+    if selector is not None:
+        selector.selection = train.replicate(selector.selection, mesh)
     hooks = [train.finite_guard(cfg.method)]
     if selector is not None:
         hooks.append(selector)
@@ -206,6 +214,10 @@ def run(cfg: config.RunConfig) -> dict:
     state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
                             cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
+    # Evaluation reads this process's copy (the same on every process).
+    state, loss = distributed.gather((state, loss))
+    if selector is not None:
+        selector.selection = distributed.gather(selector.selection)
     if first_epoch >= cfg.epochs:
         loss = stored_loss  # a finished run resumed: no epoch ran, its last loss is stored
     params, extra = state.params, {}

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 
-from sparsegnn_jax import baselines, config, files, runs, sparsity, tasks, train
+from sparsegnn_jax import baselines, config, distributed, files, runs, sparsity, tasks, train
 
 # The paper's sparsity grid (same for every method).
 PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96875,
@@ -51,7 +51,8 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
 
     Returns:
       A list of records as ``runs.run`` returns them; ``wall_time_s`` is the group's wall time
-      divided by its number of runs.
+      divided by its number of runs. With ``cfg.devices > 1`` the vmapped runs are split over
+      that many devices (of every process); processes other than 0 return an empty list.
 
     Raises:
       FloatingPointError: a run's loss or parameters became NaN / Inf (the message names it).
@@ -69,6 +70,8 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
     train_runs = _train_vmapped if vmapped else _train_sequential
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     states, losses, selections = train_runs(problem, bound, param_list, combos, score)
+    if not distributed.is_main_process():
+        return []
     elapsed = (time.perf_counter() - start) / len(combos)
     records = []
     for i, (s, seed) in enumerate(combos):
@@ -152,26 +155,34 @@ def _train_vmapped(problem, bound, param_list, combos, score=None):
 
     state = jax.jit(jax.vmap(init_one))(params, sps, keys)
     state = jax.tree.map(lambda x: x.reshape(grid + x.shape[1:]), state)
+    # Several devices: the sparsity axis is padded to a multiple of them and split over them.
+    mesh = distributed.device_mesh(cfg.devices, distributed.RUN_AXIS) if cfg.devices > 1 else None
+    padded = (distributed.padded_size(grid[0], cfg.devices), grid[1])
+    state = distributed.shard_runs(distributed.pad_runs(state, padded[0]), mesh)
+    names = _run_names(combos + combos[-grid[1]:] * (padded[0] - grid[0]))
     # Keep counts live in the state, so one update function serves every sparsity.
     tx = runs.build_optimizer(problem)
-    epoch = _GridEpoch(tasks.get(cfg.task).make_epoch(problem, bound, tx), grid)
-    hooks = [train.finite_guard(cfg.method, _run_names(combos))]
+    epoch = _GridEpoch(tasks.get(cfg.task).make_epoch(problem, bound, tx), padded)
+    hooks = [train.finite_guard(cfg.method, names)]
     if score is not None:
         # One validation score per run: vmapped over the [sparsity, seed] axes of the params.
         selector = train.BestOnValidation(
-            jax.jit(jax.vmap(jax.vmap(score))), train.no_selection(state.params, grid),
+            jax.jit(jax.vmap(jax.vmap(score))),
+            distributed.shard_runs(train.no_selection(state.params, padded), mesh),
             runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch))
         hooks.append(selector)
     state, losses = train.fit(
-        epoch, state, problem.inputs, cfg.epochs, hooks=hooks,
+        epoch, state, distributed.replicate(problem.inputs, mesh), cfg.epochs, hooks=hooks,
         progress=f"{cfg.method} x{len(combos)} {cfg.dataset}" if cfg.progress else None)
-    losses = jnp.broadcast_to(losses, grid)
+    trained = (state, jnp.broadcast_to(losses, padded),
+               None if score is None else selector.selection)
+    state, losses, selection = distributed.unpad_runs(distributed.gather(trained), grid[0])
 
     def runs_of(tree):
         tree = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
         return [_index(tree, i) for i in range(len(combos))]
 
-    selections = None if score is None else runs_of(selector.selection)
+    selections = None if score is None else runs_of(selection)
     return runs_of(state), list(map(float, losses.reshape(-1))), selections
 
 

@@ -19,7 +19,7 @@ import optax
 import tqdm.auto
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, metrics, sparsity
+from sparsegnn_jax import checkpoint, distributed, metrics, sparsity
 from sparsegnn_jax.data import splits as data_splits
 
 
@@ -169,13 +169,13 @@ def finite_guard(method: str, run_names: Sequence[str] | None = None) -> Hook:
         return f"(method {method}, run {run_names[int(np.argmax(bad.reshape(-1)))]})"
 
     def hook(epochs_done: int, state: TrainState, loss) -> None:
-        losses = np.asarray(loss)
+        losses = np.asarray(distributed.gather(loss))
         if not np.all(np.isfinite(losses)):
             bad = ~np.isfinite(losses)
             value = losses.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
             raise FloatingPointError(f"non-finite training loss {value} at step "
                                      f"{_first(state.step)} {where(bad)}")
-        ok = np.asarray(_finite_per_run(state.params, losses.ndim))
+        ok = np.asarray(distributed.gather(_finite_per_run(state.params, losses.ndim)))
         if not np.all(ok):
             raise FloatingPointError(f"non-finite parameters after step {_first(state.step)} "
                                      f"{where(~ok)}")
@@ -254,26 +254,17 @@ DATA_AXIS = "data"
 
 
 def data_mesh(num_devices: int) -> jax.sharding.Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices, axis name ``"data"``.
+    """A 1-D mesh of ``num_devices`` devices, axis name ``"data"``; it may span processes.
 
     Raises:
-      ValueError: when fewer devices exist (with the flag that fakes CPU devices).
+      ValueError: see :func:`distributed.device_mesh`.
     """
-    available = jax.devices()
-    if num_devices < 1 or num_devices > len(available):
-        raise ValueError(
-            f"--devices={num_devices}: {len(available)} device(s) available "
-            f"({available[0].platform}); on CPU, set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={max(num_devices, 1)} to split it")
-    return jax.sharding.Mesh(np.asarray(available[:num_devices]), (DATA_AXIS,))
+    return distributed.device_mesh(num_devices, DATA_AXIS)
 
 
 def replicate(tree, mesh: jax.sharding.Mesh | None):
     """Places every array of ``tree`` on all devices of ``mesh`` (no-op without a mesh)."""
-    if mesh is None:
-        return tree
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.device_put(tree, sharding)
+    return distributed.replicate(tree, mesh)
 
 
 def _shard_batch(x, mesh, batch_axis: int):

@@ -1,0 +1,259 @@
+"""Several processes and devices, for real: two JAX processes on 127.0.0.1 and four emulated CPU
+devices.
+
+One launch of two processes (a mesh of their two CPU devices, gloo collectives) and one launch
+of a process with ``--xla_force_host_platform_device_count=4`` run concurrently and cover:
+
+* data-parallel RigL over the two processes against one device with the same global batch;
+* a sweep split over the two processes, and over the four devices, against the unsharded sweep
+  (3 sparsities x 2 seeds: both need padding of the sparsity axis).
+
+The runs use SGD: sharded gradients are summed in another order (differences ~1e-8), which Adam's
+normalisation would blow up for weights whose gradient is near zero. A killed process ends the
+other through the command line, and the flags fail cleanly, in-process. Checkpoints refuse
+several processes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import REPO, TIMEOUT
+
+from sparsegnn_jax import cli, distributed
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from sparsegnn_jax import config, distributed, runs, sparsity, sweeps, tasks, train
+
+    out, coordinator, process_id, *jobs = sys.argv[1:]
+    if coordinator != "-":
+        distributed.initialize(coordinator, 2, int(process_id), peer_timeout=60)
+
+
+    def data_parallel(devices):
+        cfg = config.resolve(config.RunConfig(
+            task="link", dataset="synthetic-temporal", model="gcn", method="rigl", sparsity=0.9,
+            epochs=3, batch_size=256, update_every=4, optimizer="sgd", lr=0.05, progress=False))
+        task = tasks.get("link")
+        problem = task.prepare(cfg)
+        bound, params = train.split_model(task.build_model(problem, 0))
+        tx = runs.build_optimizer(problem)
+        mesh = train.data_mesh(devices) if devices > 1 else None
+        # The library's loop, with the non-finite guard reading every epoch's loss and params.
+        state, _ = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)),
+                             train.replicate(train.init_state(params, tx, jax.random.key(0)), mesh),
+                             train.replicate(problem.inputs, mesh), cfg.epochs,
+                             hooks=[train.finite_guard("rigl")])
+        state = distributed.gather(state)
+        leaves = lambda tree: [np.asarray(x).tolist() for x in jax.tree.leaves(tree)]
+        return {"params": leaves(state.params),
+                "masks": leaves(sparsity.get_masks(state.opt_state)),
+                "mask_updates": int(sparsity.get_trace(state.opt_state).mask_updates),
+                "processes": jax.process_count(),
+                "mesh_devices": 1 if mesh is None else mesh.size}
+
+
+    def sweep(devices):
+        cfg = config.resolve(config.RunConfig(
+            task="link", dataset="synthetic-temporal", model="mlp", method="rigl", epochs=2,
+            devices=devices, progress=False))
+        rows = [sweeps.csv_row(r) for r in sweeps.run_group(cfg, [0.5, 0.75, 0.9], [0, 1])]
+        return {"rows": rows, "processes": jax.process_count()}
+
+
+    def checkpointed(devices):
+        cfg = config.RunConfig(task="node", dataset="synthetic-sbm", model="gcn", epochs=1,
+                               devices=devices, checkpoint_dir=out + ".ckpt", progress=False)
+        try:
+            runs.run(cfg)
+        except ValueError as err:
+            return str(err)
+
+
+    results = {}
+    for job in jobs:
+        kind, devices = job.split(":")
+        results[job] = {"train": data_parallel, "sweep": sweep,
+                        "checkpoint": checkpointed}[kind](int(devices))
+    if distributed.is_main_process():
+        with open(out, "w") as f:
+            json.dump(results, f)
+""")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def finish_all(procs, timeout: float) -> list[subprocess.CompletedProcess]:
+    """Waits for every process until one ``timeout`` ends; kills them all if one fails or time
+    runs out (a peer stuck waiting for a dead one must not outlive the test)."""
+    deadline = time.monotonic() + timeout
+    try:
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+            if proc.returncode != 0:
+                break
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def launches(cli_env, tmp_path_factory):
+    """Results of the two-process launch and of the four-device launch (started together)."""
+    folder = tmp_path_factory.mktemp("distributed")
+    two, four = folder / "two.json", folder / "four.json"
+    coordinator = f"127.0.0.1:{free_port()}"
+    two_jobs = ["checkpoint:2", "train:2", "sweep:2"]
+    four_jobs = ["train:1", "sweep:1", "sweep:4"]
+    commands = [[sys.executable, "-c", SCRIPT, str(two), coordinator, str(i), *two_jobs]
+                for i in range(2)]
+    commands.append([sys.executable, "-c", SCRIPT, str(four), "-", "0", *four_jobs])
+    envs = [cli_env, cli_env, dict(cli_env, XLA_FLAGS="--xla_force_host_platform_device_count=4")]
+    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c, e in zip(commands, envs)]
+    for done in finish_all(procs, TIMEOUT):
+        assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(two.read_text()) | json.loads(four.read_text())
+
+
+def test_two_processes_train_like_one_device(launches):
+    one, two = launches["train:1"], launches["train:2"]
+    assert (two["processes"], two["mesh_devices"]) == (2, 2)
+    assert two["mask_updates"] == one["mask_updates"] >= 2   # masks really changed
+    for a, b in zip(one["masks"], two["masks"], strict=True):
+        assert np.array_equal(a, b)
+    for a, b in zip(one["params"], two["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def _assert_same_rows(rows, expected):
+    """Same runs in the same order, every column equal (numbers to float32 precision) except
+    the wall time."""
+    assert len(rows) == len(expected) == 6
+    for row, ref in zip(rows, expected):
+        assert row.keys() == ref.keys()
+        for key in ref:
+            if key == "wall_time_s":
+                continue
+            if isinstance(ref[key], float):
+                assert row[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), key
+            else:
+                assert row[key] == ref[key], key
+
+
+def test_sweep_over_two_processes_gives_the_unsharded_rows(launches):
+    assert launches["sweep:2"]["processes"] == 2
+    _assert_same_rows(launches["sweep:2"]["rows"], launches["sweep:1"]["rows"])
+    assert [(r["sparsity"], r["seed"]) for r in launches["sweep:1"]["rows"]] == [
+        (0.5, 0), (0.5, 1), (0.75, 0), (0.75, 1), (0.9, 0), (0.9, 1)]
+
+
+def test_sweep_over_four_devices_gives_the_unsharded_rows(launches):
+    _assert_same_rows(launches["sweep:4"]["rows"], launches["sweep:1"]["rows"])
+
+
+def test_checkpoints_refuse_several_processes(launches):
+    assert launches["checkpoint:2"] == ("checkpoints (--checkpoint-every, --resume) are not "
+                                        "supported with several processes")
+
+
+def test_killed_process_ends_the_other_with_an_error(tmp_path, cli_env):
+    coordinator = f"127.0.0.1:{free_port()}"
+    # The training of the launches above (so its compiled program may come from the cache).
+    commands = [[sys.executable, str(REPO / "experiments" / "link_pred.py"), "--model=gcn",
+                 "--method=rigl", "--sparsity=0.9", "--optimizer=sgd", "--lr=0.05",
+                 "--update-every=4", "--batch-size=256", "--select=last", "--epochs=100000",
+                 f"--out={tmp_path}", f"--coordinator={coordinator}", "--num-processes=2",
+                 f"--process-id={i}", "--peer-timeout=10"] for i in range(2)]
+    procs = [subprocess.Popen(c, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for c in commands]
+    stderr = bytearray()
+
+    def read_stderr():
+        while chunk := procs[0].stderr.read1(4096):
+            stderr.extend(chunk)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        # The progress bar of process 0 counts a finished epoch: both processes are training.
+        while not re.search(rb"\| *[1-9]\d*/100000", bytes(stderr)):
+            assert procs[0].poll() is None, bytes(stderr).decode(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the two processes never started training"
+            time.sleep(0.2)
+        procs[1].kill()
+        killed = time.monotonic()
+        code = procs[0].wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    text = bytes(stderr).decode(errors="replace")
+    assert code == distributed.PEER_FAILED, text[-3000:]
+    assert time.monotonic() - killed < 30
+    assert "error: a process of this run failed or stopped answering" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--coordinator=127.0.0.1:1234"], "--coordinator given without --num-processes, --process-id"),
+    (["--num-processes=2", "--process-id=0"], "--process-id given without --coordinator"),
+    (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=2"],
+     r"--process-id=2 must be in 0..1"),
+    (["--coordinator=somehost", "--num-processes=2", "--process-id=0"], "must be HOST:PORT"),
+])
+def test_incomplete_process_flags_fail_cleanly(flags, fragment, tmp_path, capsys):
+    code = cli.main("node", [*flags, f"--out={tmp_path}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(f"^error: .*{fragment}", err, re.MULTILINE), err
+
+
+def test_launchers_are_detected_only_with_several_processes():
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[01-02]", "SLURM_NTASKS": "2",
+             "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}
+    assert distributed.launcher_in_environment(slurm) == "slurm"
+    assert distributed.launcher_in_environment(slurm | {"SLURM_NTASKS": "1"}) is None
+    assert distributed.launcher_in_environment({"SLURM_NTASKS": "2"}) is None
+    assert distributed.launcher_in_environment(
+        {"OMPI_MCA_orte_hnp_uri": "1.0;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE": "4"}) == "ompi"
+    assert distributed.launcher_in_environment(
+        {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "0"}) == "kubernetes"
+    assert distributed.launcher_in_environment({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) is None
+    assert distributed.launcher_in_environment({}) is None
+    assert distributed.initialize(environ={}) is False
+
+
+def test_run_axis_padding_repeats_the_last_run_and_is_dropped():
+    assert [distributed.padded_size(n, 4) for n in (1, 3, 4, 5, 12)] == [4, 4, 4, 8, 12]
+    tree = {"w": jnp.arange(6.0).reshape(3, 2), "step": jnp.asarray([5, 6, 7])}
+    padded = distributed.pad_runs(tree, 4)
+    np.testing.assert_array_equal(padded["w"], [[0, 1], [2, 3], [4, 5], [4, 5]])
+    np.testing.assert_array_equal(padded["step"], [5, 6, 7, 7])
+    back = distributed.unpad_runs(padded, 3)
+    np.testing.assert_array_equal(back["w"], tree["w"])
+    np.testing.assert_array_equal(back["step"], tree["step"])
