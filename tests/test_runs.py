@@ -78,7 +78,7 @@ def _paths(tree):
 
 @pytest.mark.parametrize("task, model, flag, value", [
     ("node", "mlp", "hidden", 64), ("node", "mlp", "num_layers", 3), ("node", "mlp", "dropout", 0.5),
-    ("link", "mlp", "num_layers", 3), ("link", "mlp", "decoder", "dot"),
+    ("link", "mlp", "num_layers", 3), ("link", "mlp", "dropout", 0.5),
     ("link", "gcn", "embedding_dim", 16), ("node", "gcn", "decoder", "dot"),
 ])
 def test_flags_a_model_does_not_read_are_rejected(task, model, flag, value):
