@@ -58,6 +58,8 @@ def test_resolve_fills_paper_defaults_for_the_mlp():
     assert (node.epochs, node.lr, node.optimizer, node.batch_size, node.dropout) == (
         40, 0.1, "adam", 128, 0.1)
     assert (link.rho, node.rho) == (0.01, 0.02)
+    # The link MLP reads the pair input; --decoder=mlp_concat is the paper's concatenation.
+    assert (link.decoder, link.features) == ("mlp_pair", "walks+struct")
 
 
 def test_method_kwargs_scale_the_papers_slr_phases():
