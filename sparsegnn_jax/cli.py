@@ -51,7 +51,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=None)
     if spec.scores_pairs:
         p.add_argument("--decoder", default=None, choices=config.DECODERS,
-                       help="pair decoder of message-passing models (default mlp_hadamard)")
+                       help="pair decoder: GNNs default mlp_hadamard; mlp defaults to mlp_pair "
+                            "([x_u, x_v, x_u*x_v, |x_u-x_v|]), mlp_concat is the paper's")
         p.add_argument("--target-fraction", type=float, default=None,
                        help="latest share of training edges held out of the training-time "
                             "message-passing graph as targets (default 0.2)")

@@ -59,6 +59,8 @@ def test_resolve_fills_paper_defaults_for_the_mlp():
     assert (node.epochs, node.lr, node.optimizer, node.batch_size, node.dropout) == (
         40, 0.1, "adam", 128, 0.1)
     assert (link.rho, node.rho) == (0.01, 0.02)
+    # The link MLP reads the pair input; --decoder=mlp_concat is the paper's concatenation.
+    assert (link.decoder, link.features) == ("mlp_pair", "walks+struct")
 
 
 def test_method_kwargs_scale_the_papers_slr_phases():
@@ -79,7 +81,7 @@ def _paths(tree):
 
 @pytest.mark.parametrize("task, model, flag, value", [
     ("node", "mlp", "hidden", 64), ("node", "mlp", "num_layers", 3), ("node", "mlp", "dropout", 0.5),
-    ("link", "mlp", "num_layers", 3), ("link", "mlp", "decoder", "dot"),
+    ("link", "mlp", "num_layers", 3), ("link", "mlp", "dropout", 0.5),
     ("link", "gcn", "embedding_dim", 16), ("node", "gcn", "decoder", "dot"),
 ])
 def test_flags_a_model_does_not_read_are_rejected(task, model, flag, value):

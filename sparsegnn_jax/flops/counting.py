@@ -179,9 +179,12 @@ def _count_dot_decoder(decoder, path: str, inp: InputSizes, tally: FlopsTally) -
 
 
 def _count_mlp_decoder(decoder, path: str, inp: InputSizes, tally: FlopsTally) -> None:
-    # Hadamard: one multiply per pair and feature; concatenation is memory traffic only.
+    # Hadamard: one multiply per pair and feature; "pair" adds a subtraction (abs is an
+    # activation, not counted); concatenation is memory traffic only.
     if decoder.mode == "hadamard":
         tally.add(path, float(inp.rows * inp.width))
+    elif decoder.mode == "pair":
+        tally.add(path, 2.0 * inp.rows * inp.width)
     count_children(decoder, path, inp, tally)
 
 

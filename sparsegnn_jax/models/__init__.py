@@ -10,9 +10,9 @@ from typing import Sequence, Union
 
 from flax import nnx
 
-from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, Encoder, Identity, has_edges,
-                       structural_features)
-from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier
+from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout, Encoder,
+                       Identity, has_edges, structural_features)
+from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
     MESSAGE_PASSING_LAYERS,
     GATConv,
@@ -29,6 +29,7 @@ from .layers import (
 from .mlp import MLP, paper_link_mlp, paper_node_mlp, torch_uniform
 
 __all__ = [
+    "ColdStartDropout",
     "DotDecoder",
     "Encoder",
     "GATConv",
@@ -52,6 +53,7 @@ __all__ = [
     "gin_aggregate",
     "paper_link_mlp",
     "paper_node_mlp",
+    "pair_representation",
     "sage_conv",
     "structural_features",
     "has_edges",

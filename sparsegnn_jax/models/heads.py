@@ -10,9 +10,11 @@ from flax import nnx
 
 from .mlp import MLP
 
-__all__ = ["DotDecoder", "LinkPredictor", "MLPDecoder", "NodeClassifier"]
+__all__ = ["DotDecoder", "LinkPredictor", "MLPDecoder", "NodeClassifier", "pair_representation"]
 
-_MODES = ("hadamard", "concat")
+_MODES = ("hadamard", "concat", "pair")
+# Input width of the MLP per embedding width D.
+_WIDTH = {"hadamard": 1, "concat": 2, "pair": 4}
 
 
 def _split(key, n: int):
@@ -36,8 +38,25 @@ class DotDecoder(nnx.Module):
         return jnp.sum(z_src * z_dst, axis=-1)
 
 
+def pair_representation(z_src: jax.Array, z_dst: jax.Array, mode: str) -> jax.Array:
+    """The MLP input of a pair: ``[P, D] x [P, D] -> [P, k D]``.
+
+    "hadamard": ``z_src * z_dst``; "concat": ``[z_src, z_dst]`` (the paper's); "pair":
+    ``[z_src, z_dst, z_src * z_dst, |z_src - z_dst|]`` - the endpoints in order (direction
+    kept) plus their interaction, which a ReLU MLP on the concatenation alone approximates
+    poorly (a similarity of the two embeddings is a product of its inputs).
+    """
+    if mode == "hadamard":
+        return z_src * z_dst
+    if mode == "concat":
+        return jnp.concatenate([z_src, z_dst], axis=-1)
+    if mode == "pair":
+        return jnp.concatenate([z_src, z_dst, z_src * z_dst, jnp.abs(z_src - z_dst)], axis=-1)
+    raise ValueError(f"pair_representation: mode must be one of {_MODES}, got {mode!r}")
+
+
 class MLPDecoder(nnx.Module):
-    """Link logit from an MLP on ``z_src * z_dst`` ("hadamard") or ``[z_src, z_dst]`` ("concat").
+    """Link logit from an MLP on :func:`pair_representation` ("hadamard", "concat" or "pair").
 
     ``MLPDecoder(8, 128, mode="concat")`` is the paper's ``Linear(16,128) -> ReLU -> Linear(128,1)``.
 
@@ -46,7 +65,7 @@ class MLPDecoder(nnx.Module):
     Args:
       in_dim: embedding width ``D``.
       hidden: hidden width(s) of the MLP.
-      mode: "hadamard" or "concat".
+      mode: "hadamard", "concat" or "pair".
       num_layers: Linear layers when ``hidden`` is an int.
       use_bias: biases in the MLP.
       dropout: dropout rate between MLP layers.
@@ -61,7 +80,7 @@ class MLPDecoder(nnx.Module):
             raise ValueError(f"MLPDecoder: mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
         self.in_dim = int(in_dim)
-        width = self.in_dim * (2 if mode == "concat" else 1)
+        width = self.in_dim * _WIDTH[mode]
         self.mlp = MLP(width, hidden, 1, num_layers, use_bias=use_bias, dropout=dropout, init=init, rngs=rngs)
 
     def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None) -> jax.Array:
@@ -74,7 +93,7 @@ class MLPDecoder(nnx.Module):
         Returns:
           ``[P]`` logits.
         """
-        x = z_src * z_dst if self.mode == "hadamard" else jnp.concatenate([z_src, z_dst], axis=-1)
+        x = pair_representation(z_src, z_dst, self.mode)
         return self.mlp(x, dropout_key=dropout_key)[..., 0]
 
 

@@ -137,6 +137,10 @@ def test_link_predictor_counts_decoder_per_pair():
     expected = 5 * (2 * 16 * 128 + 128 + 2 * 128 + 1)
     assert flops.forward(paper, (g, pairs)).total == expected
     assert flops.forward(paper, (g, 5)).total == expected
+    # [x_u, x_v, x_u * x_v, |x_u - x_v|]: a multiply and a subtraction per feature, then 32-128-1.
+    pair = models.LinkPredictor(models.ColdStartDropout(np.zeros(8), 0.05),
+                                models.MLPDecoder(8, 128, mode="pair", rngs=nnx.Rngs(0)))
+    assert flops.forward(pair, (g, pairs)).total == 5 * (2 * 8 + 2 * 32 * 128 + 128 + 2 * 128 + 1)
     dot = models.LinkPredictor(models.build("gcn", 8, 8, 4, rngs=nnx.Rngs(0)),
                                models.DotDecoder())
     report = flops.forward(dot, (g, pairs))

@@ -31,6 +31,43 @@ def test_paper_link_mlp():
     assert float(jnp.abs(mlp.layers[0].kernel[...]).max()) <= 0.25
 
 
+def test_pair_representation_holds_both_ends_in_order_and_their_interaction():
+    a = jnp.array([[1.0, -2.0]])
+    b = jnp.array([[3.0, 0.5]])
+    np.testing.assert_array_equal(models.pair_representation(a, b, "pair"),
+                                  [[1.0, -2.0, 3.0, 0.5, 3.0, -1.0, 2.0, 2.5]])
+    np.testing.assert_array_equal(models.pair_representation(a, b, "concat"),
+                                  [[1.0, -2.0, 3.0, 0.5]])
+    # Swapping the ends swaps the first two blocks only: the interaction is symmetric.
+    x, y = jax.random.normal(jax.random.key(0), (2, 6, 5))
+    xy, yx = models.pair_representation(x, y, "pair"), models.pair_representation(y, x, "pair")
+    np.testing.assert_array_equal(xy[:, 10:], yx[:, 10:])
+    np.testing.assert_array_equal(xy[:, :5], yx[:, 5:10])
+    dec = models.MLPDecoder(5, 16, mode="pair", rngs=nnx.Rngs(0))
+    assert dec.mlp.layers[0].kernel[...].shape == (20, 16)
+    with pytest.raises(ValueError, match="mode"):
+        models.pair_representation(x, y, "sum")
+
+
+def test_cold_start_dropout_replaces_whole_rows_only_in_training():
+    nodes = jnp.arange(400 * 3, dtype=jnp.float32).reshape(400, 3) + 1.0
+    g = graphs.from_edges(np.array([0]), np.array([1]), 400, node_features=nodes,
+                          symmetric=False, self_loops=False)
+    cold = np.array([-1.0, -2.0, -3.0], np.float32)
+    enc = models.ColdStartDropout(cold, 0.25)
+    np.testing.assert_array_equal(enc(g), nodes)  # evaluation: the inputs as they are
+    out = np.asarray(enc(g, dropout_key=jax.random.key(0)))
+    replaced = (out == cold).all(axis=1)
+    np.testing.assert_array_equal(out[~replaced], np.asarray(nodes)[~replaced])
+    assert 0.15 < replaced.mean() < 0.35
+    np.testing.assert_array_equal(models.ColdStartDropout(cold, 0.0)(
+        g, dropout_key=jax.random.key(0)), nodes)
+    _, params, _ = nnx.split(enc, nnx.Param, ...)
+    assert jax.tree.leaves(params) == []  # the cold row is a constant, never trained or pruned
+    with pytest.raises(ValueError, match="rate"):
+        models.ColdStartDropout(cold, 1.0)
+
+
 def test_paper_node_mlp():
     mlp = models.paper_node_mlp(nnx.Rngs(0))
     shapes = _param_shapes(mlp)
