@@ -8,11 +8,12 @@ after every method; a restarted sweep skips the runs already in results.csv.
 """
 import argparse
 import dataclasses
+import json
 import pathlib
 import sys
 import time
 
-from sparsegnn_jax import config, files, sweeps, tasks
+from sparsegnn_jax import cli, config, files, sweeps, tasks
 from sparsegnn_jax.sparsity import registry
 
 
@@ -30,12 +31,33 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--distribution", default="uniform")
     p.add_argument("--update-every", type=int, default=None)
+    p.add_argument("--drop-fraction", type=float, default=None,
+                   help="initial RigL / SET drop fraction, cosine-decayed to 0 (default: the "
+                        "paper's 0.5 decayed to 0.005)")
+    cli.add_schedule_flags(p)
     p.add_argument("--data-root", default=None)
     p.add_argument("--sequential", action="store_true",
                    help="train runs one after another instead of vmapped (for comparison)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def sweep_meta(path: pathlib.Path, command: str, wall_time_s: float) -> dict:
+    """``sweep_meta.json`` after a sweep: one entry per distinct command that wrote the folder.
+
+    Methods with different settings (e.g. RigL with ERK, SLR with a dense layer) fill one
+    folder through several commands; all of them are needed to regenerate it. A command run
+    again (a restart) replaces its entry. A single command keeps the one-entry form
+    ``{"command", "wall_time_s"}``.
+    """
+    entries = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        entries = old.get("commands", [old] if "command" in old else [])
+    entries = [e for e in entries if e["command"] != command]
+    entries.append({"command": command, "wall_time_s": wall_time_s})
+    return entries[0] if len(entries) == 1 else {"commands": entries}
 
 
 def main(argv=None) -> int:
@@ -59,6 +81,10 @@ def main(argv=None) -> int:
         base = config.resolve(config.RunConfig(
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
+            drop_fraction=args.drop_fraction,
+            layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
+            penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,
+            rho=args.rho, initial_step_size=args.initial_step_size,
             data_root=args.data_root, progress=not args.no_progress))
         rows = sweeps.read_csv(csv_path)
         done = sweeps.done_runs(rows)
@@ -87,9 +113,9 @@ def main(argv=None) -> int:
             sweeps.write_csv(csv_path, rows)
             print(f"{method}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
         total = time.perf_counter() - start
-        meta = {"command": " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:])),
-                "wall_time_s": total}
-        files.write_json_atomic(out / "sweep_meta.json", meta)
+        command = " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:]))
+        meta_path = out / "sweep_meta.json"
+        files.write_json_atomic(meta_path, sweep_meta(meta_path, command, total))
         print(f"sweep done in {total:.1f}s -> {csv_path}")
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
