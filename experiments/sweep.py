@@ -34,6 +34,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--distribution", default="uniform")
     p.add_argument("--update-every", type=int, default=None)
+    p.add_argument("--drop-fraction", type=float, default=None,
+                   help="initial RigL / SET drop fraction, cosine-decayed to 0 (default: the "
+                        "paper's 0.5 decayed to 0.005)")
+    cli.add_schedule_flags(p)
     p.add_argument("--data-root", default=None)
     p.add_argument("--sequential", action="store_true",
                    help="train runs one after another instead of vmapped (for comparison)")
@@ -72,6 +76,23 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
     return methods, grid
 
 
+def sweep_meta(path: pathlib.Path, command: str, wall_time_s: float) -> dict:
+    """``sweep_meta.json`` after a sweep: one entry per distinct command that wrote the folder.
+
+    Methods with different settings (e.g. RigL with ERK, SLR with a dense layer) fill one
+    folder through several commands; all of them are needed to regenerate it. A command run
+    again (a restart) replaces its entry. A single command keeps the one-entry form
+    ``{"command", "wall_time_s"}``.
+    """
+    entries = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        entries = old.get("commands", [old] if "command" in old else [])
+    entries = [e for e in entries if e["command"] != command]
+    entries.append({"command": command, "wall_time_s": wall_time_s})
+    return entries[0] if len(entries) == 1 else {"commands": entries}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.use_compilation_cache(not args.no_compilation_cache)
@@ -96,6 +117,10 @@ def _sweep(args, argv) -> int:
         base = config.resolve(config.RunConfig(
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
+            drop_fraction=args.drop_fraction,
+            layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
+            penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,
+            rho=args.rho, initial_step_size=args.initial_step_size,
             data_root=args.data_root, devices=distributed.mesh_size(args.devices),
             progress=not args.no_progress and main_process))
         out = files.output_dir(args.out, "--out")
@@ -130,10 +155,10 @@ def _sweep(args, argv) -> int:
             sweeps.write_csv(csv_path, rows)
             print(f"{method}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
         total = time.perf_counter() - start
-        meta = {"command": " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:])),
-                "wall_time_s": total}
+        command = " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:]))
         if main_process:
-            files.write_json_atomic(out / "sweep_meta.json", meta)
+            meta_path = out / "sweep_meta.json"
+            files.write_json_atomic(meta_path, sweep_meta(meta_path, command, total))
             print(f"sweep done in {total:.1f}s -> {csv_path}")
     except jax.errors.JaxRuntimeError as err:
         if not several:

@@ -41,6 +41,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="initial RigL / SET drop fraction, cosine-decayed (default: paper's 0.5)")
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
+    add_schedule_flags(p)
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start from the parameters of a --method=dense run's checkpoint "
+                        "folder (same task, dataset and model) instead of a fresh init")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--num-layers", type=int, default=None)
@@ -116,6 +120,23 @@ def use_compilation_cache(enabled: bool = True) -> pathlib.Path | None:
     return pathlib.Path(jax.config.jax_compilation_cache_dir)
 
 
+def add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    """Per-layer sparsities and the SLR / ADMM schedule: flags of the run and sweep CLIs."""
+    p.add_argument("--layer-sparsity", action="append", default=None, metavar="PATH=S",
+                   help="fix a layer's sparsity, e.g. encoder/layers/1/kernel=0 (repeatable or "
+                        "comma-separated); the other layers share --sparsity by --distribution")
+    p.add_argument("--penalty-epochs", type=int, default=None,
+                   help="SLR / ADMM reweighting (penalty) epochs before the hard prune "
+                        "(default: a quarter of --epochs)")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="SLR / ADMM masked retraining epochs after the hard prune (default: a "
+                        "quarter of --epochs); the dense warm start is the rest of --epochs")
+    p.add_argument("--rho", type=float, default=None,
+                   help="SLR / ADMM penalty weight (default 0.01 link, 0.02 node)")
+    p.add_argument("--initial-step-size", type=float, default=None,
+                   help="SLR's initial multiplier step s_0 (default: --rho)")
+
+
 def run_name(task: str, cfg: config.RunConfig) -> str:
     """File stem of a run's outputs: task, dataset, model, method, sparsity, seed.
 
@@ -137,6 +158,7 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
     fields = {k: v for k, v in vars(args).items()
               if k not in ("out", "no_progress", "no_compilation_cache")
               and k not in DISTRIBUTED_FLAGS}
+    fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")

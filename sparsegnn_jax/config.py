@@ -56,6 +56,14 @@ class RunConfig:
     eval_protocol: str | None = None       # uniform | dyglib (data.evaluation_pairs)
     select: str | None = None              # best_val (keep the best validation AUC epoch) | last
     rho: float | None = None
+    # SLR / ADMM schedule (see sparsity.registry): None keeps the default split of the run,
+    # half dense, a quarter penalty, a quarter retraining; set, the dense warm start is what is
+    # left of --epochs.
+    penalty_epochs: int | None = None      # reweighting (penalty) epochs before the hard prune
+    retrain_epochs: int | None = None      # masked retraining epochs after it
+    initial_step_size: float | None = None  # SLR's multiplier step s_0 (None: rho)
+    layer_sparsity: dict | None = None     # {layer path: sparsity} overriding the distribution
+    init_from: str | None = None           # checkpoint folder of a dense run to start from
     seed: int = 0
     data_root: str | None = None
     checkpoint_dir: str | None = None      # where checkpoints go (None: no checkpoints)
@@ -208,10 +216,58 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ValueError(f"--drop-fraction must be in (0, 1], got {cfg.drop_fraction}")
     if cfg.optimizer not in ("sgd", "adam"):
         raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    _check_method_schedule(cfg)
     if cfg.target_fraction is not None:  # set (by default) exactly for link prediction
         _check_link(cfg)
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+
+
+def _check_method_schedule(cfg: RunConfig) -> None:
+    for name in ("penalty_epochs", "retrain_epochs"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+            raise ValueError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    phases = (cfg.penalty_epochs or 0) + (cfg.retrain_epochs or 0)
+    if phases > cfg.epochs:
+        raise ValueError(f"--penalty-epochs + --retrain-epochs ({phases}) must fit in "
+                         f"--epochs={cfg.epochs}")
+    for name in ("rho", "initial_step_size"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag(name)} must be a positive finite number, got {value}")
+    for path, value in (cfg.layer_sparsity or {}).items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"--layer-sparsity={path}={value}: a sparsity must be in [0, 1)")
+
+
+def parse_layer_sparsity(items) -> dict | None:
+    """``--layer-sparsity`` values (``PATH=S``, each possibly comma-separated) as a dict.
+
+    Args:
+      items: the flag's values (None or empty: no override).
+
+    Returns:
+      ``{path: sparsity}`` in the order given, or None without items.
+
+    Raises:
+      ValueError: an item that is not ``PATH=NUMBER`` or a path given twice.
+    """
+    out = {}
+    for item in (p.strip() for text in items or () for p in text.split(",")):
+        if not item:
+            continue
+        path, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not path or number is None:
+            raise ValueError(f"--layer-sparsity expects PATH=SPARSITY (e.g. "
+                             f"encoder/layers/1/kernel=0), got {item!r}")
+        if path in out:
+            raise ValueError(f"--layer-sparsity gives {path!r} twice")
+        out[path] = number
+    return out or None
 
 
 def _check_link(cfg: RunConfig) -> None:

@@ -10,12 +10,15 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from sparsegnn_jax import checkpoint, config, distributed, sparsity, tasks, train
 from sparsegnn_jax import flops as sg_flops
-from sparsegnn_jax.sparsity import registry
+from sparsegnn_jax.sparsity import distributions, registry
+from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
 
 
 def inner_optimizer(cfg: config.RunConfig, total_steps: int) -> optax.GradientTransformation:
@@ -60,19 +63,96 @@ def first_selectable_epoch(cfg: config.RunConfig, total_steps: int,
     return max(1, -(-(last_change + 2) // steps_per_epoch))
 
 
+def prunable_shapes(problem: tasks.Problem) -> dict:
+    """``{path: shape}`` of the prunable weights of ``problem``'s model (no weights are made)."""
+    model = nnx.eval_shape(lambda: tasks.get(problem.cfg.task).build_model(problem, 0))
+    paths, leaves, _ = flatten_with_paths(train.split_model(model)[1])
+    flags = prunable_flags(paths, leaves, tasks.weight_matrices)
+    return {p: tuple(leaf.shape) for p, leaf, f in zip(paths, leaves, flags) if f}
+
+
+def layer_distribution(cfg: config.RunConfig, shapes: dict, sparsity_value):
+    """The sparsifier's ``distribution``: ``cfg.distribution``, or a ``{path: sparsity}`` dict
+    when ``cfg.layer_sparsity`` fixes some layers.
+
+    The fixed layers take their given sparsity; the others share ``sparsity_value`` as
+    ``cfg.distribution`` splits it over them alone (uniform: each at ``sparsity_value``).
+
+    Args:
+      cfg: a resolved configuration.
+      shapes: ``{path: shape}`` of the prunable layers (:func:`prunable_shapes`).
+      sparsity_value: the run's sparsity (may be traced).
+
+    Raises:
+      ValueError: a ``--layer-sparsity`` path that names no prunable layer (the message lists
+        the known ones).
+    """
+    if not cfg.layer_sparsity:
+        return cfg.distribution
+    unknown = [p for p in cfg.layer_sparsity if p not in shapes]
+    if unknown:
+        raise ValueError(f"--layer-sparsity names no prunable layer of --model={cfg.model}: "
+                         f"{', '.join(unknown)}; known layers: {', '.join(shapes)}")
+    rest = {p: jax.ShapeDtypeStruct(shape, jnp.float32) for p, shape in shapes.items()
+            if p not in cfg.layer_sparsity}
+    densities = distributions.layer_densities(rest, sparsity_value, cfg.distribution,
+                                              filter_fn=lambda path, leaf: True)
+    return {p: cfg.layer_sparsity[p] if p in cfg.layer_sparsity else 1.0 - densities[p]
+            for p in shapes}
+
+
 def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
     """The sparsifier of ``problem.cfg`` around its inner optimizer.
 
     ``sparsity_value`` and ``key`` default to the config's; a sweep passes traced values.
+
+    Raises:
+      ValueError: a ``--layer-sparsity`` path that names no prunable layer.
     """
     cfg = problem.cfg
     kw = method_kwargs(cfg, problem.total_steps, problem.steps_per_epoch)
     spec = registry.get(cfg.method)
     if sparsity_value is not None and spec.sparse:
         kw["sparsity"] = sparsity_value
+    if spec.sparse and cfg.layer_sparsity:
+        kw["distribution"] = layer_distribution(cfg, prunable_shapes(problem), kw["sparsity"])
     if spec.needs_key:
         kw["key"] = jax.random.key(cfg.seed) if key is None else key
     return registry.sparsifier(cfg.method, inner_optimizer(cfg, problem.total_steps), **kw)
+
+
+def dense_warm_start(problem: tasks.Problem, params):
+    """The parameters of the dense run checkpointed in ``problem.cfg.init_from``.
+
+    Args:
+      problem: the run's problem; the checkpoint must be of a ``--method=dense`` run of the
+        same task, dataset and model (its optimizer state is restored, then dropped).
+      params: the run's freshly initialised parameters (the structure to restore into).
+
+    Returns:
+      The checkpoint's parameters, in the structure of ``params``.
+
+    Raises:
+      FileNotFoundError: no folder or no complete checkpoint there.
+      ValueError: the checkpoint is not of a dense run of this model on this dataset.
+    """
+    cfg = problem.cfg
+    flag = f"--init-from={cfg.init_from!r}"
+    dense = dataclasses.replace(problem, cfg=dataclasses.replace(cfg, method="dense"))
+    template = train.init_state(params, build_optimizer(dense), jax.random.key(cfg.seed))
+    try:
+        state, meta = checkpoint.restore(cfg.init_from, template)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{flag}: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{flag} is not a checkpoint of a dense run of --model={cfg.model} "
+                         f"on {cfg.dataset}: {str(err).splitlines()[0]}") from err
+    saved = meta.get("config", {})
+    got = tuple(saved.get(k) for k in ("method", "task", "dataset", "model"))
+    if got != ("dense", cfg.task, cfg.dataset, cfg.model):
+        raise ValueError(f"{flag} holds a {'/'.join(map(str, got))} run (method / task / "
+                         f"dataset / model), not dense/{cfg.task}/{cfg.dataset}/{cfg.model}")
+    return state.params
 
 
 def flops_summary(problem: tasks.Problem, model, masks, trace) -> dict:
@@ -181,6 +261,8 @@ def run(cfg: config.RunConfig) -> dict:
     model = task.build_model(problem, cfg.seed)
     bound, params = train.split_model(model)
     tx = build_optimizer(problem)
+    if cfg.init_from:
+        params = dense_warm_start(problem, params)
     state = train.init_state(params, tx, jax.random.key(cfg.seed))
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     selector = (None if score is None else train.BestOnValidation(

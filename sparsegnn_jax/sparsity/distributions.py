@@ -39,7 +39,7 @@ from sparsegnn_jax.sparsity.validation import check_sparsity, is_concrete
 PyTree = Any
 
 __all__ = ["DISTRIBUTIONS", "ALIASES", "check_distribution", "layer_densities", "keep_counts",
-           "erdos_renyi_densities"]
+           "erdos_renyi_densities", "erdos_renyi_densities_traced"]
 
 DISTRIBUTIONS = ("uniform", "uniform_dense_first", "erk", "er")
 
@@ -85,11 +85,7 @@ def erdos_renyi_densities(shapes: Mapping[str, tuple], sparsity: float,
     for p, s in shapes.items():
         if sizes[p] == 0:
             continue  # Empty leaves carry no weights; they stay "dense".
-        if include_kernel or len(s) < 2:
-            raw[p] = (float(np.sum(s)) / sizes[p]) ** power_scale
-        else:
-            n_in, n_out = s[-2:]
-            raw[p] = (n_in + n_out) / (n_in * n_out)
+        raw[p] = _raw_probability(s, sizes[p], include_kernel, power_scale)
 
     dense: set[str] = set()
     eps = 0.0
@@ -119,14 +115,50 @@ def erdos_renyi_densities(shapes: Mapping[str, tuple], sparsity: float,
     }
 
 
-def _check_concrete(sparsity, name: str):
-    if not is_concrete(sparsity):
-        raise ValueError(
-            f"distribution {name!r} needs a concrete (non-traced) sparsity because its "
-            "per-layer densities come from an iterative NumPy solve; use 'uniform' or "
-            "'uniform_dense_first' to vmap/jit over sparsity, or compute the ERK densities "
-            "outside the transformation and pass them as a {path: sparsity} dict"
-        )
+def _raw_probability(shape, size: int, include_kernel: bool, power_scale: float) -> float:
+    """The unscaled Erdos-Renyi(-Kernel) density of one non-empty layer."""
+    if include_kernel or len(shape) < 2:
+        return (float(np.sum(shape)) / size) ** power_scale
+    n_in, n_out = shape[-2:]
+    return (n_in + n_out) / (n_in * n_out)
+
+
+def erdos_renyi_densities_traced(shapes: Mapping[str, tuple], sparsity,
+                                 include_kernel: bool = True) -> dict:
+    """:func:`erdos_renyi_densities` for a traced sparsity (``jit`` / ``vmap`` over a grid).
+
+    The solve's dense sets are nested - each round adds the layers with the largest raw
+    probability - so every candidate set is known from the static shapes; ``eps`` is computed
+    for each and the first candidate whose largest live density is <= 1 is kept, as the
+    concrete loop does.
+
+    Args:
+      shapes: ``{path: shape}`` of the layers to distribute over.
+      sparsity: a scalar in ``[0, 1)``, possibly traced.
+      include_kernel: True for ERK, False for ER.
+
+    Returns:
+      ``{path: density}`` as float32 jnp scalars.
+    """
+    sizes = {p: int(np.prod(s)) for p, s in shapes.items()}
+    raw = {p: _raw_probability(s, sizes[p], include_kernel, 1.0)
+           for p, s in shapes.items() if sizes[p] > 0}
+    sparsity = jnp.asarray(sparsity, jnp.float32)
+    zeros = {p: jnp.floor(sparsity * sizes[p]) for p in raw}
+    # Start from "every layer dense" (the concrete loop's end when no layer stays live) and
+    # let earlier candidates override later ones, so the first valid candidate wins.
+    chosen = {p: jnp.ones((), jnp.float32) for p in shapes}
+    levels = sorted(set(raw.values()), reverse=True)
+    for k in reversed(range(len(levels))):
+        live = [p for p in raw if raw[p] <= levels[k]]
+        dense = [p for p in raw if raw[p] > levels[k]]
+        rhs = (sum(sizes[p] - zeros[p] for p in live)
+               - sum((zeros[p] for p in dense), jnp.zeros((), jnp.float32)))
+        eps = rhs / sum(raw[p] * sizes[p] for p in live)
+        valid = eps * levels[k] <= 1.0
+        chosen = {p: jnp.where(valid, eps * raw[p] if p in live else 1.0, chosen[p])
+                  if p in raw else chosen[p] for p in shapes}
+    return chosen
 
 
 def check_distribution(distribution):
@@ -157,8 +189,8 @@ def layer_densities(params: PyTree, sparsity, distribution="uniform", filter_fn=
 
     Args:
       params: any parameter pytree (NNX ``State``, Linen dict, plain dict).
-      sparsity: global target sparsity in ``[0, 1)``. May be traced for ``"uniform"`` and
-        ``"uniform_dense_first"``; ``"erk"``/``"er"`` need a concrete float. Ignored when
+      sparsity: global target sparsity in ``[0, 1)``, concrete or traced (a traced ERK / ER
+        solve is float32, see :func:`erdos_renyi_densities_traced`). Ignored when
         ``distribution`` is a dict.
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a dict
         ``{path: sparsity}`` (unlisted prunable layers stay dense).
@@ -169,8 +201,8 @@ def layer_densities(params: PyTree, sparsity, distribution="uniform", filter_fn=
       concrete inputs, jnp scalars when traced.
 
     Raises:
-      ValueError: on a sparsity outside ``[0, 1)``, an unknown distribution, a traced
-        sparsity with ERK/ER, or a dict key that names no prunable layer.
+      ValueError: on a sparsity outside ``[0, 1)``, an unknown distribution, or a dict key
+        that names no prunable layer.
     """
     shapes = _prunable_shapes(params, filter_fn)
 
@@ -203,7 +235,8 @@ def layer_densities(params: PyTree, sparsity, distribution="uniform", filter_fn=
             out[next(iter(out))] = 1.0
         return out
 
-    _check_concrete(sparsity, name)
+    if not is_concrete(sparsity):
+        return erdos_renyi_densities_traced(shapes, sparsity, include_kernel=(name == "erk"))
     return erdos_renyi_densities(shapes, float(sparsity), include_kernel=(name == "erk"))
 
 

@@ -248,9 +248,20 @@ def _gmp_sparsity_at(kwargs, steps, final):
 
 
 def _phased_plan(options, total_steps, steps_per_epoch) -> dict:
+    """ADMM / SLR phases: ``penalty_epochs`` and ``retrain_epochs`` when given (the dense warm
+    start is the rest of the run), else half dense, a quarter penalty, a quarter retraining."""
     every = options.get("update_every") or max(1, steps_per_epoch)
-    return dict(rho=options["rho"], dense_steps=total_steps // 2,
-                penalty_steps=total_steps // 4, update_every=every)
+    penalty, retrain = options.get("penalty_epochs"), options.get("retrain_epochs")
+    penalty_steps = total_steps // 4 if penalty is None else penalty * steps_per_epoch
+    retrain_steps = (total_steps - total_steps // 2 - total_steps // 4 if retrain is None
+                     else retrain * steps_per_epoch)
+    return dict(rho=options["rho"], dense_steps=total_steps - penalty_steps - retrain_steps,
+                penalty_steps=penalty_steps, update_every=every)
+
+
+def _slr_plan(options, total_steps, steps_per_epoch) -> dict:
+    return _phased_plan(options, total_steps, steps_per_epoch) | dict(
+        initial_step_size=options.get("initial_step_size"))
 
 
 def _check_phases(kwargs, steps: int) -> None:
@@ -298,9 +309,11 @@ _DST_OPTIONS = ("update_every", "drop_fraction", "end_fraction")
 register(MethodSpec("dense", dense, "Dense", sparse=False,
                     sparsity_at=lambda kwargs, steps, final: np.zeros(np.shape(steps))))
 _phase_end = _pruned_after(lambda kw: kw.get("dense_steps", 0) + kw.get("penalty_steps", 1000))
-register(MethodSpec("slr", slr, "SLR", plan=_phased_plan, options=("update_every", "rho"),
+_PHASED_OPTIONS = ("update_every", "rho", "penalty_epochs", "retrain_epochs")
+register(MethodSpec("slr", slr, "SLR", plan=_slr_plan,
+                    options=_PHASED_OPTIONS + ("initial_step_size",),
                     sparsity_at=_phase_end, check=_check_phases))
-register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=("update_every", "rho"),
+register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=_PHASED_OPTIONS,
                     sparsity_at=_phase_end, check=_check_phases))
 register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
                     sparsity_at=_gmp_sparsity_at, flops_requires=("end_step",),

@@ -123,10 +123,20 @@ def test_uniform_traced_sparsity_under_jit_and_vmap():
     assert float(d["l0/kernel"]) == 1.0 and float(d["l2/kernel"]) == 0.25
 
 
-def test_erk_traced_sparsity_raises_clear_error():
-    params = params_from_shapes(MLP_SHAPES)
-    with pytest.raises(ValueError, match="needs a concrete"):
-        jax.jit(lambda s: distributions.layer_densities(params, s, "erk"))(0.5)
+@pytest.mark.parametrize("shapes", [MLP_SHAPES, SKEWED_SHAPES, CONV_SHAPES],
+                         ids=["mlp", "skewed", "conv"])
+@pytest.mark.parametrize("name,kernel", [("erk", True), ("er", False)])
+def test_erk_er_traced_over_the_grid_match_the_numpy_reference(shapes, name, kernel):
+    # One vmapped solve over the whole grid: the sweeps' case (each run's sparsity traced).
+    params = params_from_shapes(shapes)
+    grid = jnp.asarray(PAPER_GRID, jnp.float32)
+    got = jax.jit(jax.vmap(lambda s: distributions.layer_densities(params, s, name)))(grid)
+    for i, s in enumerate(PAPER_GRID):
+        ref = reference_erk(list(shapes.values()), s, include_kernel=kernel)
+        row = [float(got[f"{k}/kernel"][i]) for k in shapes]
+        np.testing.assert_allclose(row, ref, rtol=1e-5)
+        # Layers the solve makes dense are exactly dense (not 1 - rounding).
+        assert [d == 1.0 for d in row] == [r == 1.0 for r in ref]
 
 
 def test_keep_counts_structure_and_hand_values():
