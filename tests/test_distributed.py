@@ -16,6 +16,7 @@ several processes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -30,6 +31,10 @@ import pytest
 from helpers import REPO, TIMEOUT
 
 from sparsegnn_jax import cli, distributed
+
+# The four-device sweep and the kill test are slow tests (they run in CI): the default run keeps
+# the two-process training and sweep.
+SLOW = os.environ.get("SPARSEGNN_SLOW_TESTS") == "1"
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -125,7 +130,7 @@ def launches(cli_env, tmp_path_factory):
     two, four = folder / "two.json", folder / "four.json"
     coordinator = f"127.0.0.1:{free_port()}"
     two_jobs = ["checkpoint:2", "train:2", "sweep:2"]
-    four_jobs = ["train:1", "sweep:1", "sweep:4"]
+    four_jobs = ["train:1", "sweep:1"] + (["sweep:4"] if SLOW else [])
     commands = [[sys.executable, "-c", SCRIPT, str(two), coordinator, str(i), *two_jobs]
                 for i in range(2)]
     commands.append([sys.executable, "-c", SCRIPT, str(four), "-", "0", *four_jobs])
@@ -169,6 +174,7 @@ def test_sweep_over_two_processes_gives_the_unsharded_rows(launches):
         (0.5, 0), (0.5, 1), (0.75, 0), (0.75, 1), (0.9, 0), (0.9, 1)]
 
 
+@pytest.mark.slow
 def test_sweep_over_four_devices_gives_the_unsharded_rows(launches):
     _assert_same_rows(launches["sweep:4"]["rows"], launches["sweep:1"]["rows"])
 
@@ -178,6 +184,7 @@ def test_checkpoints_refuse_several_processes(launches):
                                         "supported with several processes")
 
 
+@pytest.mark.slow
 def test_killed_process_ends_the_other_with_an_error(tmp_path, cli_env):
     coordinator = f"127.0.0.1:{free_port()}"
     # The training of the launches above (so its compiled program may come from the cache).

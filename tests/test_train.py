@@ -83,6 +83,7 @@ def device_runs(cli_env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the default run trains over two processes (test_distributed.py)
 def test_four_devices_match_one_device_link_rigl(device_runs):
     res = device_runs["link:rigl"]
     assert res["devices"] == 4
@@ -92,6 +93,7 @@ def test_four_devices_match_one_device_link_rigl(device_runs):
     assert res["params_close"], res
 
 
+@pytest.mark.slow  # the default run trains over two processes (test_distributed.py)
 def test_four_devices_match_one_device_node_mlp_static(device_runs):
     res = device_runs["node:static"]
     assert res["devices"] == 4

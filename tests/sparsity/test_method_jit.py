@@ -19,7 +19,14 @@ import sparsegnn_jax.sparsity as sp
 # jit vs no jit, determinism.
 
 
-@pytest.mark.parametrize("method", list(METHOD_CONFIGS))
+# The eager runs cost seconds per method: the default run keeps one method per family (dense,
+# penalty, regrowth); CI runs every method (slow tests).
+DEFAULT_RUN_METHODS = ("dense", "slr", "rigl")
+
+
+@pytest.mark.parametrize("method", [
+    m if m in DEFAULT_RUN_METHODS else pytest.param(m, marks=pytest.mark.slow)
+    for m in METHOD_CONFIGS])
 def test_jit_matches_eager_and_runs_are_bitwise_reproducible(method):
     params = make_params()
     make = lambda: sp.sparsifier(method, optax.sgd(0.05, momentum=0.9),  # noqa: E731
