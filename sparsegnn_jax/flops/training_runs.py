@@ -83,7 +83,7 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
     if steps < 0:
         raise ValueError(f"training: `steps` must be >= 0, got {steps}")
     missing = [k for k in spec.flops_requires if method_kwargs.get(k) is None]
-    if missing and not (name == "gmp" and method_kwargs.get("schedule") is not None):
+    if missing:
         raise ValueError(f"training: method {name!r} needs `{'`, `'.join(missing)}`")
     spec.check(method_kwargs, steps)
     t = np.arange(steps)

@@ -271,9 +271,12 @@ def _check_phases(kwargs, steps: int) -> None:
                          f"must be >= 0 and fit in steps={steps}")
 
 
-def _check_every(kwargs, steps: int) -> None:
+def _check_gmp(kwargs, steps: int) -> None:
     if kwargs.get("every", 100) < 1:
         raise ValueError(f"`every` must be >= 1, got {kwargs['every']}")
+    # The schedule's end is needed to count FLOPs, unless a schedule callable replaces it.
+    if kwargs.get("end_step") is None and kwargs.get("schedule") is None:
+        raise ValueError("method 'gmp' needs `end_step` (or a `schedule`)")
 
 
 def default_update_every(paper_period: int, horizon: int) -> int:
@@ -316,8 +319,8 @@ register(MethodSpec("slr", slr, "SLR", plan=_slr_plan,
 register(MethodSpec("admm", admm, "ADMM", plan=_phased_plan, options=_PHASED_OPTIONS,
                     sparsity_at=_phase_end, check=_check_phases))
 register(MethodSpec("gmp", gradual_magnitude, "GMP", plan=_gmp_plan, options=("update_every",),
-                    sparsity_at=_gmp_sparsity_at, flops_requires=("end_step",),
-                    check=_check_every, aliases=("gradual_magnitude",)))
+                    sparsity_at=_gmp_sparsity_at, check=_check_gmp,
+                    aliases=("gradual_magnitude",)))
 register(MethodSpec("set", sparse_evolutionary, "SET", plan=_dst_plan, options=_DST_OPTIONS,
                     needs_key=True, aliases=("sparse_evolutionary", "set_")))
 register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
