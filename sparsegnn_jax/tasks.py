@@ -44,8 +44,10 @@ class Problem:
     eval_pairs: dict | None = None
     seen_nodes: np.ndarray | None = None
     baselines: dict | None = None
-    # The input row of a node without history (link ``--model=mlp``): what such a node reads.
+    # The input row of a node without history (link ``--model=mlp``): what such a node reads,
+    # and the share of rows replaced by it while training (``cold_start_rate``).
     cold_row: np.ndarray | None = None
+    cold_start: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -121,10 +123,33 @@ def _dataset(cfg: RunConfig):
 
 
 EVAL_SEED = 0
-# Link --model=mlp with walks+struct: the share of nodes whose input row is replaced by the
-# row of a node without history at each training step (models.ColdStartDropout). Chosen on
-# email-eu-temporal's validation pairs only (0.05); the other graphs were not tuned on.
-COLD_START_RATE = 0.05
+
+
+def cold_start_rate(has_history: np.ndarray, targets: np.ndarray,
+                    val_positives: np.ndarray) -> float:
+    """The share of node rows ``models.ColdStartDropout`` replaces at each training step.
+
+    Training targets show a share ``t`` of endpoints without history; the validation pairs,
+    like the test pairs after them, usually more (nodes keep arriving). Replacing each other
+    row with probability ``r`` shows ``t + (1 - t) r`` such endpoints, so
+    ``r = (v - t) / (1 - t)`` matches the share ``v`` of the validation positives' endpoints;
+    0 when the validation pairs hold no more of them than the targets.
+
+    Args:
+      has_history: ``[N]`` bool, whether a node has an edge in the message-passing graph.
+      targets: ``[T, 2]`` training target pairs.
+      val_positives: ``[V, 2]`` validation positive pairs.
+
+    Returns:
+      a rate in ``[0, 1)``.
+    """
+    has_history = np.asarray(has_history, bool)
+    t = float(np.mean(~has_history[np.asarray(targets)])) if len(targets) else 0.0
+    v = float(np.mean(~has_history[np.asarray(val_positives)])) if len(val_positives) else 0.0
+    if v <= t or t >= 1.0:
+        return 0.0
+    # Below 1 so that some rows keep their own inputs (ColdStartDropout's contract).
+    return min((v - t) / (1.0 - t), 0.99)
 
 
 def check_link_graph(ds) -> None:
@@ -231,16 +256,20 @@ class LinkTask:
             seen_pair = seen[np.concatenate([pos, neg])].all(axis=1)
             base[part] = baselines.evaluate(split.graph_senders, split.graph_receivers, n, pos,
                                             neg, metrics_fn=_grouped_auc_ap(seen_pair))
+        cold_start = (cold_start_rate(history_degree > 0, split.target_edges,
+                                      eval_pairs["val"][0])
+                      if cfg.model == "mlp" and cfg.features == "walks+struct" else 0.0)
         info = dict(num_nodes=n, train_edges=len(split.train_edges),
                     target_edges=len(split.target_edges),
                     history_edges=len(split.history_senders),
                     val_edges=len(eval_pairs["val"][0]), test_edges=len(eval_pairs["test"][0]),
                     new_node_share_test=float(1.0 - seen[eval_pairs["test"][0]].all(axis=1).mean()),
+                    cold_start_rate=cold_start,
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
         return Problem(cfg, train_graph, features, n, batch_size, steps_per_epoch, inputs, split,
                        info, labels=ds.labels, num_classes=ds.num_classes,
                        eval_graph=eval_graph, eval_pairs=eval_pairs, seen_nodes=seen,
-                       baselines=base, cold_row=cold_row)
+                       baselines=base, cold_row=cold_row, cold_start=cold_start)
 
     @staticmethod
     def _node_inputs(cfg: RunConfig, ds, split, has_history: np.ndarray):
@@ -303,8 +332,7 @@ class LinkTask:
             # The paper's link model on its node inputs (d = walk width, plus the structure
             # and has-history columns with walks+struct): mlp_concat is its
             # Linear(2d, 128) -> ReLU -> Linear(128, 1), mlp_pair reads 4d.
-            rate = COLD_START_RATE if cfg.features == "walks+struct" else 0.0
-            enc = models.ColdStartDropout(problem.cold_row, rate)
+            enc = models.ColdStartDropout(problem.cold_row, problem.cold_start)
             return models.LinkPredictor(enc, link_decoder(cfg, features.shape[1], rngs, "torch"))
         in_dim = None if cfg.features.startswith("ids") or features is None else features.shape[1]
         enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs)
@@ -366,6 +394,9 @@ class NodeTask:
         train_idx = jnp.asarray(split.train)
         steps_per_epoch = train.node_steps_per_epoch(int(train_idx.shape[0]), cfg.batch_size)
         inputs = train.NodeInputs(graph, jnp.asarray(ds.labels), train_idx)
+        cold_start = (cold_start_rate(history_degree > 0, split.target_edges,
+                                      eval_pairs["val"][0])
+                      if cfg.model == "mlp" and cfg.features == "walks+struct" else 0.0)
         info = dict(num_nodes=n, num_classes=ds.num_classes, train_nodes=len(split.train),
                     val_nodes=len(split.val), test_nodes=len(split.test),
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)

@@ -251,7 +251,9 @@ def test_mlp_pair_input_by_default_and_the_papers_concatenation_by_flag(tmp_path
                                             decoder="mlp_concat", progress=False))
     task = tasks.get("link")
     model = task.build_model(task.prepare(default), 0)
-    assert model.decoder.mode == "pair" and model.encoder.rate == tasks.COLD_START_RATE
+    problem = task.prepare(default)
+    assert model.decoder.mode == "pair" and model.encoder.rate == problem.cold_start
+    assert problem.info["cold_start_rate"] == problem.cold_start
     assert model.decoder.mlp.layers[0].kernel[...].shape == (4 * (8 + 6 + 1), 128)
     model = task.build_model(task.prepare(paper), 0)
     # The paper's 16-128-1 on two 8-d walk embeddings, nothing replaced while training.
@@ -268,3 +270,16 @@ def test_link_mlp_beats_every_baseline_on_the_embedded_graph():
     best = max(m["roc_auc"] for m in rec["baselines"].values())
     assert best > 0.75
     assert rec["test"]["roc_auc"] > best + 0.02
+
+
+def test_cold_start_rate_matches_the_validation_share_of_endpoints_without_history():
+    has_history = np.array([True, True, True, False, False])
+    targets = np.array([[0, 1], [1, 2], [2, 3], [0, 1], [1, 2]])  # 1 of 10 ends new: t = 0.1
+    val = np.array([[0, 3], [4, 3], [1, 2], [2, 0]])             # 3 of 8 ends new: v = 0.375
+    # 0.1 + 0.9 r = 0.375
+    assert tasks.cold_start_rate(has_history, targets, val) == pytest.approx(0.275 / 0.9)
+    # No more new ends in validation than in the targets: nothing replaced.
+    assert tasks.cold_start_rate(has_history, targets, np.array([[0, 1], [1, 2]])) == 0.0
+    assert tasks.cold_start_rate(has_history, targets, np.zeros((0, 2), int)) == 0.0
+    # Every validation end new, none in the targets: capped below 1.
+    assert tasks.cold_start_rate(has_history, targets[:2], np.array([[3, 4]])) == 0.99
