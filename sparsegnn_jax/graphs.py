@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import jraph
+from jax.experimental import sparse
 import numpy as np
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "from_edges",
     "gcn_norm_weights",
     "next_power_of_two",
+    "node_features_shape",
     "num_nodes_of",
     "pad_to_bucket",
     "sym_norm_coefficients",
@@ -169,6 +171,19 @@ def from_edges(
     )
 
 
+def node_features_shape(graph: jraph.GraphsTuple) -> tuple[int, ...]:
+    """Shape of ``graph.nodes``: the array's, a sparse (BCOO) matrix's dense shape, or that of
+    the first leaf of a pytree of node arrays.
+
+    Raises:
+      ValueError: ``graph.nodes`` is None.
+    """
+    if graph.nodes is None:
+        raise ValueError("graph.nodes is None: the graph has no node features")
+    shape = getattr(graph.nodes, "shape", None)
+    return tuple(shape) if shape is not None else tuple(jax.tree.leaves(graph.nodes)[0].shape)
+
+
 def num_nodes_of(graph: jraph.GraphsTuple) -> int:
     """Static number of nodes of a graph, for ``num_segments`` in segment reductions.
 
@@ -180,7 +195,7 @@ def num_nodes_of(graph: jraph.GraphsTuple) -> int:
       ``n_node``, so pass ``num_nodes`` explicitly when calling under ``jit`` without nodes).
     """
     if graph.nodes is not None:
-        return int(jax.tree.leaves(graph.nodes)[0].shape[0])
+        return int(node_features_shape(graph)[0])
     try:
         return int(np.sum(np.asarray(graph.n_node)))
     except jax.errors.ConcretizationTypeError as err:
@@ -264,7 +279,13 @@ def pad_to_bucket(
     Returns:
       ``PaddedGraph(graph, node_mask, edge_mask)``. Graphs without node features get
       ``nodes = zeros([node_bucket, 0])`` so the node count stays static under ``jit``.
+
+    Raises:
+      ValueError: buckets smaller than the graph, or sparse (BCOO) node features (pad them
+        dense first).
     """
+    if isinstance(graph.nodes, sparse.BCOO):
+        raise ValueError("pad_to_bucket: graph.nodes is a sparse BCOO matrix; pass dense features")
     n = num_nodes_of(graph)
     e = int(np.asarray(graph.senders).shape[0])
     node_bucket = next_power_of_two(n + 1) if node_bucket is None else int(node_bucket)

@@ -391,6 +391,9 @@ class NodeTask:
         n = ds.num_nodes
         graph = graphs.from_edges(ds.senders, ds.receivers, n, node_features=features,
                                   symmetric=True, self_loops=True, edge_weights=ds.edge_weights)
+        if models.sparse_inputs.should_be_sparse(features):
+            # Bag-of-words inputs: the first layer then multiplies their nonzeros only.
+            graph = graph._replace(nodes=models.sparse_inputs.from_dense(features))
         train_idx = jnp.asarray(split.train)
         steps_per_epoch = train.node_steps_per_epoch(int(train_idx.shape[0]), cfg.batch_size)
         inputs = train.NodeInputs(graph, jnp.asarray(ds.labels), train_idx)

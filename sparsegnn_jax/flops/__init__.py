@@ -6,6 +6,9 @@ Convention
   multiply-accumulate (MAC). FLOPs = 2 x MACs.
 * A sparse weight matrix costs its density times the dense cost (``density * 2 * B * n * m``): only
   the kept weights are multiplied. Density is the fraction of True entries of the layer's mask.
+* Node features count as dense ``[N, F]`` inputs, also when they are carried sparse
+  (``models.sparse_inputs``: bag-of-words features whose first-layer product runs over their
+  nonzeros only): the paper's analytic count, not the arithmetic the product performs.
 * A bias add costs one FLOP per output element; it never scales with density (biases are not
   pruned).
 * Message aggregation costs one FLOP per edge per feature for each elementwise step, counted per

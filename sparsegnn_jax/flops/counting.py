@@ -18,6 +18,7 @@ import jraph
 import numpy as np
 from flax import nnx
 
+from sparsegnn_jax import graphs as _graphs
 from sparsegnn_jax import models
 from sparsegnn_jax.flops.formulas import (
     gat_layer_flops,
@@ -272,8 +273,9 @@ def _parse_inputs(graph_or_batch) -> InputSizes:
             np.shape(pair_arg)[0])
     if isinstance(data, jraph.GraphsTuple):
         if data.nodes is not None:
-            nodes = jax.tree.leaves(data.nodes)[0]
-            n, width = int(nodes.shape[0]), int(nodes.shape[-1]) if nodes.ndim > 1 else 1
+            # The dense shape also for sparse features: FLOPs are analytic over dense inputs.
+            shape = _graphs.node_features_shape(data)
+            n, width = int(shape[0]), int(shape[-1]) if len(shape) > 1 else 1
         else:
             n, width = int(np.sum(np.asarray(data.n_node))), 0
         e = int(np.shape(data.senders)[0])

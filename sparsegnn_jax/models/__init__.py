@@ -12,6 +12,7 @@ from flax import nnx
 
 from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout, Encoder,
                        Identity, has_edges, structural_features)
+from . import sparse_inputs
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
     MESSAGE_PASSING_LAYERS,
@@ -55,6 +56,7 @@ __all__ = [
     "paper_node_mlp",
     "pair_representation",
     "sage_conv",
+    "sparse_inputs",
     "structural_features",
     "has_edges",
     "torch_uniform",

@@ -9,6 +9,7 @@ import jraph
 from flax import nnx
 
 from .. import graphs as _graphs
+from . import sparse_inputs
 from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
 
 __all__ = ["ColdStartDropout", "Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS",
@@ -99,7 +100,8 @@ class ColdStartDropout(nnx.Module):
 class Encoder(nnx.Module):
     """``num_layers`` message-passing layers with ReLU and dropout between them (none after the last).
 
-    Input features are ``graph.nodes`` (``[N, in_dim]``), or a learnable embedding table when
+    Input features are ``graph.nodes`` (``[N, in_dim]``, dense or a BCOO matrix, see
+    ``sparse_inputs``), or a learnable embedding table when
     ``num_nodes`` is given, optionally followed by ``structural_features`` columns.
 
     Params: ``layers/<i>/...`` per layer, and ``embedding [num_nodes, in_dim]`` with a table.
@@ -205,7 +207,9 @@ class Encoder(nnx.Module):
         if self.structural:
             n = parts[0].shape[0] if parts else None
             parts.append(structural_features(graph, n))
-        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+        if len(parts) == 1:
+            return parts[0]  # sparse (BCOO) features stay sparse only when alone
+        return jnp.concatenate([sparse_inputs.to_dense(p) for p in parts], axis=-1)
 
     def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
         """Encodes every node.
@@ -221,7 +225,8 @@ class Encoder(nnx.Module):
         if self.input_dropout:
             # Kipf & Welling also drop the input features; the fold index is past the layers'.
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, self.num_layers)
-            x = dropout(x, self.input_dropout, key)
+            drop = sparse_inputs.dropout_entries if sparse_inputs.is_sparse(x) else dropout
+            x = drop(x, self.input_dropout, key)
         for i, layer in enumerate(self.layers):
             x = layer(graph, x)
             if i < self.num_layers - 1:

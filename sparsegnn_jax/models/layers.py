@@ -18,6 +18,7 @@ import jraph
 from flax import nnx
 
 from .. import graphs as _graphs
+from . import sparse_inputs
 
 __all__ = [
     "GATConv",
@@ -102,7 +103,7 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
     for graphs built without self loops; ``from_edges`` adds them by default).
 
     Args:
-      x: ``[N, in]`` node features.
+      x: ``[N, in]`` node features, dense or BCOO (``sparse_inputs``: nonzeros only).
       kernel: ``[in, out]``.
       bias: ``[out]`` or None.
       senders, receivers: ``[E]`` int edge endpoints.
@@ -113,7 +114,7 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
       ``[N, out]``.
     """
     n = x.shape[0]
-    h = x @ kernel
+    h = sparse_inputs.matmul(x, kernel)
     w = jnp.ones(senders.shape, h.dtype) if edge_weights is None else edge_weights.astype(h.dtype)
     if add_self_loops:
         loops = jnp.arange(n, dtype=senders.dtype)
@@ -139,7 +140,7 @@ def sage_conv(x, kernel_self, kernel_neigh, bias, senders, receivers):
     transforms. Nodes without in-edges get a zero neighbour mean.
 
     Args:
-      x: ``[N, in]``.
+      x: ``[N, in]``, dense or BCOO (densified: the mean aggregates input rows).
       kernel_self, kernel_neigh: ``[in, out]``.
       bias: ``[out]`` or None.
       senders, receivers: ``[E]`` int edge endpoints.
@@ -147,6 +148,7 @@ def sage_conv(x, kernel_self, kernel_neigh, bias, senders, receivers):
     Returns:
       ``[N, out]``.
     """
+    x = sparse_inputs.to_dense(x)
     mean = _mean_neighbours(x, senders, receivers)
     return _add_bias(x @ kernel_self + mean @ kernel_neigh, bias)
 
@@ -160,7 +162,7 @@ def gat_conv(x, kernel, att_src, att_dst, bias, senders, receivers, heads, conca
     (``concat``) or averaged.
 
     Args:
-      x: ``[N, in]``.
+      x: ``[N, in]``, dense or BCOO (``sparse_inputs``: nonzeros only).
       kernel: ``[in, heads * C]``.
       att_src, att_dst: ``[heads * C]`` attention vectors (head-major).
       bias: ``[heads * C]`` if ``concat`` else ``[C]``, or None.
@@ -173,7 +175,7 @@ def gat_conv(x, kernel, att_src, att_dst, bias, senders, receivers, heads, conca
       ``[N, heads * C]`` if ``concat`` else ``[N, C]``.
     """
     n = x.shape[0]
-    h = (x @ kernel).reshape(n, heads, -1)
+    h = sparse_inputs.matmul(x, kernel).reshape(n, heads, -1)
     a_src = jnp.sum(h * att_src.reshape(heads, -1), axis=-1)  # [N, H]
     a_dst = jnp.sum(h * att_dst.reshape(heads, -1), axis=-1)
     logits = jax.nn.leaky_relu(a_src[senders] + a_dst[receivers], negative_slope)  # [E, H]
@@ -187,13 +189,14 @@ def gin_aggregate(x, eps, senders, receivers):
     """GIN's input to its MLP (Xu et al. 2019): ``(1 + eps) x_i + sum_{j -> i} x_j``.
 
     Args:
-      x: ``[N, in]``.
+      x: ``[N, in]``, dense or BCOO (densified: the sum aggregates input rows).
       eps: scalar.
       senders, receivers: ``[E]`` int edge endpoints.
 
     Returns:
       ``[N, in]``.
     """
+    x = sparse_inputs.to_dense(x)
     total = jax.ops.segment_sum(x[senders], receivers, num_segments=x.shape[0])
     return (1.0 + eps) * x + total
 
