@@ -397,9 +397,6 @@ class NodeTask:
         train_idx = jnp.asarray(split.train)
         steps_per_epoch = train.node_steps_per_epoch(int(train_idx.shape[0]), cfg.batch_size)
         inputs = train.NodeInputs(graph, jnp.asarray(ds.labels), train_idx)
-        cold_start = (cold_start_rate(history_degree > 0, split.target_edges,
-                                      eval_pairs["val"][0])
-                      if cfg.model == "mlp" and cfg.features == "walks+struct" else 0.0)
         info = dict(num_nodes=n, num_classes=ds.num_classes, train_nodes=len(split.train),
                     val_nodes=len(split.val), test_nodes=len(split.test),
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
