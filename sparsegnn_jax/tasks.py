@@ -60,6 +60,19 @@ def weight_matrices(path: str, leaf) -> bool:
     return leaf.ndim >= 2 and not path.rsplit("/", 1)[-1] == "embedding"
 
 
+def prunable_params(path: str, leaf) -> bool:
+    """What the methods prune: every weight matrix (:func:`weight_matrices`) and the encoder's
+    edge-weight leaf (``models.Encoder(num_edges=...)``, present only with ``--edge-sparsity``).
+    """
+    return weight_matrices(path, leaf) or models.is_edge_weight(path)
+
+
+def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
+    """The encoder's ``num_edges``: every stored edge of the message-passing ``graph`` when
+    ``cfg.edge_sparsity`` is set, else None (no edge leaf)."""
+    return None if cfg.edge_sparsity is None else int(graph.senders.shape[0])
+
+
 def row_normalise(features: np.ndarray) -> np.ndarray:
     """Rows scaled to sum 1 (Kipf & Welling's bag-of-words preprocessing); zero rows stay 0."""
     features = np.asarray(features, np.float32)
@@ -82,13 +95,16 @@ def walk_features(ds, dim: int, edge_index=None, epochs: int = 1) -> np.ndarray:
 
 
 def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rngs,
-            input_dropout: bool = False) -> nnx.Module:
+            input_dropout: bool = False, num_edges: int | None = None) -> nnx.Module:
     """A message-passing encoder over ``cfg.features`` (link) or the dataset's features.
 
     Featureless graphs get a learnable embedding table (``ids``) whose nodes without edges
     share one learnt row, structural features of the graph (``struct``), or both.
+    ``num_edges`` (:func:`edge_leaf_size`) adds the learnable edge-weight leaf.
     """
     opts: dict[str, Any] = {}
+    if num_edges is not None:
+        opts["num_edges"] = num_edges
     if input_dropout and in_dim is not None:
         opts["input_dropout"] = cfg.dropout  # Kipf & Welling drop the input features too
     if cfg.features == "ids+struct":
@@ -381,7 +397,8 @@ class NodeTask:
             return models.NodeClassifier(models.Identity(), models.paper_node_mlp(
                 rngs, num_classes=c, in_dim=in_dim))
         return models.NodeClassifier(
-            encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True), None)
+            encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
+                    num_edges=edge_leaf_size(cfg, problem.graph)), None)
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
         return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
