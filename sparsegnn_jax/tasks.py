@@ -199,6 +199,9 @@ class LinkTask:
     Training: the latest ``target_fraction`` of the training edges are the targets and the
     earlier ones the message-passing graph, so the model predicts links it cannot see and
     learns how nodes without history link (they are targets too, not only negatives).
+    With ``--edge-sparsity`` the encoder's edge weights cover the training-time graph's edges
+    (never the targets); the evaluation graph lists those edges first, so each keeps its learnt
+    weight (0 when pruned), and the edges it adds (the targets' links) get weight 1: always kept.
     Evaluation: the message-passing graph holds every training edge; validation and test pairs
     are fixed per seed (``data.evaluation_pairs``), scored by the model and by the
     non-learned baselines alike, overall and split into pairs of two seen nodes (``seen``)
@@ -225,6 +228,10 @@ class LinkTask:
                                         self_loops=True)
         eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
                                        node_features=eval_nodes, symmetric=True, self_loops=True)
+        if cfg.edge_sparsity is not None:
+            # The edge weights are learnt on the training-time graph's edges: they come first in
+            # the evaluation graph too, and the edges it adds keep weight 1 (never pruned).
+            eval_graph = graphs.with_edges_first(train_graph, eval_graph)
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
         # An epoch keeps the step budget of one pass over every training pair: holding targets
@@ -323,7 +330,8 @@ class LinkTask:
             enc = models.ColdStartDropout(problem.cold_row, rate)
             return models.LinkPredictor(enc, link_decoder(cfg, features.shape[1], rngs, "torch"))
         in_dim = None if cfg.features.startswith("ids") or features is None else features.shape[1]
-        enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs)
+        enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs,
+                      num_edges=edge_leaf_size(cfg, problem.graph))
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:

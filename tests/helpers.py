@@ -75,6 +75,11 @@ def random_graph(seed=0, n=N, m=30, features=F, symmetric=False, self_loops=Fals
                              self_loops=self_loops, edge_weights=w)
 
 
+def random_keep(num_edges, fraction=0.5, seed=3):
+    """A bool [num_edges] mask dropping about ``fraction`` of the edges at random."""
+    return np.random.default_rng(seed).random(num_edges) >= fraction
+
+
 def build_encoder(kind, **opts):
     """A 2-layer ``kind`` encoder F -> 8 -> 3 (GAT with 2 heads)."""
     if kind == "gat":

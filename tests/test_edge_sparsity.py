@@ -6,19 +6,26 @@ and after every update the edge mask holds the count the method's definition giv
 entries of the leaf are exactly 0, the graph is untouched, and the model's output equals the
 output of the same weights on the graph with the pruned edges deleted.
 """
+import dataclasses
+import json
+import pathlib
+import re
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import METHOD_CONFIGS, build_encoder, random_graph
+from helpers import METHOD_CONFIGS, build_encoder, random_graph, random_keep
 
 import sparsegnn_jax.sparsity as sp
-from sparsegnn_jax import tasks
+from sparsegnn_jax import cli, config, flops, graphs, models, runs, sweeps, tasks
 from sparsegnn_jax.sparsity import distributions, masks, registry, schedules
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 EDGE_SPARSITY = 0.5
 WEIGHT_SPARSITY = 0.8
 STEPS = 4
@@ -178,3 +185,201 @@ def test_prunable_params_adds_only_the_edge_leaf():
     chosen = [p for p, leaf in zip(paths, leaves) if tasks.prunable_params(p, leaf)]
     assert chosen == [EDGE, "layers/0/kernel", "layers/1/kernel"]
     assert [p for p, leaf in zip(paths, leaves) if tasks.weight_matrices(p, leaf)] == chosen[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs: the aggregation over the edges scales with the edge leaf's density.
+
+
+def _edge_masks(model, keep):
+    """All-True masks of ``model``'s params, the edge leaf's set to ``keep``."""
+    params = nnx.split(model, nnx.Param, ...)[1]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: (np.asarray(keep, bool) if masks.path_str(path) == EDGE
+                         else np.ones(np.shape(x), bool)), params)
+
+
+def test_gcn_flops_hand_count_with_pruned_edges():
+    g = random_graph(symmetric=True, self_loops=True)
+    e = int(g.senders.shape[0])
+    keep = random_keep(e)
+    k = int(keep.sum())
+    enc = build_encoder("gcn", num_edges=e)  # F=5 -> 8 -> 3, biases
+    report = flops.forward(enc, g, _edge_masks(enc, keep))
+    n = 12
+    layer0 = 2 * n * 5 * 8 + 2 * k * 8 + n * 8
+    layer1 = 2 * n * 8 * 3 + 2 * k * 3 + n * 3
+    assert report.per_layer == {"layers/0": layer0, "layers/1": layer1}
+    assert report.weight_flops["edge_weight"] == 2 * e * 8 + 2 * e * 3
+    assert report.densities["edge_weight"] == k / e
+
+
+@pytest.mark.parametrize("kind", ["gcn", "sage", "gin", "gat"])
+def test_flops_with_pruned_edges_equal_the_compacted_graph_and_match_xla(kind):
+    g = random_graph(n=64, m=600, features=32, symmetric=True, self_loops=True, seed=2)
+    e = int(g.senders.shape[0])
+    keep = random_keep(e, fraction=0.9)
+    enc = models.build(kind, 32, 32, 16, rngs=nnx.Rngs(0), num_edges=e,
+                       **({"heads": 2} if kind == "gat" else {}))
+    plain = models.build(kind, 32, 32, 16, rngs=nnx.Rngs(0),
+                         **({"heads": 2} if kind == "gat" else {}))
+    compacted = g._replace(senders=g.senders[keep], receivers=g.receivers[keep],
+                           n_edge=jnp.asarray([int(keep.sum())]))
+    ours = flops.forward(enc, g, _edge_masks(enc, keep)).total
+    assert ours == pytest.approx(flops.forward(plain, compacted).total, rel=1e-12)
+    graphdef, state = nnx.split(plain)
+    cost = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, compacted).compile()
+    cost = cost.cost_analysis()
+    xla = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+    # The README's tolerances of the analytic count against XLA's (10% without attention).
+    assert ours == pytest.approx(xla, rel=0.25 if kind == "gat" else 0.1)
+
+
+def test_rigl_training_flops_count_the_edges_and_their_dense_gradient_steps():
+    g, graphdef, history = _train("rigl", steps=3)
+    state = history[-1][1]
+    model = nnx.merge(graphdef, history[-1][0])
+    trace = sp.get_trace(state)
+    assert int(trace.mask_updates) == 1  # the update at step 2
+    final = sp.get_masks(state)
+    f_sparse = flops.forward(model, g, final).total
+    f_dense = flops.forward(model, g).total
+    # RigL keeps every density constant: 3 f_S a step, plus f_D - f_S for the update step.
+    total = flops.training_from_trace(flops.forward(model, g), trace)
+    # (The trace sums float32 densities.)
+    assert total == pytest.approx(3 * 3 * f_sparse + (f_dense - f_sparse), rel=1e-6)
+    edge_share = flops.forward(model, g).weight_flops["edge_weight"]
+    assert f_dense - f_sparse > EDGE_SPARSITY * edge_share  # the pruned edges are not counted
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, the command line, sweeps.
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--edge-sparsity=1.0"], r"--edge-sparsity must be in \[0, 1\), got 1.0"),
+    (["--edge-sparsity=-0.5"], r"--edge-sparsity must be in \[0, 1\), got -0.5"),
+    (["--edge-sparsity=nan"], r"--edge-sparsity must be in \[0, 1\), got nan"),
+    (["--edge-sparsity=0.5", "--model=mlp"], r"--edge-sparsity has no effect with --model=mlp"),
+])
+def test_run_cli_rejects_a_bad_edge_sparsity(flags, fragment, tmp_path, capsys,
+                                             no_data_loading):
+    assert cli.main("node", flags + [f"--out={tmp_path}", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert captured.out == "" and line.startswith("error: ") and re.search(fragment, line), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_node_run_records_the_exact_edge_sparsity_beside_the_weight_sparsity(tmp_path):
+    flags = ["--method=rigl", "--sparsity=0.9", "--edge-sparsity=0.5", "--epochs=2",
+             f"--out={tmp_path}", "--no-progress"]
+    assert cli.main("node", flags) == 0
+    [path] = tmp_path.glob("*.json")
+    assert path.name == "node_synthetic-sbm_gcn_rigl_s0.9_e0.5_seed0.json"
+    rec = json.loads(path.read_text())
+    cfg = config.resolve(config.RunConfig(task="node", dataset="synthetic-sbm", method="rigl",
+                                          sparsity=0.9, edge_sparsity=0.5, epochs=2))
+    problem = tasks.get("node").prepare(cfg)
+    e = int(problem.graph.senders.shape[0])
+    assert rec["config"]["edge_sparsity"] == 0.5
+    assert rec["edge_sparsity"] == (e - masks.keep_count(e, 0.5)) / e
+    assert rec["layer_sparsity"]["encoder/edge_weight"] == pytest.approx(rec["edge_sparsity"])
+    # ``sparsity`` stays the weight matrices' own: uniform 0.9 over the two kernels.
+    sizes = [int(np.prod(s)) for p, s in runs.prunable_shapes(problem).items()
+             if p != "encoder/edge_weight"]
+    kept = sum(masks.keep_count(n, 0.1) for n in sizes)
+    assert rec["sparsity"] == pytest.approx(1 - kept / sum(sizes), rel=1e-6)
+
+
+def test_the_default_run_has_no_edge_weights():
+    cfg = config.RunConfig(task="node", dataset="synthetic-sbm", epochs=1)
+    args = cli.build_parser("node").parse_args([])
+    assert args.edge_sparsity == 0.0
+    assert cli.config_from_args("node", args).edge_sparsity is None
+    problem = tasks.get("node").prepare(config.resolve(cfg))
+    assert "encoder/edge_weight" not in runs.prunable_shapes(problem)
+
+
+def _sweep_script():
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import sweep
+    finally:
+        sys.path.pop(0)
+    return sweep
+
+
+def test_sweep_edge_sparsity_axis(tmp_path):
+    argv = ["--task=node", "--model=gcn", "--methods=rigl", "--sparsities=0.5",
+            "--edge-sparsities=0,0.5", "--seeds=1", "--epochs=2", f"--out={tmp_path}",
+            "--no-progress"]
+    assert _sweep_script().main(argv) == 0
+    rows = sweeps.read_csv(tmp_path / "results.csv")
+    assert [(r["edge_sparsity"], float(r["achieved_edge_sparsity"])) for r in rows] == [
+        ("0.0", 0.0), ("0.5", pytest.approx(0.5, abs=0.01))]
+    # With a non-zero value in the grid every run carries the edge weights, the 0 one too.
+    for name in ("rigl_s0.5_e0_seed0.json", "rigl_s0.5_e0.5_seed0.json"):
+        rec = json.loads((tmp_path / "records" / name).read_text())
+        assert "encoder/edge_weight" in rec["layer_sparsity"]
+    assert sweeps.done_runs(rows) == {("synthetic-sbm", "gcn", "rigl", 0.5, 0.0, 0),
+                                      ("synthetic-sbm", "gcn", "rigl", 0.5, 0.5, 0)}
+
+
+@pytest.mark.parametrize("flag, want", [("0", [None]), ("0,0.5,0.9", [0.0, 0.5, 0.9]),
+                                        ("0.5,0.5", [0.5])])
+def test_sweep_edge_grid(flag, want):
+    assert _sweep_script().parse_edge_grid(flag) == want
+
+
+def test_sweep_rejects_a_bad_edge_grid(tmp_path, capsys, no_data_loading):
+    argv = ["--edge-sparsities=0,1", f"--out={tmp_path}", "--no-progress"]
+    assert _sweep_script().main(argv) == 2
+    assert capsys.readouterr().err == "error: --edge-sparsities must be in [0, 1), got 1.0\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Link prediction: the leaf covers the training-time graph; the evaluation graph's extra
+# edges are always kept.
+
+
+def test_link_edge_weights_cover_the_training_graph_and_evaluation_keeps_the_rest():
+    cfg = config.resolve(config.RunConfig(task="link", model="gcn", edge_sparsity=0.5,
+                                          epochs=1))
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    train_g, eval_g = problem.graph, problem.eval_graph
+    e = int(train_g.senders.shape[0])
+    assert int(eval_g.senders.shape[0]) > e
+    np.testing.assert_array_equal(np.asarray(eval_g.senders[:e]), np.asarray(train_g.senders))
+    np.testing.assert_array_equal(np.asarray(eval_g.receivers[:e]),
+                                  np.asarray(train_g.receivers))
+    model = task.build_model(problem, 0)
+    assert model.encoder.edge_weight.shape == (e,)
+    keep = random_keep(e)
+    model.encoder.edge_weight[...] = jnp.asarray(keep, jnp.float32)
+    # On the evaluation graph: the pruned training edges are gone, every added edge is kept.
+    full_keep = np.concatenate([keep, np.ones(int(eval_g.senders.shape[0]) - e, bool)])
+    compacted = eval_g._replace(senders=eval_g.senders[full_keep],
+                                receivers=eval_g.receivers[full_keep],
+                                n_edge=jnp.asarray([int(full_keep.sum())]))
+    plain = task.build_model(dataclasses.replace(
+        problem, cfg=dataclasses.replace(cfg, edge_sparsity=None)), 0)
+    np.testing.assert_allclose(model.encoder(eval_g), plain.encoder(compacted),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_with_edges_first_puts_the_given_edges_first():
+    small = random_graph(symmetric=True, self_loops=True, m=10)
+    big = random_graph(symmetric=True, self_loops=True, m=30)
+    first = graphs.from_edges(np.asarray(big.senders[::3]), np.asarray(big.receivers[::3]), 12,
+                              symmetric=False, self_loops=False)
+    out = graphs.with_edges_first(first, big)
+    k = int(first.senders.shape[0])
+    np.testing.assert_array_equal(np.asarray(out.senders[:k]), np.asarray(first.senders))
+    np.testing.assert_array_equal(np.asarray(out.receivers[:k]), np.asarray(first.receivers))
+    as_set = lambda g: sorted(zip(np.asarray(g.senders), np.asarray(g.receivers)))  # noqa: E731
+    assert as_set(out) == as_set(big)
+    extra = graphs.from_edges([0], [11], 12, symmetric=False, self_loops=False)
+    with pytest.raises(ValueError, match="1 edges of `first` are not edges of `graph`"):
+        graphs.with_edges_first(extra, small)

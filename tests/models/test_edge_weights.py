@@ -5,7 +5,7 @@ import jraph
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import GNN_KINDS, N, build_encoder, random_graph
+from helpers import GNN_KINDS, build_encoder, random_graph, random_keep
 
 from sparsegnn_jax import models
 
@@ -22,11 +22,6 @@ def _subgraph(g, keep):
     edges = None if g.edges is None else g.edges[keep]
     return g._replace(senders=g.senders[keep], receivers=g.receivers[keep], edges=edges,
                       n_edge=jnp.asarray([int(keep.sum())]))
-
-
-def _keep(num_edges, seed=3, fraction=0.5):
-    rng = np.random.default_rng(seed)
-    return rng.random(num_edges) >= fraction
 
 
 def test_leaf_is_a_param_of_ones_and_only_with_num_edges():
@@ -55,7 +50,7 @@ def test_all_ones_leaf_is_the_plain_graph(kind):
 def test_pruned_edges_contribute_nothing(kind, weighted):
     g = random_graph(symmetric=True, self_loops=True, weights=weighted)
     e = int(g.senders.shape[0])
-    keep = _keep(e)
+    keep = random_keep(e)
     assert 0 < keep.sum() < e
     enc = _with_leaf(build_encoder(kind, num_edges=e), keep.astype(np.float32))
     removed = build_encoder(kind)(_subgraph(g, keep))
@@ -96,7 +91,8 @@ def test_graph_with_fewer_edges_than_the_leaf_is_refused():
     g = random_graph(symmetric=True, self_loops=True)
     e = int(g.senders.shape[0])
     enc = build_encoder("gcn", num_edges=e + 1)
-    with pytest.raises(ValueError, match=f"the graph has {e} edges but the edge_weight leaf has {e + 1}"):
+    with pytest.raises(ValueError,
+                       match=f"the graph has {e} edges but the edge_weight leaf has {e + 1}"):
         enc(g)
 
 
@@ -105,7 +101,7 @@ def test_a_pruned_edge_still_has_a_gradient(kind):
     # RigL ranks pruned edges by the dense gradient: it must be finite and not all zero.
     g = random_graph(symmetric=True, self_loops=True)
     e = int(g.senders.shape[0])
-    keep = _keep(e)
+    keep = random_keep(e)
     enc = _with_leaf(build_encoder(kind, num_edges=e), keep.astype(np.float32))
     graphdef, params = nnx.split(enc, nnx.Param)
 
