@@ -14,7 +14,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, config, distributed, models, sparsity, tasks, train
+from sparsegnn_jax import (
+    checkpoint,
+    config,
+    distributed,
+    models,
+    sparsity,
+    tasks,
+    train,
+)
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import distributions, registry
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
@@ -206,7 +214,8 @@ def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
 
     Returns:
       One ``"field: X in the checkpoint, Y requested"`` per differing field (fields of
-      :data:`RESUMABLE_CHANGES` aside), in field order.
+      :data:`RESUMABLE_CHANGES` aside), in field order. A field the stored config lacks
+      (added since) differs only when ``cfg`` sets it to other than its default.
     """
     out = []
     for field in dataclasses.fields(cfg):
@@ -214,7 +223,9 @@ def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
             continue
         wanted = getattr(cfg, field.name)
         if field.name not in stored:
-            out.append(f"{field.name}: not in the checkpoint, {wanted!r} requested")
+            # A checkpoint written before the field existed ran with its default.
+            if wanted != field.default:
+                out.append(f"{field.name}: not in the checkpoint, {wanted!r} requested")
         elif stored[field.name] != wanted:
             out.append(f"{field.name}: {stored[field.name]!r} in the checkpoint, "
                        f"{wanted!r} requested")

@@ -7,6 +7,7 @@ entries of the leaf are exactly 0, the graph is untouched, and the model's outpu
 output of the same weights on the graph with the pruned edges deleted.
 """
 import dataclasses
+import itertools
 import json
 import pathlib
 import re
@@ -137,7 +138,7 @@ def test_every_method_keeps_exact_edge_counts_and_pruned_edges_carry_nothing(met
 def test_rigl_grows_the_pruned_edges_of_largest_gradient():
     _, _, history = _train("rigl", steps=3)
     grew = 0
-    for (_, before, _), (_, after, grads) in zip(history, history[1:]):
+    for (_, before, _), (_, after, grads) in itertools.pairwise(history):
         old = np.asarray(sp.get_masks(before)[EDGE])
         new = np.asarray(sp.get_masks(after)[EDGE])
         score = np.abs(np.asarray(grads[EDGE][...]))
@@ -231,8 +232,8 @@ def test_flops_with_pruned_edges_equal_the_compacted_graph_and_match_xla(kind):
     cost = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, compacted).compile()
     cost = cost.cost_analysis()
     xla = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
-    # The README's tolerances of the analytic count against XLA's (10% without attention).
-    assert ours == pytest.approx(xla, rel=0.25 if kind == "gat" else 0.1)
+    # The README's tolerances of the analytic count against XLA's (4%, GAT 8%).
+    assert ours == pytest.approx(xla, rel=0.08 if kind == "gat" else 0.04)
 
 
 def test_rigl_training_flops_count_the_edges_and_their_dense_gradient_steps():
@@ -378,8 +379,19 @@ def test_with_edges_first_puts_the_given_edges_first():
     k = int(first.senders.shape[0])
     np.testing.assert_array_equal(np.asarray(out.senders[:k]), np.asarray(first.senders))
     np.testing.assert_array_equal(np.asarray(out.receivers[:k]), np.asarray(first.receivers))
-    as_set = lambda g: sorted(zip(np.asarray(g.senders), np.asarray(g.receivers)))  # noqa: E731
+    as_set = lambda g: sorted(zip(np.asarray(g.senders), np.asarray(g.receivers)))
     assert as_set(out) == as_set(big)
     extra = graphs.from_edges([0], [11], 12, symmetric=False, self_loops=False)
     with pytest.raises(ValueError, match="1 edges of `first` are not edges of `graph`"):
         graphs.with_edges_first(extra, small)
+
+
+def test_resume_compares_the_edge_sparsity_and_accepts_checkpoints_from_before_it():
+    cfg = config.resolve(config.RunConfig(task="node", dataset="synthetic-sbm"))
+    older = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "edge_sparsity"}
+    assert runs.config_differences(older, cfg) == []
+    edges = dataclasses.replace(cfg, edge_sparsity=0.5)
+    assert runs.config_differences(older, edges) == [
+        "edge_sparsity: not in the checkpoint, 0.5 requested"]
+    assert runs.config_differences(dataclasses.asdict(cfg), edges) == [
+        "edge_sparsity: None in the checkpoint, 0.5 requested"]

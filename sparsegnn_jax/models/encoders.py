@@ -11,8 +11,8 @@ from flax import nnx
 from .. import graphs as _graphs
 from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
 
-__all__ = ["ColdStartDropout", "EDGE_WEIGHT", "Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS",
-           "has_edges", "is_edge_weight"]
+__all__ = ["EDGE_WEIGHT", "LAYER_KINDS", "NUM_STRUCTURAL_FEATURES", "ColdStartDropout", "Encoder",
+           "Identity", "has_edges", "is_edge_weight", "structural_features"]
 
 EDGE_WEIGHT = "edge_weight"
 """Name of the ``Encoder``'s learnable per-edge weight leaf (its path ends with it)."""
@@ -155,7 +155,7 @@ class Encoder(nnx.Module):
 
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
                  dropout: float = 0.0, input_dropout: float = 0.0,
-                 num_nodes: Optional[int] = None, num_edges: Optional[int] = None,
+                 num_nodes: Optional[int] = None, num_edges: int | None = None,
                  structural: bool = False, node_features: int = 0, cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
         if kind not in LAYER_KINDS:
             raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
@@ -236,7 +236,7 @@ class Encoder(nnx.Module):
             parts.append(structural_features(graph, n))
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
-    def edge_gate(self, graph: jraph.GraphsTuple) -> Optional[jax.Array]:
+    def edge_gate(self, graph: jraph.GraphsTuple) -> jax.Array | None:
         """The ``[E]`` gate of ``graph``'s stored edges: the ``edge_weight`` leaf on the first
         ``num_edges`` edges, 1 on the rest; None without the leaf.
 
