@@ -71,29 +71,32 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
         if m not in registry.names():
             raise ValueError(f"unknown method {m!r} in --methods; known: "
                              f"{', '.join(registry.names())}")
+    return methods, parse_sparsities(sparsities_flag, "--sparsities")
+
+
+def parse_sparsities(text: str, flag: str) -> list[float]:
+    """The distinct sparsities of a comma-separated ``flag`` value, in the order given.
+
+    Raises:
+      ValueError: none given, a value that is not a number, or one outside [0, 1) (NaN and
+        Inf included); names ``flag``.
+    """
     try:
-        grid = [float(s) for s in sparsities_flag.split(",") if s.strip()]
+        grid = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--sparsities must be comma-separated numbers, got {sparsities_flag!r}")
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}")
     if not grid:
-        raise ValueError(f"--sparsities names no sparsity (got {sparsities_flag!r})")
-    grid = list(dict.fromkeys(config.check_sparsity(s, "--sparsities") for s in grid))
-    return methods, grid
+        raise ValueError(f"{flag} names no sparsity (got {text!r})")
+    return list(dict.fromkeys(config.check_sparsity(s, flag) for s in grid))
 
 
 def parse_edge_grid(flag: str) -> list[float | None]:
     """The edge sparsities of a sweep: ``[None]`` (no edge weights) when every value is 0.
 
     Raises:
-      ValueError: a value that is not a number or is outside [0, 1); names the flag.
+      ValueError: as :func:`parse_sparsities`, naming ``--edge-sparsities``.
     """
-    try:
-        grid = [float(s) for s in flag.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--edge-sparsities must be comma-separated numbers, got {flag!r}")
-    if not grid:
-        raise ValueError(f"--edge-sparsities names no sparsity (got {flag!r})")
-    grid = list(dict.fromkeys(config.check_sparsity(s, "--edge-sparsities") for s in grid))
+    grid = parse_sparsities(flag, "--edge-sparsities")
     return [None] if grid == [0.0] else grid
 
 

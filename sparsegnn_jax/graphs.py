@@ -94,7 +94,10 @@ def from_edges(
       num_nodes: number of nodes ``N`` (nodes without edges are allowed).
       node_features: optional ``[N, F]`` array stored in ``graph.nodes`` (None leaves it None).
       symmetric: add the reverse of every edge.
-      self_loops: add a self loop to every node.
+      self_loops: add a self loop to every node. They are stored edges: an encoder's
+        edge-weight leaf (``models.Encoder(num_edges=...)``) gates and may prune them like any
+        other edge, since the leaf is one entry per stored edge. To keep self loops out of
+        pruning, build without them and let GCN add them implicitly (``add_self_loops``).
       edge_weights: optional ``[E]`` weights stored in ``graph.edges`` as float32; None gives
         ``graph.edges = None`` (layers treat that as unit weights).
       duplicates: how weights of repeated edges combine: ``"first"`` keeps the first occurrence

@@ -40,6 +40,16 @@ def run_script(task: str, flags: list[str], out, env) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def sweep_script():
+    """``experiments/sweep.py`` imported as a module."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import sweep
+    finally:
+        sys.path.pop(0)
+    return sweep
+
+
 def damage_checkpoint(step_folder, what: str) -> None:
     """Damages a committed checkpoint step as a disk or a careless copy would.
 

@@ -9,9 +9,7 @@ output of the same weights on the graph with the pruned edges deleted.
 import dataclasses
 import itertools
 import json
-import pathlib
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,27 +17,27 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import METHOD_CONFIGS, build_encoder, random_graph, random_keep
+from helpers import (
+    METHOD_CONFIGS,
+    build_encoder,
+    random_graph,
+    random_keep,
+    sweep_script,
+)
 
 import sparsegnn_jax.sparsity as sp
 from sparsegnn_jax import cli, config, flops, graphs, models, runs, sweeps, tasks
 from sparsegnn_jax.sparsity import distributions, masks, registry, schedules
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 EDGE_SPARSITY = 0.5
 WEIGHT_SPARSITY = 0.8
 STEPS = 4
 EDGE = "edge_weight"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """These tests check counts and equalities, not speed: XLA's cheaper compile mode."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# These tests check counts and equalities, not speed: XLA's cheaper compile mode.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _problem():
@@ -302,20 +300,11 @@ def test_the_default_run_has_no_edge_weights():
     assert "encoder/edge_weight" not in runs.prunable_shapes(problem)
 
 
-def _sweep_script():
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        import sweep
-    finally:
-        sys.path.pop(0)
-    return sweep
-
-
 def test_sweep_edge_sparsity_axis(tmp_path):
     argv = ["--task=node", "--model=gcn", "--methods=rigl", "--sparsities=0.5",
             "--edge-sparsities=0,0.5", "--seeds=1", "--epochs=2", f"--out={tmp_path}",
             "--no-progress"]
-    assert _sweep_script().main(argv) == 0
+    assert sweep_script().main(argv) == 0
     rows = sweeps.read_csv(tmp_path / "results.csv")
     assert [(r["edge_sparsity"], float(r["achieved_edge_sparsity"])) for r in rows] == [
         ("0.0", 0.0), ("0.5", pytest.approx(0.5, abs=0.01))]
@@ -330,12 +319,12 @@ def test_sweep_edge_sparsity_axis(tmp_path):
 @pytest.mark.parametrize("flag, want", [("0", [None]), ("0,0.5,0.9", [0.0, 0.5, 0.9]),
                                         ("0.5,0.5", [0.5])])
 def test_sweep_edge_grid(flag, want):
-    assert _sweep_script().parse_edge_grid(flag) == want
+    assert sweep_script().parse_edge_grid(flag) == want
 
 
 def test_sweep_rejects_a_bad_edge_grid(tmp_path, capsys, no_data_loading):
     argv = ["--edge-sparsities=0,1", f"--out={tmp_path}", "--no-progress"]
-    assert _sweep_script().main(argv) == 2
+    assert sweep_script().main(argv) == 2
     assert capsys.readouterr().err == "error: --edge-sparsities must be in [0, 1), got 1.0\n"
 
 
