@@ -100,6 +100,11 @@ def parse_edge_grid(flag: str) -> list[float | None]:
     return [None] if grid == [0.0] else grid
 
 
+def _unpruned(edge_grid: list) -> float | None:
+    """The edge sparsity of a method that prunes nothing: 0 with edge weights, else None."""
+    return None if edge_grid == [None] else 0.0
+
+
 def record_name(rec: dict) -> str:
     """File name of a run's JSON record in ``records/``."""
     c = rec["config"]
@@ -162,7 +167,10 @@ def _sweep(args, argv) -> int:
             json.dumps(sorted(sweeps.done_runs(rows), key=str))))}
         problem = None
         start = time.perf_counter()
-        for method, edges in ((m, e) for m in methods for e in edge_grid):
+        # A method that prunes nothing runs once (with the unpruned edge weights of the grid).
+        pairs = [(m, e) for m in methods
+                 for e in (edge_grid if registry.get(m).sparse else [_unpruned(edge_grid)])]
+        for method, edges in pairs:
             cfg = config.resolve(dataclasses.replace(base, method=method, edge_sparsity=edges))
             name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]

@@ -176,6 +176,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         if cfg.model == "mlp":
             raise ValueError("--edge-sparsity has no effect with --model=mlp (it passes no "
                              "messages over edges); leave it unset")
+        if cfg.edge_sparsity and not registry.get(cfg.method).sparse:
+            raise ValueError(f"--edge-sparsity has no effect with --method={cfg.method} (it "
+                             "prunes nothing); leave it unset")
     if cfg.distribution not in distributions.DISTRIBUTIONS:
         raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: "
                          f"{', '.join(distributions.DISTRIBUTIONS)}")

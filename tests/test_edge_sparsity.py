@@ -26,7 +26,7 @@ from helpers import (
 )
 
 import sparsegnn_jax.sparsity as sp
-from sparsegnn_jax import cli, config, flops, graphs, models, runs, sweeps, tasks
+from sparsegnn_jax import cli, config, flops, graphs, models, report, runs, sweeps, tasks
 from sparsegnn_jax.sparsity import distributions, masks, registry, schedules
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
 
@@ -384,3 +384,19 @@ def test_resume_compares_the_edge_sparsity_and_accepts_checkpoints_from_before_i
         "edge_sparsity: not in the checkpoint, 0.5 requested"]
     assert runs.config_differences(dataclasses.asdict(cfg), edges) == [
         "edge_sparsity: None in the checkpoint, 0.5 requested"]
+
+
+def test_edge_sparsity_of_a_method_that_prunes_nothing_is_refused():
+    with pytest.raises(ValueError, match="--edge-sparsity has no effect with --method=dense"):
+        config.resolve(config.RunConfig(task="node", method="dense", edge_sparsity=0.5))
+    assert config.resolve(config.RunConfig(task="node", method="dense",
+                                           edge_sparsity=0.0)).edge_sparsity == 0.0
+
+
+def test_report_gives_each_edge_sparsity_a_column_of_its_own(tmp_path):
+    rows = [{"dataset": "d", "model": "gcn", "method": "rigl", "sparsity": 0.9, "seed": 0,
+             "test_accuracy": 0.5, "training_flops": 1.0, "training_flops_relative": 0.5,
+             "edge_sparsity": edge} for edge in ("", 0.0, 0.5)]
+    sweeps.write_csv(tmp_path / "results.csv", rows)
+    got = [r["method"] for r in report.read_results(tmp_path / "results.csv")]
+    assert got == ["rigl", "rigl (edges 0)", "rigl (edges 0.5)"]
