@@ -30,6 +30,11 @@ def parse_args(argv=None):
                    help="comma-separated, from: " + ", ".join(registry.names()))
     p.add_argument("--sparsities", default=",".join(map(str, sweeps.PAPER_GRID)),
                    help="comma-separated (default: the paper's grid)")
+    p.add_argument("--edge-sparsities", default="0",
+                   help="comma-separated edge sparsities, a grid axis beside --sparsities "
+                        "(message-passing models; default 0: fixed graph, no edge weights). "
+                        "A grid with a non-zero value gives every run, the 0 ones included, "
+                        "the learnable edge weights")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--distribution", default="uniform")
@@ -66,14 +71,45 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
         if m not in registry.names():
             raise ValueError(f"unknown method {m!r} in --methods; known: "
                              f"{', '.join(registry.names())}")
+    return methods, parse_sparsities(sparsities_flag, "--sparsities")
+
+
+def parse_sparsities(text: str, flag: str) -> list[float]:
+    """The distinct sparsities of a comma-separated ``flag`` value, in the order given.
+
+    Raises:
+      ValueError: none given, a value that is not a number, or one outside [0, 1) (NaN and
+        Inf included); names ``flag``.
+    """
     try:
-        grid = [float(s) for s in sparsities_flag.split(",") if s.strip()]
+        grid = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--sparsities must be comma-separated numbers, got {sparsities_flag!r}")
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}")
     if not grid:
-        raise ValueError(f"--sparsities names no sparsity (got {sparsities_flag!r})")
-    grid = list(dict.fromkeys(config.check_sparsity(s, "--sparsities") for s in grid))
-    return methods, grid
+        raise ValueError(f"{flag} names no sparsity (got {text!r})")
+    return list(dict.fromkeys(config.check_sparsity(s, flag) for s in grid))
+
+
+def parse_edge_grid(flag: str) -> list[float | None]:
+    """The edge sparsities of a sweep: ``[None]`` (no edge weights) when every value is 0.
+
+    Raises:
+      ValueError: as :func:`parse_sparsities`, naming ``--edge-sparsities``.
+    """
+    grid = parse_sparsities(flag, "--edge-sparsities")
+    return [None] if grid == [0.0] else grid
+
+
+def _unpruned(edge_grid: list) -> float | None:
+    """The edge sparsity of a method that prunes nothing: 0 with edge weights, else None."""
+    return None if edge_grid == [None] else 0.0
+
+
+def record_name(rec: dict) -> str:
+    """File name of a run's JSON record in ``records/``."""
+    c = rec["config"]
+    edges = "" if c.get("edge_sparsity") is None else f"_e{c['edge_sparsity']:g}"
+    return f"{c['method']}_s{c['sparsity']:g}{edges}_seed{c['seed']}.json"
 
 
 def sweep_meta(path: pathlib.Path, command: str, wall_time_s: float) -> dict:
@@ -111,6 +147,7 @@ def _sweep(args, argv) -> int:
     csv_path = pathlib.Path(args.out) / "results.csv"
     try:
         methods, grid = parse_grid(args.methods, args.sparsities)
+        edge_grid = parse_edge_grid(args.edge_sparsities)
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
         seeds = list(range(args.seeds))
@@ -127,16 +164,20 @@ def _sweep(args, argv) -> int:
         rows = sweeps.read_csv(csv_path)
         # Every process skips what process 0 has (the other hosts may not see its folder).
         done = {tuple(key) for key in json.loads(distributed.text_of_main_process(
-            json.dumps(sorted(sweeps.done_runs(rows)))))}
+            json.dumps(sorted(sweeps.done_runs(rows), key=str))))}
         problem = None
         start = time.perf_counter()
-        for method in methods:
-            cfg = dataclasses.replace(base, method=method)
+        # A method that prunes nothing runs once (with the unpruned edge weights of the grid).
+        pairs = [(m, e) for m in methods
+                 for e in (edge_grid if registry.get(m).sparse else [_unpruned(edge_grid)])]
+        for method, edges in pairs:
+            cfg = config.resolve(dataclasses.replace(base, method=method, edge_sparsity=edges))
+            name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds
-                    if (dataset, args.model, method, s, seed) not in done]
+                    if (dataset, args.model, method, s, edges, seed) not in done]
             if not todo:
-                print(f"{method}: all runs already in {csv_path}, skipped")
+                print(f"{name}: all runs already in {csv_path}, skipped")
                 continue
             todo_sparsities = sorted({s for s, _ in todo})
             problem = problem or tasks.get(args.task).prepare(cfg)
@@ -146,14 +187,14 @@ def _sweep(args, argv) -> int:
             if not main_process:  # process 0 writes the results of all processes
                 continue
             for rec in records:
-                key = (dataset, args.model, method, rec["config"]["sparsity"], rec["config"]["seed"])
+                key = (dataset, args.model, method, rec["config"]["sparsity"], edges,
+                       rec["config"]["seed"])
                 if key in done:
                     continue
                 rows.append(sweeps.csv_row(rec))
-                name = f"{method}_s{rec['config']['sparsity']:g}_seed{rec['config']['seed']}.json"
-                files.write_json_atomic(out / "records" / name, rec)
+                files.write_json_atomic(out / "records" / record_name(rec), rec)
             sweeps.write_csv(csv_path, rows)
-            print(f"{method}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
+            print(f"{name}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
         total = time.perf_counter() - start
         command = " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:]))
         if main_process:

@@ -32,7 +32,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help=f"dataset name or file:PATH (default {default_dataset})")
     p.add_argument("--model", default="gcn", choices=config.MODELS)
     p.add_argument("--method", default="rigl", choices=(*registry.names(), *registry.aliases()))
-    p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--sparsity", type=float, default=0.9,
+                   help="sparsity of the weight matrices (default 0.9)")
+    p.add_argument("--edge-sparsity", type=float, default=0.0,
+                   help="message-passing models: share of the graph's edges the method prunes "
+                        "(a learnable per-edge weight, pruned like a layer; default 0: the "
+                        "graph is fixed, no edge weights)")
     p.add_argument("--distribution", default="uniform",
                    help="uniform | uniform_dense_first | erk | er")
     p.add_argument("--update-every", type=int, default=None,
@@ -138,7 +143,8 @@ def add_schedule_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_name(task: str, cfg: config.RunConfig) -> str:
-    """File stem of a run's outputs: task, dataset, model, method, sparsity, seed.
+    """File stem of a run's outputs: task, dataset, model, method, sparsity, edge sparsity
+    (only when the run has edge weights), seed.
 
     A dataset spelled longer than 60 characters (a deep ``file:PATH``) keeps its start and
     end around a hash of the whole, so names stay short enough and distinct.
@@ -147,7 +153,8 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
     if len(dataset) > _MAX_DATASET_CHARS:
         digest = hashlib.sha256(cfg.dataset.encode()).hexdigest()[:12]
         dataset = f"{dataset[:20]}-{digest}-{dataset[-26:]}"
-    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}_seed{cfg.seed}"
+    edges = "" if cfg.edge_sparsity is None else f"_e{cfg.edge_sparsity:g}"
+    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}{edges}_seed{cfg.seed}"
 
 
 #: Flags of the runtime (see ``distributed.add_flags``), not of the run.
@@ -159,6 +166,8 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
               if k not in ("out", "no_progress", "no_compilation_cache")
               and k not in DISTRIBUTED_FLAGS}
     fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
+    # 0 (the default) means no edge weights at all, so such a run is the run it always was.
+    fields["edge_sparsity"] = None if fields["edge_sparsity"] == 0 else fields["edge_sparsity"]
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
     if cfg.checkpoint_dir is None and (cfg.checkpoint_every or cfg.resume):
         cfg.checkpoint_dir = str(pathlib.Path(args.out) / f"{run_name(task, cfg)}.ckpt")
@@ -268,7 +277,9 @@ def summary(result: dict, path) -> str:
         name, best = max(result["baselines"].items(), key=lambda kv: kv[1]["roc_auc"])
         line += (f" {groups} epoch={result['selected_epoch']} | best baseline {name} "
                  f"roc_auc={best['roc_auc']:.4f} ap={best['ap']:.4f}")
-    lines.append(f"{line} | sparsity={result['sparsity']:.4f} "
+    edges = ("" if result["config"].get("edge_sparsity") is None
+             else f"edge_sparsity={result['edge_sparsity']:.4f} ")
+    lines.append(f"{line} | sparsity={result['sparsity']:.4f} {edges}"
                  f"train_flops={result['flops']['training']:.3e} "
                  f"({result['flops']['training_relative']:.3f}x dense) "
                  f"time={result['wall_time_s']:.1f}s -> {path}")

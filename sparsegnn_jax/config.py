@@ -63,6 +63,10 @@ class RunConfig:
     retrain_epochs: int | None = None      # masked retraining epochs after it
     initial_step_size: float | None = None  # SLR's multiplier step s_0 (None: rho)
     layer_sparsity: dict | None = None     # {layer path: sparsity} overriding the distribution
+    # Message-passing models: None keeps the graph's edges fixed (no edge parameter); a number,
+    # 0 included, gives the encoder its learnable edge-weight leaf (models.Encoder, num_edges),
+    # pruned by the method to exactly this sparsity, never redistributed over the layers.
+    edge_sparsity: float | None = None
     init_from: str | None = None           # checkpoint folder of a dense run to start from
     seed: int = 0
     data_root: str | None = None
@@ -167,6 +171,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)
+    if cfg.edge_sparsity is not None:
+        check_sparsity(cfg.edge_sparsity, "--edge-sparsity")
+        if cfg.model == "mlp":
+            raise ValueError("--edge-sparsity has no effect with --model=mlp (it passes no "
+                             "messages over edges); leave it unset")
+        if cfg.edge_sparsity and not registry.get(cfg.method).sparse:
+            raise ValueError(f"--edge-sparsity has no effect with --method={cfg.method} (it "
+                             "prunes nothing); leave it unset")
     if cfg.distribution not in distributions.DISTRIBUTIONS:
         raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: "
                          f"{', '.join(distributions.DISTRIBUTIONS)}")

@@ -26,6 +26,7 @@ __all__ = [
     "num_nodes_of",
     "pad_to_bucket",
     "sym_norm_coefficients",
+    "with_edges_first",
 ]
 
 _DUPLICATE_MODES = ("first", "sum")
@@ -95,7 +96,10 @@ def from_edges(
       num_nodes: number of nodes ``N`` (nodes without edges are allowed).
       node_features: optional ``[N, F]`` array stored in ``graph.nodes`` (None leaves it None).
       symmetric: add the reverse of every edge.
-      self_loops: add a self loop to every node.
+      self_loops: add a self loop to every node. They are stored edges: an encoder's
+        edge-weight leaf (``models.Encoder(num_edges=...)``) gates and may prune them like any
+        other edge, since the leaf is one entry per stored edge. To keep self loops out of
+        pruning, build without them and let GCN add them implicitly (``add_self_loops``).
       edge_weights: optional ``[E]`` weights stored in ``graph.edges`` as float32; None gives
         ``graph.edges = None`` (layers treat that as unit weights).
       duplicates: how weights of repeated edges combine: ``"first"`` keeps the first occurrence
@@ -254,6 +258,43 @@ def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Ar
     positive = deg > 0
     inv_sqrt = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, deg, 1.0)), 0.0)
     return inv_sqrt[senders] * weights * inv_sqrt[receivers]
+
+
+def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """``graph`` with its edges reordered: those of ``first`` first, in ``first``'s order, then
+    the others in ``graph``'s order.
+
+    An ``Encoder`` edge-weight leaf learnt on ``first`` (it gates the first ``E`` edges) then
+    gates the same edges of ``graph``, and the edges ``graph`` adds come after it. Nodes,
+    weights (those of ``graph``) and counts are unchanged.
+
+    Args:
+      first: a graph whose every edge is also an edge of ``graph`` (host arrays; read with
+        NumPy), e.g. link prediction's training-time graph inside its evaluation graph.
+      graph: the graph to reorder.
+
+    Returns:
+      The reordered ``jraph.GraphsTuple``.
+
+    Raises:
+      ValueError: an edge of ``first`` that ``graph`` lacks, or a repeated edge in ``graph``.
+    """
+    n = max(num_nodes_of(graph), 1)
+    keys = np.asarray(graph.receivers, np.int64) * n + np.asarray(graph.senders, np.int64)
+    wanted = np.asarray(first.receivers, np.int64) * n + np.asarray(first.senders, np.int64)
+    if np.unique(keys).size != keys.size:
+        raise ValueError("with_edges_first: `graph` repeats an edge")
+    order = np.argsort(keys, kind="stable")
+    pos = np.searchsorted(keys, wanted, sorter=order)
+    found = order[np.minimum(pos, keys.size - 1)] if keys.size else pos
+    if wanted.size and (keys.size == 0 or np.any(keys[found] != wanted)):
+        raise ValueError(f"with_edges_first: {int(np.sum(~np.isin(wanted, keys)))} edges of "
+                         "`first` are not edges of `graph`")
+    rest = np.setdiff1d(np.arange(keys.size), found, assume_unique=False)
+    index = jnp.asarray(np.concatenate([found, rest]).astype(np.int32))
+    return graph._replace(
+        senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
+        edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
 
 
 # Not jraph.pad_with_graphs: for one graph it returns int64 indices, raises on a graph that

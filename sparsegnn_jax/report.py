@@ -93,7 +93,9 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 
     Returns:
       One dict per row: strings for dataset / model / method, int seed, floats (or None for
-      empty cells) for the numeric columns, and ``source`` = "path:line".
+      empty cells) for the numeric columns, and ``source`` = "path:line". A run with edge
+      weights (``edge_sparsity`` not blank) gets the method ``"<method> (edges <s>)"``, so
+      each edge sparsity is a column of its own in the tables.
 
     Raises:
       FileNotFoundError: the file does not exist (the message names it).
@@ -127,6 +129,9 @@ def read_results(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}, line {line}: column 'sparsity' is empty")
         if row["method"] == "dense":
             row["sparsity"] = 0.0
+        if row.get("edge_sparsity") is not None:
+            # Runs with edge weights are columns of their own, one per edge sparsity.
+            row["method"] = f"{row['method']} (edges {row['edge_sparsity']:g})"
         rows.append(row)
     return rows
 

@@ -10,12 +10,19 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, config, distributed, sparsity, tasks, train
+from sparsegnn_jax import (
+    checkpoint,
+    config,
+    distributed,
+    models,
+    sparsity,
+    tasks,
+    train,
+)
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import distributions, registry
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
@@ -38,7 +45,7 @@ def method_kwargs(cfg: config.RunConfig, total_steps: int, steps_per_epoch: int)
     sparsity, distribution and prunable-leaf filter come from the run.
     """
     spec = registry.get(cfg.method)
-    kw = dict(filter_fn=tasks.weight_matrices)
+    kw = dict(filter_fn=tasks.prunable_params)
     if spec.sparse:
         kw |= dict(sparsity=cfg.sparsity, distribution=cfg.distribution)
     return kw | spec.plan(config.method_options(cfg), total_steps, steps_per_epoch)
@@ -64,19 +71,42 @@ def first_selectable_epoch(cfg: config.RunConfig, total_steps: int,
 
 
 def prunable_shapes(problem: tasks.Problem) -> dict:
-    """``{path: shape}`` of the prunable weights of ``problem``'s model (no weights are made)."""
+    """``{path: shape}`` of the prunable leaves of ``problem``'s model (weight matrices and the
+    edge-weight leaf, :func:`tasks.prunable_params`; no weights are made)."""
     model = nnx.eval_shape(lambda: tasks.get(problem.cfg.task).build_model(problem, 0))
     paths, leaves, _ = flatten_with_paths(train.split_model(model)[1])
-    flags = prunable_flags(paths, leaves, tasks.weight_matrices)
+    flags = prunable_flags(paths, leaves, tasks.prunable_params)
     return {p: tuple(leaf.shape) for p, leaf, f in zip(paths, leaves, flags) if f}
+
+
+def fixed_layers(cfg: config.RunConfig, shapes: dict) -> dict:
+    """``{path: sparsity}`` of the layers whose sparsity the run fixes: ``cfg.layer_sparsity``
+    and the edge-weight leaf at ``cfg.edge_sparsity``.
+
+    Raises:
+      ValueError: a ``--layer-sparsity`` path that names no prunable layer (the message lists
+        the known ones), or one that names the edge-weight leaf (its flag is --edge-sparsity).
+    """
+    given = dict(cfg.layer_sparsity or {})
+    unknown = [p for p in given if p not in shapes]
+    if unknown:
+        raise ValueError(f"--layer-sparsity names no prunable layer of --model={cfg.model}: "
+                         f"{', '.join(unknown)}; known layers: {', '.join(shapes)}")
+    edges = [p for p in shapes if models.is_edge_weight(p)]
+    named = [p for p in edges if p in given]
+    if named:
+        raise ValueError(f"--layer-sparsity names the edge weights {', '.join(named)}: set "
+                         "their sparsity with --edge-sparsity")
+    return given | {p: cfg.edge_sparsity for p in edges}
 
 
 def layer_distribution(cfg: config.RunConfig, shapes: dict, sparsity_value):
     """The sparsifier's ``distribution``: ``cfg.distribution``, or a ``{path: sparsity}`` dict
-    when ``cfg.layer_sparsity`` fixes some layers.
+    when the run fixes some layers (:func:`fixed_layers`).
 
     The fixed layers take their given sparsity; the others share ``sparsity_value`` as
-    ``cfg.distribution`` splits it over them alone (uniform: each at ``sparsity_value``).
+    ``cfg.distribution`` splits it over them alone (uniform: each at ``sparsity_value``), so
+    the edge-weight leaf stays at exactly ``cfg.edge_sparsity`` under every distribution.
 
     Args:
       cfg: a resolved configuration.
@@ -84,21 +114,12 @@ def layer_distribution(cfg: config.RunConfig, shapes: dict, sparsity_value):
       sparsity_value: the run's sparsity (may be traced).
 
     Raises:
-      ValueError: a ``--layer-sparsity`` path that names no prunable layer (the message lists
-        the known ones).
+      ValueError: as :func:`fixed_layers`.
     """
-    if not cfg.layer_sparsity:
+    fixed = fixed_layers(cfg, shapes)
+    if not fixed:
         return cfg.distribution
-    unknown = [p for p in cfg.layer_sparsity if p not in shapes]
-    if unknown:
-        raise ValueError(f"--layer-sparsity names no prunable layer of --model={cfg.model}: "
-                         f"{', '.join(unknown)}; known layers: {', '.join(shapes)}")
-    rest = {p: jax.ShapeDtypeStruct(shape, jnp.float32) for p, shape in shapes.items()
-            if p not in cfg.layer_sparsity}
-    densities = distributions.layer_densities(rest, sparsity_value, cfg.distribution,
-                                              filter_fn=lambda path, leaf: True)
-    return {p: cfg.layer_sparsity[p] if p in cfg.layer_sparsity else 1.0 - densities[p]
-            for p in shapes}
+    return distributions.with_fixed_layers(shapes, sparsity_value, cfg.distribution, fixed)
 
 
 def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
@@ -114,7 +135,7 @@ def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
     spec = registry.get(cfg.method)
     if sparsity_value is not None and spec.sparse:
         kw["sparsity"] = sparsity_value
-    if spec.sparse and cfg.layer_sparsity:
+    if spec.sparse and (cfg.layer_sparsity or cfg.edge_sparsity is not None):
         kw["distribution"] = layer_distribution(cfg, prunable_shapes(problem), kw["sparsity"])
     if spec.needs_key:
         kw["key"] = jax.random.key(cfg.seed) if key is None else key
@@ -193,7 +214,8 @@ def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
 
     Returns:
       One ``"field: X in the checkpoint, Y requested"`` per differing field (fields of
-      :data:`RESUMABLE_CHANGES` aside), in field order.
+      :data:`RESUMABLE_CHANGES` aside), in field order. A field the stored config lacks
+      (added since) differs only when ``cfg`` sets it to other than its default.
     """
     out = []
     for field in dataclasses.fields(cfg):
@@ -201,7 +223,9 @@ def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
             continue
         wanted = getattr(cfg, field.name)
         if field.name not in stored:
-            out.append(f"{field.name}: not in the checkpoint, {wanted!r} requested")
+            # A checkpoint written before the field existed ran with its default.
+            if wanted != field.default:
+                out.append(f"{field.name}: not in the checkpoint, {wanted!r} requested")
         elif stored[field.name] != wanted:
             out.append(f"{field.name}: {stored[field.name]!r} in the checkpoint, "
                        f"{wanted!r} requested")
@@ -314,9 +338,21 @@ def run(cfg: config.RunConfig) -> dict:
                   problem, **extra)
 
 
+def edge_sparsity(masks) -> float:
+    """The exact share of edges the masks prune: pruned entries of the edge-weight leaves over
+    their size (0.0 when the model has no edge-weight leaf)."""
+    leaves = [np.asarray(m, bool) for p, m in zip(*flatten_with_paths(masks)[:2])
+              if models.is_edge_weight(p)]
+    size = sum(m.size for m in leaves)
+    return 0.0 if size == 0 else float(sum(int((~m).sum()) for m in leaves) / size)
+
+
 def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem,
            selected_epoch: int | None = None) -> dict:
     """The results record of one run (what the CLI writes as JSON).
+
+    ``sparsity`` is the weight matrices' sparsity alone; ``edge_sparsity`` the edge-weight
+    leaf's (:func:`edge_sparsity`, 0 without one); ``layer_sparsity`` lists both.
 
     Link runs add the baselines' metrics on the same test and validation pairs
     (``baselines``, ``val_baselines``: name -> metrics) and the epoch whose parameters were
@@ -329,8 +365,9 @@ def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem
         "val": val,
         "test": test,
         "sparsity": float(sparsity.masks.sparsity(masks, tasks.weight_matrices)),
+        "edge_sparsity": edge_sparsity(masks),
         "layer_sparsity": {k: float(v) for k, v in
-                           sparsity.masks.layer_sparsity(masks, tasks.weight_matrices).items()},
+                           sparsity.masks.layer_sparsity(masks, tasks.prunable_params).items()},
         "flops": flops,
         "wall_time_s": wall_time,
     }

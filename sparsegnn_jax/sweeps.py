@@ -30,7 +30,8 @@ BASELINE_COLUMNS = tuple(f"baseline_{name}_roc_auc" for name in baselines.BASELI
 CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
               "training_flops_relative", "inference_flops", "wall_time_s", "val_roc_auc",
-              "test_roc_auc_seen", "test_roc_auc_new", "selected_epoch") + BASELINE_COLUMNS
+              "test_roc_auc_seen", "test_roc_auc_new", "selected_epoch") + BASELINE_COLUMNS + (
+              "edge_sparsity", "achieved_edge_sparsity")
 
 
 def _index(tree, i: int):
@@ -225,7 +226,10 @@ def csv_row(rec: dict) -> dict:
         "test_roc_auc_new": _blank(test.get("new", {}).get("roc_auc")),
         "selected_epoch": _blank(rec.get("selected_epoch")),
     } | {f"baseline_{name}_roc_auc": _blank(m.get("roc_auc"))
-         for name, m in rec.get("baselines", {}).items()}
+         for name, m in rec.get("baselines", {}).items()} | {
+        # Blank: the run had no edge weights (the graph was fixed).
+        "edge_sparsity": _blank(c.get("edge_sparsity")),
+        "achieved_edge_sparsity": rec.get("edge_sparsity", 0.0)}
 
 
 def _blank(value):
@@ -248,6 +252,12 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 
 def done_runs(rows: Iterable[dict]) -> set[tuple]:
-    """(dataset, model, method, sparsity, seed) of the finished rows, to skip on restart."""
-    return {(r["dataset"], r["model"], r["method"], float(r["sparsity"]), int(r["seed"]))
-            for r in rows}
+    """(dataset, model, method, sparsity, edge sparsity, seed) of the finished rows, to skip on
+    restart; the edge sparsity is None for a run without edge weights (a blank cell)."""
+    return {(r["dataset"], r["model"], r["method"], float(r["sparsity"]),
+             edge_sparsity_of(r.get("edge_sparsity")), int(r["seed"])) for r in rows}
+
+
+def edge_sparsity_of(cell) -> float | None:
+    """The edge sparsity of a results.csv cell: None when blank or missing (no edge weights)."""
+    return None if cell in (None, "") else float(cell)

@@ -62,6 +62,19 @@ def weight_matrices(path: str, leaf) -> bool:
     return leaf.ndim >= 2 and not path.rsplit("/", 1)[-1] == "embedding"
 
 
+def prunable_params(path: str, leaf) -> bool:
+    """What the methods prune: every weight matrix (:func:`weight_matrices`) and the encoder's
+    edge-weight leaf (``models.Encoder(num_edges=...)``, present only with ``--edge-sparsity``).
+    """
+    return weight_matrices(path, leaf) or models.is_edge_weight(path)
+
+
+def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
+    """The encoder's ``num_edges``: every stored edge of the message-passing ``graph`` when
+    ``cfg.edge_sparsity`` is set, else None (no edge leaf)."""
+    return None if cfg.edge_sparsity is None else int(graph.senders.shape[0])
+
+
 def row_normalise(features: np.ndarray) -> np.ndarray:
     """Rows scaled to sum 1 (Kipf & Welling's bag-of-words preprocessing); zero rows stay 0."""
     features = np.asarray(features, np.float32)
@@ -84,13 +97,16 @@ def walk_features(ds, dim: int, edge_index=None, epochs: int = 1) -> np.ndarray:
 
 
 def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rngs,
-            input_dropout: bool = False) -> nnx.Module:
+            input_dropout: bool = False, num_edges: int | None = None) -> nnx.Module:
     """A message-passing encoder over ``cfg.features`` (link) or the dataset's features.
 
     Featureless graphs get a learnable embedding table (``ids``) whose nodes without edges
     share one learnt row, structural features of the graph (``struct``), or both.
+    ``num_edges`` (:func:`edge_leaf_size`) adds the learnable edge-weight leaf.
     """
     opts: dict[str, Any] = {}
+    if num_edges is not None:
+        opts["num_edges"] = num_edges
     if input_dropout and in_dim is not None:
         opts["input_dropout"] = cfg.dropout  # Kipf & Welling drop the input features too
     if cfg.features == "ids+struct":
@@ -208,6 +224,9 @@ class LinkTask:
     Training: the latest ``target_fraction`` of the training edges are the targets and the
     earlier ones the message-passing graph, so the model predicts links it cannot see and
     learns how nodes without history link (they are targets too, not only negatives).
+    With ``--edge-sparsity`` the encoder's edge weights cover the training-time graph's edges
+    (never the targets); the evaluation graph lists those edges first, so each keeps its learnt
+    weight (0 when pruned), and the edges it adds (the targets' links) get weight 1: always kept.
     Evaluation: the message-passing graph holds every training edge; validation and test pairs
     are fixed per seed (``data.evaluation_pairs``), scored by the model and by the
     non-learned baselines alike, overall and split into pairs of two seen nodes (``seen``)
@@ -234,6 +253,10 @@ class LinkTask:
                                         self_loops=True)
         eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
                                        node_features=eval_nodes, symmetric=True, self_loops=True)
+        if cfg.edge_sparsity is not None:
+            # The edge weights are learnt on the training-time graph's edges: they come first in
+            # the evaluation graph too, and the edges it adds keep weight 1 (never pruned).
+            eval_graph = graphs.with_edges_first(train_graph, eval_graph)
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
         # An epoch keeps the step budget of one pass over every training pair: holding targets
@@ -335,7 +358,8 @@ class LinkTask:
             enc = models.ColdStartDropout(problem.cold_row, problem.cold_start)
             return models.LinkPredictor(enc, link_decoder(cfg, features.shape[1], rngs, "torch"))
         in_dim = None if cfg.features.startswith("ids") or features is None else features.shape[1]
-        enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs)
+        enc = encoder(cfg, in_dim, cfg.hidden, problem.num_nodes, rngs,
+                      num_edges=edge_leaf_size(cfg, problem.graph))
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
@@ -412,7 +436,8 @@ class NodeTask:
             return models.NodeClassifier(models.Identity(), models.paper_node_mlp(
                 rngs, num_classes=c, in_dim=in_dim))
         return models.NodeClassifier(
-            encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True), None)
+            encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
+                    num_edges=edge_leaf_size(cfg, problem.graph)), None)
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
         return train.make_node_epoch(bound, tx, problem.batch_size, mesh)

@@ -66,6 +66,16 @@ def no_data_loading(monkeypatch):
     monkeypatch.setattr("sparsegnn_jax.data.load", no_loading)
 
 
+@pytest.fixture(scope="module")
+def fast_compile():
+    """XLA's cheaper compile mode for a module whose tests check counts and equalities, not
+    speed (use with ``pytestmark = pytest.mark.usefixtures("fast_compile")``)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def pytest_configure(config):
     """Compiled programs of this test process go to a cache private to the session.
 

@@ -40,6 +40,16 @@ def run_script(task: str, flags: list[str], out, env) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def sweep_script():
+    """``experiments/sweep.py`` imported as a module."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import sweep
+    finally:
+        sys.path.pop(0)
+    return sweep
+
+
 def damage_checkpoint(step_folder, what: str) -> None:
     """Damages a committed checkpoint step as a disk or a careless copy would.
 
@@ -73,6 +83,11 @@ def random_graph(seed=0, n=N, m=30, features=F, symmetric=False, self_loops=Fals
     w = rng.uniform(0.5, 2.0, size=m).astype(np.float32) if weights else None
     return graphs.from_edges(s, r, n, node_features=x, symmetric=symmetric,
                              self_loops=self_loops, edge_weights=w)
+
+
+def random_keep(num_edges, fraction=0.5, seed=3):
+    """A bool [num_edges] mask dropping about ``fraction`` of the edges at random."""
+    return np.random.default_rng(seed).random(num_edges) >= fraction
 
 
 def build_encoder(kind, **opts):

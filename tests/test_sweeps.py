@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import sweep_script
 
 from sparsegnn_jax import config, report, runs, sweeps, tasks, train
 
@@ -67,15 +68,6 @@ def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
     assert "RigL" in table and "Static" in table and "| 90% |" in table
 
 
-def _sweep_script():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import sweep
-    finally:
-        sys.path.pop(0)
-    return sweep
-
-
 @pytest.mark.parametrize("flags, fragment", [
     (["--sparsities=0.5,1.0"], r"--sparsities must be in \[0, 1\), got 1.0"),
     (["--sparsities=nan"], r"--sparsities must be in \[0, 1\), got nan"),
@@ -96,7 +88,7 @@ def test_sweep_rejects_bad_arguments_before_training(flags, fragment, tmp_path, 
     a_file.write_text("not a folder")
     out = tmp_path / "out"
     argv = [f"--out={out}", "--no-progress"] + [f.format(a_file=a_file) for f in flags]
-    assert _sweep_script().main(argv) == 2
+    assert sweep_script().main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     [line] = captured.err.strip().splitlines()

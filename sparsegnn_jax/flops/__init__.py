@@ -19,6 +19,12 @@ Convention
   left out, as XLA reports it apart) and the weighting (multiply + add per edge and feature);
   GIN one sum add per edge and input feature, ``(1 + eps) * x + sum`` per node and feature, then
   its MLP. The exact counts are in the ``*_layer_flops`` functions of :mod:`.formulas`.
+* Edge sparsity: an ``Encoder`` with an edge-weight leaf (``num_edges``) gates its graph's
+  first edges. Every per-edge term above, in every layer, is counted only for the kept edges:
+  the leaf is a "weight" whose dense cost is the per-edge FLOPs of the edges it gates, summed
+  over layers, so its mask density scales it per step and per run exactly as a kernel's
+  density scales the products (a RigL mask update of the edges counts its dense gradient the
+  same way). A masked graph then costs what the graph with the pruned edges deleted costs.
 * Link decoders cost per pair: the dot decoder ``2 * d``; the MLP decoder its combine step
   (``d`` multiplies for the Hadamard mode, nothing for concatenation) and its MLP.
 * Left out: activations (ReLU, LeakyReLU, sigmoid, log-softmax), dropout, the exponentials of the

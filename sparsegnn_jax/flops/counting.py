@@ -53,6 +53,8 @@ class InputSizes(NamedTuple):
     num_edges: int     # stored edges E of the graph, padding and self loops included
     num_pairs: int     # P pairs scored by a link decoder (0 when none)
     width: int         # feature width of the graph's nodes / the batch (0 if unknown)
+    edge_leaf: str = ""    # path of the encoder's edge-weight leaf gating the edges ("" none)
+    gated_edges: int = 0   # how many of the E edges that leaf gates (its first entries)
 
 
 class FlopsTally:
@@ -118,42 +120,77 @@ def _count_linear(module, path: str, inp: InputSizes, tally: FlopsTally) -> None
               {join_path(path, "kernel"): linear_flops(inp.rows, f_in, f_out)})
 
 
+def _add_message_passing(tally: FlopsTally, path: str, inp: InputSizes, layer_flops,
+                         edges: int, weights: Mapping[str, float]) -> None:
+    """Adds a message-passing layer whose fixed FLOPs on ``e`` edges are ``layer_flops(e)``.
+
+    The per-edge part (``layer_flops(edges) - layer_flops(0)``, linear in the edges) of the
+    edges the encoder's edge-weight leaf gates is that leaf's dense cost, so it scales with the
+    leaf's density like a weight's products; the rest stays fixed.
+    """
+    fixed = layer_flops(edges)
+    weights = dict(weights)
+    gated = min(inp.gated_edges, edges) if inp.edge_leaf else 0
+    if gated:
+        per_edge = (fixed - layer_flops(0)) / edges
+        fixed -= per_edge * gated
+        weights[inp.edge_leaf] = per_edge * gated
+    tally.add(path, fixed, weights)
+
+
 def _count_gcn(layer, path: str, inp: InputSizes, tally: FlopsTally) -> None:
     f_in, f_out = _kernel_dims(layer.kernel)
     n = inp.num_nodes
     edges = inp.num_edges + (n if getattr(layer, "add_self_loops", False) else 0)
-    fixed = gcn_layer_flops(n, edges, f_in, f_out, density=0.0, bias=_has_bias(layer))
-    tally.add(path, fixed, {join_path(path, "kernel"): linear_flops(n, f_in, f_out)})
+    _add_message_passing(
+        tally, path, inp,
+        lambda e: gcn_layer_flops(n, e, f_in, f_out, density=0.0, bias=_has_bias(layer)),
+        edges, {join_path(path, "kernel"): linear_flops(n, f_in, f_out)})
 
 
 def _count_sage(layer, path: str, inp: InputSizes, tally: FlopsTally) -> None:
     f_in, f_out = _kernel_dims(layer.lin_self.kernel)
     n = inp.num_nodes
-    fixed = sage_layer_flops(n, inp.num_edges, f_in, f_out, 0.0, 0.0,
-                             bias=_has_bias(layer.lin_neigh) or _has_bias(layer.lin_self))
-    tally.add(path, fixed, {join_path(path, "lin_self", "kernel"): linear_flops(n, f_in, f_out),
-                            join_path(path, "lin_neigh", "kernel"): linear_flops(n, f_in, f_out)})
+    bias = _has_bias(layer.lin_neigh) or _has_bias(layer.lin_self)
+    _add_message_passing(
+        tally, path, inp, lambda e: sage_layer_flops(n, e, f_in, f_out, 0.0, 0.0, bias=bias),
+        inp.num_edges,
+        {join_path(path, "lin_self", "kernel"): linear_flops(n, f_in, f_out),
+         join_path(path, "lin_neigh", "kernel"): linear_flops(n, f_in, f_out)})
 
 
 def _count_gat(layer, path: str, inp: InputSizes, tally: FlopsTally) -> None:
     f_in, width = _kernel_dims(layer.kernel)
     heads = int(layer.heads)
     n = inp.num_nodes
-    fixed = gat_layer_flops(n, inp.num_edges, f_in, width // heads, heads, density=0.0,
-                            bias=_has_bias(layer), concat=bool(layer.concat))
-    tally.add(path, fixed, {join_path(path, "kernel"): linear_flops(n, f_in, width)})
+    _add_message_passing(
+        tally, path, inp,
+        lambda e: gat_layer_flops(n, e, f_in, width // heads, heads, density=0.0,
+                                  bias=_has_bias(layer), concat=bool(layer.concat)),
+        inp.num_edges, {join_path(path, "kernel"): linear_flops(n, f_in, width)})
 
 
 def _count_gin(layer, path: str, inp: InputSizes, tally: FlopsTally) -> None:
     f_in, f_hidden = _kernel_dims(layer.lin1.kernel)
     _, f_out = _kernel_dims(layer.lin2.kernel)
     n = inp.num_nodes
-    fixed = gin_layer_flops(n, inp.num_edges, (f_in, f_hidden, f_out), densities=0.0,
-                            bias=False)
-    fixed += (n * f_hidden if _has_bias(layer.lin1) else 0.0) + (
+    biases = (n * f_hidden if _has_bias(layer.lin1) else 0.0) + (
         n * f_out if _has_bias(layer.lin2) else 0.0)
-    tally.add(path, fixed, {join_path(path, "lin1", "kernel"): linear_flops(n, f_in, f_hidden),
-                            join_path(path, "lin2", "kernel"): linear_flops(n, f_hidden, f_out)})
+    _add_message_passing(
+        tally, path, inp,
+        lambda e: gin_layer_flops(n, e, (f_in, f_hidden, f_out), densities=0.0,
+                                  bias=False) + biases,
+        inp.num_edges,
+        {join_path(path, "lin1", "kernel"): linear_flops(n, f_in, f_hidden),
+         join_path(path, "lin2", "kernel"): linear_flops(n, f_hidden, f_out)})
+
+
+def _count_encoder(encoder, path: str, inp: InputSizes, tally: FlopsTally) -> None:
+    # Its layers see the edges its edge-weight leaf gates (if it has one).
+    if getattr(encoder, "edge_weight", None) is not None:
+        inp = inp._replace(edge_leaf=join_path(path, models.EDGE_WEIGHT),
+                           gated_edges=int(encoder.num_edges))
+    count_children(encoder, path, inp, tally)
 
 
 def _output_width(encoder, inp: InputSizes) -> int:
@@ -193,6 +230,7 @@ def _count_mlp_decoder(decoder, path: str, inp: InputSizes, tally: FlopsTally) -
 # Encoder, NodeClassifier, MLP, nnx.List, Identity, ...) are walked into: their children see the
 # same rows; embedding tables and other leaves cost no arithmetic.
 _COUNTERS: dict[type, LayerCounter] = {
+    models.Encoder: _count_encoder,
     models.GCNConv: _count_gcn,
     models.SAGEConv: _count_sage,
     models.GATConv: _count_gat,
@@ -291,14 +329,19 @@ def _parse_inputs(graph_or_batch) -> InputSizes:
 
 
 def _prunable_leaves(tree) -> list[tuple[str, object]]:
-    """``(path, leaf)`` of the leaves ``masks.layer_sparsity`` reports, named as it names them."""
-    return [(masks_lib.path_str(keypath), leaf)
-            for keypath, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-            if masks_lib.default_filter("", leaf)]
+    """``(path, leaf)`` of the leaves ``masks.layer_sparsity`` reports, named as it names them,
+    and of encoders' edge-weight leaves."""
+    out = []
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        path = masks_lib.path_str(keypath)
+        if masks_lib.default_filter("", leaf) or models.is_edge_weight(path):
+            out.append((path, leaf))
+    return out
 
 
 def mask_densities(masks) -> dict[str, float]:
-    """``{weight path: density}`` of every mask leaf with ndim >= 2.
+    """``{weight path: density}`` of every mask leaf with ndim >= 2 and of every encoder's
+    edge-weight leaf (its density scales the aggregation over the edges it gates).
 
     Args:
       masks: a masks pytree (same structure as the params of ``nnx.split(model, nnx.Param,
@@ -316,7 +359,8 @@ def mask_densities(masks) -> dict[str, float]:
 
 
 def _param_paths(model) -> list[str]:
-    """Paths of every >= 2-D ``nnx.Param`` of ``model`` (the prunable weights by default)."""
+    """Paths of every >= 2-D ``nnx.Param`` of ``model`` (the prunable weights by default) and
+    of its edge-weight leaves."""
     _, params, _ = nnx.split(model, nnx.Param, ...)
     return [path for path, _ in _prunable_leaves(params)]
 
@@ -329,7 +373,9 @@ def forward(model, graph_or_batch, masks=None, *, densities=None) -> FlopsReport
     """Forward FLOPs of ``model`` on ``graph_or_batch``, per layer and in total.
 
     Walks the NNX module tree: GCN / SAGE / GAT / GIN layers count their products and message
-    aggregation on the graph's ``N`` nodes and ``E`` stored edges; ``Linear`` layers (of MLPs,
+    aggregation on the graph's ``N`` nodes and ``E`` stored edges (an ``Encoder`` with an
+    edge-weight leaf: the per-edge terms of the edges it gates scale with the leaf's density,
+    in every layer, and are reported as that leaf's ``weight_flops``); ``Linear`` layers (of MLPs,
     node heads and link decoders) count ``rows`` products plus bias adds, where rows are the
     graph's nodes, the batch rows, or the scored pairs inside a ``LinkPredictor``'s decoder.
     Layer types of your own are counted by a :func:`register_counter` counter. See

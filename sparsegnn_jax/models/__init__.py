@@ -10,8 +10,8 @@ from typing import Sequence, Union
 
 from flax import nnx
 
-from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout, Encoder,
-                       Identity, has_edges, structural_features)
+from .encoders import (EDGE_WEIGHT, LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout,
+                       Encoder, Identity, has_edges, is_edge_weight, structural_features)
 from . import sparse_inputs
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
@@ -23,6 +23,7 @@ from .layers import (
     SAGEConv,
     dropout,
     gat_conv,
+    gated_segment_softmax,
     gcn_conv,
     gin_aggregate,
     sage_conv,
@@ -32,6 +33,7 @@ from .mlp import MLP, paper_link_mlp, paper_node_mlp, torch_uniform
 __all__ = [
     "ColdStartDropout",
     "DotDecoder",
+    "EDGE_WEIGHT",
     "Encoder",
     "GATConv",
     "GCNConv",
@@ -50,6 +52,7 @@ __all__ = [
     "build",
     "dropout",
     "gat_conv",
+    "gated_segment_softmax",
     "gcn_conv",
     "gin_aggregate",
     "paper_link_mlp",
@@ -59,6 +62,7 @@ __all__ = [
     "sparse_inputs",
     "structural_features",
     "has_edges",
+    "is_edge_weight",
     "torch_uniform",
 ]
 
@@ -66,10 +70,10 @@ KINDS = tuple(LAYER_KINDS) + ("mlp",)
 
 _ENCODER_OPTS = {
     # heads=1 is accepted by every GNN kind so configs can sweep kinds with one option set.
-    "gcn": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "add_self_loops"},
-    "sage": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout"},
-    "gat": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "negative_slope"},
-    "gin": {"num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
+    "gcn": {"num_edges", "num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "add_self_loops"},
+    "sage": {"num_edges", "num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout"},
+    "gat": {"num_edges", "num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "negative_slope"},
+    "gin": {"num_edges", "num_nodes", "structural", "cold_start", "node_features", "use_bias", "heads", "input_dropout", "eps", "train_eps"},
     "mlp": {"use_bias", "init"},
 }
 
@@ -88,7 +92,8 @@ def build(kind: str, in_dim: int, hidden: Union[int, Sequence[int]], out_dim: in
       rngs: ``nnx.Rngs``.
       dropout: dropout rate between layers (active only with a ``dropout_key``).
       **opts: per kind - all GNNs: ``num_nodes`` (learnable embedding table), ``structural``
-        (append structural features), ``node_features`` (extra feature columns beside a table),
+        (append structural features), ``num_edges`` (a learnable per-edge weight leaf, see
+        ``Encoder``), ``node_features`` (extra feature columns beside a table),
         ``cold_start`` (a shared learnt row for nodes without history), ``use_bias``; gcn: ``add_self_loops``; gat: ``heads``,
         ``negative_slope``; gin: ``eps``, ``train_eps``; mlp: ``use_bias``, ``init``.
 

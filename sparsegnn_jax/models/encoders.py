@@ -12,8 +12,16 @@ from .. import graphs as _graphs
 from . import sparse_inputs
 from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
 
-__all__ = ["ColdStartDropout", "Encoder", "Identity", "NUM_STRUCTURAL_FEATURES", "structural_features", "LAYER_KINDS",
-           "has_edges"]
+__all__ = ["EDGE_WEIGHT", "LAYER_KINDS", "NUM_STRUCTURAL_FEATURES", "ColdStartDropout", "Encoder",
+           "Identity", "has_edges", "is_edge_weight", "structural_features"]
+
+EDGE_WEIGHT = "edge_weight"
+"""Name of the ``Encoder``'s learnable per-edge weight leaf (its path ends with it)."""
+
+
+def is_edge_weight(path: str) -> bool:
+    """Whether the parameter at ``path`` (``"/"``-joined) is an ``Encoder``'s edge-weight leaf."""
+    return path.rsplit("/", 1)[-1] == EDGE_WEIGHT
 
 NUM_STRUCTURAL_FEATURES = 3
 
@@ -104,7 +112,21 @@ class Encoder(nnx.Module):
     ``sparse_inputs``), or a learnable embedding table when
     ``num_nodes`` is given, optionally followed by ``structural_features`` columns.
 
-    Params: ``layers/<i>/...`` per layer, and ``embedding [num_nodes, in_dim]`` with a table.
+    Params: ``layers/<i>/...`` per layer, ``embedding [num_nodes, in_dim]`` with a table, and
+    ``edge_weight [num_edges]`` with ``num_edges``.
+
+    Edge weights: with ``num_edges=E`` the encoder holds a learnable per-edge leaf
+    ``edge_weight`` (initialised to 1, so the model starts as the plain graph) that gates the
+    first ``E`` stored edges of every graph it is called on, in every layer (GCN multiplies
+    ``graph.edges`` by it and normalises by the degrees of the gated edges; SAGE averages the
+    gated messages over the edges whose gate is non-zero; GAT weighs its softmax by it; GIN sums
+    gated messages). Sparsity methods prune it like any weight (``tasks.prunable_params`` selects
+    it); an edge whose weight is 0 carries no message. Edges past the first ``E`` (an evaluation
+    graph that appends edges to the training graph's, padding) get weight 1: always kept. The
+    leaf is aligned with the stored edge list, so the explicit self loops ``graphs.from_edges``
+    adds are prunable edges like any other; build the graph with ``self_loops=False`` and pass
+    ``add_self_loops=True`` (GCN) to keep self loops out of the leaf, never pruned. The
+    structural input columns and the cold-start test read the graph as given, not the gates.
 
     Args:
       kind: "gcn", "sage", "gat" or "gin".
@@ -119,6 +141,8 @@ class Encoder(nnx.Module):
       structural: append ``NUM_STRUCTURAL_FEATURES`` structural columns to the input.
       node_features: with ``num_nodes``, the width F of extra node features read from
         ``graph.nodes`` and appended to the table rows.
+      num_edges: if given, the number of edges ``E`` of the learnable ``edge_weight`` leaf
+        (see above); None (default) leaves the graph's edges fixed and adds no parameter.
       cold_start: with ``num_nodes``, a learnable row ``cold_start [in_dim]`` replaces the table
         row of every node without history, so such nodes share what is learnt about them
         instead of an untrained random row. ``graph.nodes`` then ends with a 0/1 "has history"
@@ -133,8 +157,8 @@ class Encoder(nnx.Module):
 
     def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, *,
                  dropout: float = 0.0, input_dropout: float = 0.0,
-                 num_nodes: Optional[int] = None, structural: bool = False,
-                 node_features: int = 0, cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
+                 num_nodes: Optional[int] = None, num_edges: int | None = None,
+                 structural: bool = False, node_features: int = 0, cold_start: bool = False, heads: int = 1, use_bias: bool = True, rngs: nnx.Rngs, **layer_opts):
         if kind not in LAYER_KINDS:
             raise ValueError(f"Encoder: kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
         if int(num_layers) < 1:
@@ -163,6 +187,11 @@ class Encoder(nnx.Module):
             raise ValueError("Encoder: cold_start and node_features need an embedding table "
                              "(num_nodes)")
         self.node_features = int(node_features)
+        if num_edges is not None and int(num_edges) < 0:
+            raise ValueError(f"Encoder: num_edges must be >= 0, got {num_edges}")
+        self.num_edges = None if num_edges is None else int(num_edges)
+        self.edge_weight = (None if num_edges is None
+                            else nnx.Param(jnp.ones((self.num_edges,), jnp.float32)))
         self.cold_start = (nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (self.in_dim,),
                                                                   jnp.float32))
                            if cold_start else None)
@@ -211,6 +240,22 @@ class Encoder(nnx.Module):
             return parts[0]  # sparse (BCOO) features stay sparse only when alone
         return jnp.concatenate([sparse_inputs.to_dense(p) for p in parts], axis=-1)
 
+    def edge_gate(self, graph: jraph.GraphsTuple) -> jax.Array | None:
+        """The ``[E]`` gate of ``graph``'s stored edges: the ``edge_weight`` leaf on the first
+        ``num_edges`` edges, 1 on the rest; None without the leaf.
+
+        Raises:
+          ValueError: the graph has fewer edges than the leaf.
+        """
+        if self.edge_weight is None:
+            return None
+        stored = int(graph.senders.shape[0])
+        if stored < self.num_edges:
+            raise ValueError(f"Encoder: the graph has {stored} edges but the edge_weight leaf "
+                             f"has {self.num_edges}; it gates the first num_edges edges")
+        leaf = self.edge_weight[...]
+        return jnp.concatenate([leaf, jnp.ones((stored - self.num_edges,), leaf.dtype)])
+
     def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
         """Encodes every node.
 
@@ -227,8 +272,9 @@ class Encoder(nnx.Module):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, self.num_layers)
             drop = sparse_inputs.dropout_entries if sparse_inputs.is_sparse(x) else dropout
             x = drop(x, self.input_dropout, key)
+        gate = self.edge_gate(graph)
         for i, layer in enumerate(self.layers):
-            x = layer(graph, x)
+            x = layer(graph, x) if gate is None else layer(graph, x, edge_gate=gate)
             if i < self.num_layers - 1:
                 x = jax.nn.relu(x)
                 key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)

@@ -7,6 +7,12 @@ Each layer is a pure function of arrays (``gcn_conv``, ``sage_conv``, ``gat_conv
 
 Padding: all degrees and softmax normalisers are computed from edges at receivers, and padding
 edges only connect padding nodes, so padding never changes real-node outputs.
+
+Edge gates: every layer takes an optional ``edge_gate`` (``[E]``, one value per stored edge; the
+``Encoder``'s learnable ``edge_weight`` leaf, pruned by the sparsity methods like any weight). An
+edge whose gate is exactly 0 carries no message: the output equals the output on the graph
+with that edge deleted (GCN's degrees, SAGE's mean and GAT's softmax are taken over the edges
+with a non-zero gate only). Without a gate every layer computes exactly what it did before.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ __all__ = [
     "dropout",
     "gat_conv",
     "gcn_conv",
+    "gated_segment_softmax",
     "gin_aggregate",
     "sage_conv",
 ]
@@ -126,14 +133,23 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
     return _add_bias(out, bias)
 
 
-def _mean_neighbours(x, senders, receivers):
+def _mean_neighbours(x, senders, receivers, edge_gate=None):
     n = x.shape[0]
-    total = jax.ops.segment_sum(x[senders], receivers, num_segments=n)
-    count = jax.ops.segment_sum(jnp.ones(senders.shape, x.dtype), receivers, num_segments=n)
+    messages = x[senders]
+    if edge_gate is None:
+        present = jnp.ones(senders.shape, x.dtype)
+    else:
+        gate = edge_gate.astype(x.dtype)
+        messages = messages * gate[:, None]
+        # The count is of kept edges, not the sum of gates: a learnt gate scales its message
+        # without a division by learnt values that could approach 0.
+        present = (gate != 0).astype(x.dtype)
+    total = jax.ops.segment_sum(messages, receivers, num_segments=n)
+    count = jax.ops.segment_sum(present, receivers, num_segments=n)
     return total / jnp.maximum(count, 1.0)[:, None]
 
 
-def sage_conv(x, kernel_self, kernel_neigh, bias, senders, receivers):
+def sage_conv(x, kernel_self, kernel_neigh, bias, senders, receivers, edge_gate=None):
     """GraphSAGE layer with mean aggregation and root weight (Hamilton et al. 2017).
 
     ``x_i @ kernel_self + mean_{j -> i} x_j @ kernel_neigh + bias``; aggregates first, then
@@ -144,17 +160,48 @@ def sage_conv(x, kernel_self, kernel_neigh, bias, senders, receivers):
       kernel_self, kernel_neigh: ``[in, out]``.
       bias: ``[out]`` or None.
       senders, receivers: ``[E]`` int edge endpoints.
+      edge_gate: ``[E]`` or None. Given, the mean is ``sum_j g_ji x_j / #{j: g_ji != 0}``: a
+        weighted sum over the kept edges divided by their number.
 
     Returns:
       ``[N, out]``.
     """
     x = sparse_inputs.to_dense(x)
-    mean = _mean_neighbours(x, senders, receivers)
+    mean = _mean_neighbours(x, senders, receivers, edge_gate)
     return _add_bias(x @ kernel_self + mean @ kernel_neigh, bias)
 
 
+def gated_segment_softmax(logits, gate, segment_ids, num_segments: int):
+    """Softmax over segments in which entry ``e`` counts with weight ``gate[e]``.
+
+    ``alpha_e = g_e exp(l_e) / sum_{k in seg(e)} g_k exp(l_k)``: entries with ``g = 0`` get
+    exactly 0 and leave the others as if they were absent (the maximum subtracted for
+    stability is taken over the non-zero entries only); ``g = 1`` everywhere is the plain
+    softmax. The gradient with respect to a zero gate is finite and non-zero, so a gradient
+    criterion can rank absent entries.
+
+    Args:
+      logits: ``[E, ...]``.
+      gate: ``[E]``.
+      segment_ids: ``[E]`` int segment of each entry.
+      num_segments: static number of segments.
+
+    Returns:
+      ``[E, ...]`` weights; segments without a kept entry give 0 (never NaN).
+    """
+    gate = gate.astype(logits.dtype).reshape(gate.shape + (1,) * (logits.ndim - 1))
+    kept = jnp.broadcast_to(gate != 0, logits.shape)
+    highest = jax.ops.segment_max(jnp.where(kept, logits, -jnp.inf), segment_ids,
+                                  num_segments=num_segments)
+    highest = jax.lax.stop_gradient(jnp.where(jnp.isfinite(highest), highest, 0.0))
+    scores = gate * jnp.exp(jnp.where(kept, logits - highest[segment_ids], 0.0))
+    total = jax.ops.segment_sum(scores, segment_ids, num_segments=num_segments)
+    safe = jnp.where(total != 0, total, 1.0)
+    return scores / safe[segment_ids]
+
+
 def gat_conv(x, kernel, att_src, att_dst, bias, senders, receivers, heads, concat,
-             negative_slope=0.2):
+             negative_slope=0.2, edge_gate=None):
     """GAT layer (Velickovic et al. 2018), multi-head.
 
     ``h = x @ kernel`` split into ``heads`` heads; logits ``LeakyReLU(a_src . h_j + a_dst . h_i)``
@@ -170,6 +217,8 @@ def gat_conv(x, kernel, att_src, att_dst, bias, senders, receivers, heads, conca
       heads: number of heads.
       concat: concatenate heads (hidden layers) or average them (last layer).
       negative_slope: LeakyReLU slope of the attention logits.
+      edge_gate: ``[E]`` or None. Given, the softmax weighs each edge by its gate
+        (:func:`gated_segment_softmax`): an edge with gate 0 gets no attention at all.
 
     Returns:
       ``[N, heads * C]`` if ``concat`` else ``[N, C]``.
@@ -179,25 +228,32 @@ def gat_conv(x, kernel, att_src, att_dst, bias, senders, receivers, heads, conca
     a_src = jnp.sum(h * att_src.reshape(heads, -1), axis=-1)  # [N, H]
     a_dst = jnp.sum(h * att_dst.reshape(heads, -1), axis=-1)
     logits = jax.nn.leaky_relu(a_src[senders] + a_dst[receivers], negative_slope)  # [E, H]
-    alpha = jraph.segment_softmax(logits, receivers, num_segments=n)
+    if edge_gate is None:
+        alpha = jraph.segment_softmax(logits, receivers, num_segments=n)
+    else:
+        alpha = gated_segment_softmax(logits, edge_gate, receivers, n)
     out = jax.ops.segment_sum(h[senders] * alpha[..., None], receivers, num_segments=n)  # [N, H, C]
     out = out.reshape(n, -1) if concat else out.mean(axis=1)
     return _add_bias(out, bias)
 
 
-def gin_aggregate(x, eps, senders, receivers):
+def gin_aggregate(x, eps, senders, receivers, edge_gate=None):
     """GIN's input to its MLP (Xu et al. 2019): ``(1 + eps) x_i + sum_{j -> i} x_j``.
 
     Args:
       x: ``[N, in]``, dense or BCOO (densified: the sum aggregates input rows).
       eps: scalar.
       senders, receivers: ``[E]`` int edge endpoints.
+      edge_gate: ``[E]`` or None; given, the sum is weighted: ``sum_j g_ji x_j``.
 
     Returns:
       ``[N, in]``.
     """
     x = sparse_inputs.to_dense(x)
-    total = jax.ops.segment_sum(x[senders], receivers, num_segments=x.shape[0])
+    messages = x[senders]
+    if edge_gate is not None:
+        messages = messages * edge_gate.astype(x.dtype)[:, None]
+    total = jax.ops.segment_sum(messages, receivers, num_segments=x.shape[0])
     return (1.0 + eps) * x + total
 
 
@@ -218,7 +274,8 @@ def _value(param):
 
 
 class GCNConv(nnx.Module):
-    """GCN layer module; see ``gcn_conv``. Uses ``graph.edges`` as edge weights when present.
+    """GCN layer module; see ``gcn_conv``. Uses ``graph.edges`` as edge weights when present,
+    times ``edge_gate`` when one is passed (degrees are then those of the gated edges).
 
     Params: ``kernel [in, out]``, ``bias [out]``.
 
@@ -239,9 +296,11 @@ class GCNConv(nnx.Module):
         self.kernel = nnx.Param(glorot(rngs.params(), (self.in_features, self.out_features), jnp.float32))
         self.bias = _bias_param(use_bias, self.out_features, rngs)
 
-    def __call__(self, graph: jraph.GraphsTuple, x=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, x=None, edge_gate=None) -> jax.Array:
         x = _features(graph, x)
         weights = None if graph.edges is None else _graphs.edge_weights_of(graph)
+        if edge_gate is not None:
+            weights = edge_gate if weights is None else weights * edge_gate
         return gcn_conv(x, self.kernel[...], _value(self.bias), graph.senders, graph.receivers,
                         weights, self.add_self_loops)
 
@@ -266,10 +325,10 @@ class SAGEConv(nnx.Module):
         self.lin_self = Linear(in_features, out_features, use_bias=False, rngs=rngs)
         self.lin_neigh = Linear(in_features, out_features, use_bias=use_bias, rngs=rngs)
 
-    def __call__(self, graph: jraph.GraphsTuple, x=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, x=None, edge_gate=None) -> jax.Array:
         x = _features(graph, x)
         return sage_conv(x, self.lin_self.kernel[...], self.lin_neigh.kernel[...],
-                         _value(self.lin_neigh.bias), graph.senders, graph.receivers)
+                         _value(self.lin_neigh.bias), graph.senders, graph.receivers, edge_gate)
 
 
 class GATConv(nnx.Module):
@@ -314,10 +373,11 @@ class GATConv(nnx.Module):
         self.att_dst = nnx.Param(att_init(rngs.params(), (heads, self.head_features, 1)).reshape(width))
         self.bias = _bias_param(use_bias, self.out_features, rngs)
 
-    def __call__(self, graph: jraph.GraphsTuple, x=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, x=None, edge_gate=None) -> jax.Array:
         x = _features(graph, x)
         return gat_conv(x, self.kernel[...], self.att_src[...], self.att_dst[...], _value(self.bias),
-                        graph.senders, graph.receivers, self.heads, self.concat, self.negative_slope)
+                        graph.senders, graph.receivers, self.heads, self.concat, self.negative_slope,
+                        edge_gate)
 
 
 class GINConv(nnx.Module):
@@ -345,10 +405,10 @@ class GINConv(nnx.Module):
         self.lin1 = Linear(in_features, out_features, use_bias=use_bias, rngs=rngs)
         self.lin2 = Linear(out_features, out_features, use_bias=use_bias, rngs=rngs)
 
-    def __call__(self, graph: jraph.GraphsTuple, x=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, x=None, edge_gate=None) -> jax.Array:
         x = _features(graph, x)
         eps = self.eps[...] if self.train_eps else self.eps
-        h = gin_aggregate(x, eps, graph.senders, graph.receivers)
+        h = gin_aggregate(x, eps, graph.senders, graph.receivers, edge_gate)
         return self.lin2(jax.nn.relu(self.lin1(h)))
 
 

@@ -39,7 +39,7 @@ from sparsegnn_jax.sparsity.validation import check_sparsity, is_concrete
 PyTree = Any
 
 __all__ = ["DISTRIBUTIONS", "ALIASES", "check_distribution", "layer_densities", "keep_counts",
-           "erdos_renyi_densities", "erdos_renyi_densities_traced"]
+           "erdos_renyi_densities", "erdos_renyi_densities_traced", "with_fixed_layers"]
 
 DISTRIBUTIONS = ("uniform", "uniform_dense_first", "erk", "er")
 
@@ -267,3 +267,34 @@ def keep_counts(params: PyTree, sparsity, distribution="uniform", filter_fn=None
         else:
             counts.append(np.int32(size))
     return jax.tree_util.tree_unflatten(treedef, counts)
+
+
+def with_fixed_layers(shapes: Mapping[str, tuple], sparsity, distribution,
+                      fixed: Mapping[str, Any]) -> dict:
+    """A ``{path: sparsity}`` distribution in which the ``fixed`` layers keep their sparsity
+    and ``distribution`` splits ``sparsity`` over the other layers alone.
+
+    So a fixed layer (an explicit per-layer sparsity, the edge-weight leaf at its edge
+    sparsity) is never redistributed: ERK does not scale it, ``uniform_dense_first`` does not
+    count it as the first layer.
+
+    Args:
+      shapes: ``{path: shape}`` of every prunable layer, in flattening order.
+      sparsity: the global sparsity of the other layers (may be traced).
+      distribution: how it is split over them (a name of :data:`DISTRIBUTIONS`).
+      fixed: ``{path: sparsity}`` of the fixed layers (values may be traced).
+
+    Returns:
+      ``{path: sparsity}`` over ``shapes``, in its order.
+
+    Raises:
+      ValueError: a ``fixed`` path that is not in ``shapes``.
+    """
+    unknown = [p for p in fixed if p not in shapes]
+    if unknown:
+        raise ValueError(f"with_fixed_layers: {', '.join(unknown)} not among the prunable "
+                         f"layers {', '.join(shapes)}")
+    rest = {p: jax.ShapeDtypeStruct(shape, jnp.float32) for p, shape in shapes.items()
+            if p not in fixed}
+    densities = layer_densities(rest, sparsity, distribution, filter_fn=lambda path, leaf: True)
+    return {p: fixed[p] if p in fixed else 1.0 - densities[p] for p in shapes}

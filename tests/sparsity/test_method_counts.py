@@ -35,13 +35,8 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """These tests check integer counts, not speed: XLA's cheaper compile mode keeps them quick."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# These tests check counts and equalities, not speed: XLA's cheaper compile mode.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def run(method, cfg, params, batch, steps=STEPS):
