@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "PaddedGraph",
+    "compact_edges",
     "edge_weights_of",
     "from_edges",
     "gcn_norm_weights",
@@ -239,6 +240,67 @@ def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Ar
     positive = deg > 0
     inv_sqrt = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, deg, 1.0)), 0.0)
     return inv_sqrt[senders] * weights * inv_sqrt[receivers]
+
+
+def compact_edges(senders, receivers, edge_weights, keep, size: int, *, fill_node: int = 0):
+    """The kept edges of an edge mask as fixed-size arrays, so aggregation costs ``size`` edges.
+
+    A pruned graph's keep count is known when its mask is made, so the compacted edge list has a
+    static length and works inside ``jit`` and under ``vmap`` (batch ``keep`` and, if they differ
+    per run, the edge arrays). Kept edges stay in their original order and keep their weights
+    (gradients reach ``edge_weights`` at the kept positions).
+
+    Fewer than ``size`` kept edges: the remaining slots are padding edges ``fill_node ->
+    fill_node`` of weight 0. They change nothing in a layer that weights its messages and degrees
+    (``gcn_conv`` with the returned weights). Layers without edge weights (``sage_conv``,
+    ``gat_conv``, ``gin_aggregate``) do see them, so pass a node whose output is ignored as
+    ``fill_node`` (``pad_to_bucket``'s first padding node) or a ``size`` equal to the keep count.
+
+    More than ``size`` kept edges: a concrete ``keep`` raises ``ValueError``. A traced ``keep``
+    (inside ``jit``/``vmap``) cannot be checked; only the first ``size`` kept edges (in edge
+    order) are returned and the rest are dropped silently, so check the count where the mask is
+    made.
+
+    Args:
+      senders, receivers: ``[E]`` int edge endpoints.
+      edge_weights: ``[E]`` weights, or None for 1.
+      keep: ``[E]`` bool or 0/1 mask; nonzero entries are kept.
+      size: static number of edges to return.
+      fill_node: node id of padding edges; must be a valid node.
+
+    Returns:
+      ``(senders, receivers, weights)``, each ``[size]``: int edge endpoints (dtype of
+      ``senders``) and float32 weights (0 on padding edges).
+
+    Raises:
+      ValueError: mismatched shapes, negative ``size``, or a concrete ``keep`` with more than
+        ``size`` nonzero entries.
+    """
+    size = int(size)
+    if size < 0:
+        raise ValueError(f"compact_edges: size must be >= 0, got {size}")
+    num_edges = senders.shape[0] if senders.ndim == 1 else -1
+    shapes = {"senders": senders.shape, "receivers": receivers.shape, "keep": keep.shape}
+    if edge_weights is not None:
+        shapes["edge_weights"] = jnp.shape(edge_weights)
+    if any(shape != (num_edges,) for shape in shapes.values()):
+        raise ValueError(f"compact_edges: edge arrays must be 1-D of one length, got {shapes}")
+    try:
+        kept = int(np.count_nonzero(np.asarray(keep)))
+    except jax.errors.TracerArrayConversionError:
+        kept = None
+    if kept is not None and kept > size:
+        raise ValueError(f"compact_edges: keep holds {kept} edges, more than size={size}")
+    # jnp.nonzero(size=) against a hand-written cumsum + scatter on 10M edges (1M kept, CPU):
+    # 264-327 ms vs 242-327 ms, equal within noise (both are dominated by the cumsum), so the
+    # library call.
+    index = jnp.nonzero(keep, size=size, fill_value=0)[0]
+    real = jnp.arange(size) < jnp.count_nonzero(keep)
+    weights = jnp.ones((num_edges,), jnp.float32) if edge_weights is None else edge_weights
+    fill = jnp.asarray(fill_node, senders.dtype)
+    return (jnp.where(real, senders[index], fill),
+            jnp.where(real, receivers[index], fill),
+            jnp.where(real, jnp.asarray(weights, jnp.float32)[index], 0.0))
 
 
 # Not jraph.pad_with_graphs: for one graph it returns int64 indices, raises on a graph that
