@@ -1,10 +1,11 @@
-"""Graph construction, GCN normalisation and padding to size buckets.
+"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction.
 
 Graphs are built on the host with NumPy (edge lists are small, and deduplication is a sort) and
 handed to models as a single ``jraph.GraphsTuple`` holding ``jnp`` arrays. Padding to power-of-two
 buckets lets a series of graphs of different sizes reuse one compiled program: padding edges
 connect padding nodes only, and every layer computes degrees from edges, so real-node outputs are
-unchanged by padding.
+unchanged by padding. ``compact_edges`` turns a pruned graph's edge mask into a fixed-size list
+of its kept edges inside ``jit``, so that aggregation costs only the kept edges.
 """
 from __future__ import annotations
 
