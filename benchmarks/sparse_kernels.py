@@ -23,14 +23,13 @@ interleaved repeats after a warm-up call that also compiles. Hidden 256 and 1024
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from run import interleaved_times, machine_info, median, peak_rss_mb, versions
+from run import interleaved_times, load_average, median, peak_rss_mb, print_run_header, write_figures
 
 SPARSITIES = (0.9, 0.95, 0.99)
 HIDDENS = (256, 1024)
@@ -128,11 +127,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     repeats = args.repeats or (3 if args.quick else 7)
     hiddens, rows = ((256,), (1_024,)) if args.quick else (HIDDENS, ROWS)
-    info = machine_info()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.1f} GB RAM; "
-          f"{versions()}", flush=True)
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {repeats} timed repeats", flush=True)
+    info = print_run_header()
+    print(f"{repeats} timed repeats", flush=True)
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     results = []
@@ -151,12 +147,10 @@ def main(argv=None) -> int:
               f"{GATHER_LIMIT_BYTES / 2**30:.0f} GiB: "
               + ", ".join(f"N={r['rows']} h={r['hidden']} s={r['sparsity']}" for r in skipped),
               flush=True)
-    print(f"\npeak RSS {peak_rss_mb() / 1024:.2f} GiB; load average after: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; total "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(f"\npeak RSS {peak_rss_mb() / 1024:.2f} GiB; load average after: {load_average()}; "
+          f"total {time.perf_counter() - start:.0f} s", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "results": results}, f, indent=1)
+        write_figures(args.json, info, results)
     return 0
 
 
