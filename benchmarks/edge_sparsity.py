@@ -40,7 +40,8 @@ import time
 
 import numpy as np
 
-from run import interleaved_times, machine_info, median, peak_rss_mb, versions
+from run import (interleaved_times, load_average, median, peak_rss_mb, print_run_header,
+                 write_figures)
 
 HIDDEN = 64
 FEATURES = 64
@@ -253,11 +254,7 @@ def main(argv=None) -> int:
         out = worker(args.worker, graphs[args.worker], args.repeats, args.data_root)
         print("RESULT " + json.dumps(out), flush=True)
         return 0
-    info = machine_info()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.1f} GB RAM; "
-          f"{versions()}", flush=True)
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    info = print_run_header()
     print(f"GCN {FEATURES}-{HIDDEN}-classes, Adam, full batch; {args.repeats} timed repeats",
           flush=True)
     start = time.perf_counter()
@@ -280,11 +277,10 @@ def main(argv=None) -> int:
                 verdict = "met" if speedup >= TARGET_SPEEDUP else "NOT met"
                 print(f"\ntarget: s=0.9 step >= {TARGET_SPEEDUP:g}x faster than {ref}: "
                       f"{speedup:.2f}x, {verdict}", flush=True)
-    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"total {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"\nload average after: {load_average()}; total {time.perf_counter() - start:.0f} s",
+          flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "results": results}, f, indent=1)
+        write_figures(args.json, info, results)
     return 0
 
 
