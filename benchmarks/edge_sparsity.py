@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/edge_sparsity.py [--quick] [--json PATH] [--data-root DIR]
+    python benchmarks/edge_sparsity.py [--quick] [--json PATH] [--data-root DIR] [--graphs NAME ...]
 
 A 2-layer GCN (``layers.gcn_conv``, hidden 64, ReLU, cross-entropy over all nodes, ``optax.adam``)
 takes full-batch training steps on: email-eu (skipped, saying why, when the data is absent), a
@@ -238,6 +238,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="dataset folder (default: $SPARSEGNN_DATA); email-eu is skipped without it")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 2)")
+    p.add_argument("--graphs", nargs="+", default=None,
+                   help="run only these graphs (names as printed; default: all)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -254,12 +256,17 @@ def main(argv=None) -> int:
         out = worker(args.worker, graphs[args.worker], args.repeats, args.data_root)
         print("RESULT " + json.dumps(out), flush=True)
         return 0
+    unknown = [name for name in args.graphs or () if name not in graphs]
+    if unknown:
+        print(f"error: --graphs: unknown graph {unknown[0]!r}; choose from {', '.join(graphs)}",
+              file=sys.stderr)
+        return 2
     info = print_run_header()
     print(f"GCN {FEATURES}-{HIDDEN}-classes, Adam, full batch; {args.repeats} timed repeats",
           flush=True)
     start = time.perf_counter()
     results = []
-    for name in graphs:
+    for name in args.graphs or graphs:
         if graphs[name] is None and not args.data_root:
             print(f"\n## {name}\n\nskipped: no dataset folder (set SPARSEGNN_DATA or --data-root)",
                   flush=True)
