@@ -131,3 +131,20 @@ def test_compacted_layers_under_jit_and_vmap(problem):
         want += _weight_free_layers(x, p, s[keep], r[keep])
         for got, expected in zip(outputs, want):
             np.testing.assert_allclose(got[i], expected, **TOL)
+
+
+def test_gradients_reach_kept_edge_weights_only(problem):
+    s, r, w, x, p = (problem[k] for k in ("senders", "receivers", "weights", "x", "params"))
+    keep = problem["keeps"][0]
+
+    def compacted(weights):
+        cs, cr, cw = graphs.compact_edges(jnp.asarray(s), jnp.asarray(r), weights, keep, KEPT + 3)
+        return jnp.sum(layers.gcn_conv(x, p["kernel"], p["bias"], cs, cr, edge_weights=cw) ** 2)
+
+    def masked(weights):
+        out = layers.gcn_conv(x, p["kernel"], p["bias"], s, r, edge_weights=weights * keep)
+        return jnp.sum(out ** 2)
+
+    got = jax.grad(compacted)(jnp.asarray(w))
+    np.testing.assert_allclose(got, jax.grad(masked)(jnp.asarray(w)), rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(got)[~keep] == 0) and np.all(np.asarray(got)[keep] != 0)
