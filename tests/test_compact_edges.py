@@ -18,6 +18,11 @@ def _keep_masks(rng, count, size=E, kept=KEPT):
     return masks
 
 
+@jax.jit
+def _gcn(x, p, senders, receivers, weights):
+    return layers.gcn_conv(x, p["kernel"], p["bias"], senders, receivers, edge_weights=weights)
+
+
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(0)
@@ -37,6 +42,7 @@ def problem():
                 keeps=_keep_masks(rng, 3))
 
 
+@jax.jit
 def _weight_free_layers(x, p, senders, receivers):
     """SAGE, GAT (2 heads) and GIN outputs: the layers whose edges carry no weight."""
     return (
@@ -91,10 +97,10 @@ def test_compact_edges_under_jit_keeps_the_first_size_edges(problem):
 def test_gcn_compacted_with_padding_matches_masked_weights(problem):
     s, r, w, x, p = (problem[k] for k in ("senders", "receivers", "weights", "x", "params"))
     keep = problem["keeps"][1]
-    masked = layers.gcn_conv(x, p["kernel"], p["bias"], s, r, edge_weights=w * keep)
+    masked = _gcn(x, p, s, r, w * keep)
     # Padding edges point at real node 0 with weight 0: they must add nothing to it.
     cs, cr, cw = graphs.compact_edges(jnp.asarray(s), jnp.asarray(r), jnp.asarray(w), keep, KEPT + 9)
-    compacted = layers.gcn_conv(x, p["kernel"], p["bias"], cs, cr, edge_weights=cw)
+    compacted = _gcn(x, p, cs, cr, cw)
     assert compacted.shape == (N, OUT)
     np.testing.assert_allclose(compacted, masked, **TOL)
 
@@ -127,7 +133,7 @@ def test_compacted_layers_under_jit_and_vmap(problem):
     outputs = compacted_outputs(jnp.asarray(keeps))
     assert [o.shape for o in outputs] == [(3, N, OUT), (3, N, OUT), (3, N, OUT), (3, N, FEATURES)]
     for i, keep in enumerate(keeps):
-        want = (layers.gcn_conv(x, p["kernel"], p["bias"], s, r, edge_weights=w * keep),)
+        want = (_gcn(x, p, s, r, w * keep),)
         want += _weight_free_layers(x, p, s[keep], r[keep])
         for got, expected in zip(outputs, want):
             np.testing.assert_allclose(got[i], expected, **TOL)
@@ -145,6 +151,7 @@ def test_gradients_reach_kept_edge_weights_only(problem):
         out = layers.gcn_conv(x, p["kernel"], p["bias"], s, r, edge_weights=weights * keep)
         return jnp.sum(out ** 2)
 
-    got = jax.grad(compacted)(jnp.asarray(w))
-    np.testing.assert_allclose(got, jax.grad(masked)(jnp.asarray(w)), rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(compacted))(jnp.asarray(w))
+    want = jax.jit(jax.grad(masked))(jnp.asarray(w))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(got)[~keep] == 0) and np.all(np.asarray(got)[keep] != 0)
