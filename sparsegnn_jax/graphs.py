@@ -292,13 +292,20 @@ def compact_edges(senders, receivers, edge_weights, keep, size: int, *, fill_nod
         kept = None
     if kept is not None and kept > size:
         raise ValueError(f"compact_edges: keep holds {kept} edges, more than size={size}")
-    # jnp.nonzero(size=) against a hand-written cumsum + scatter on 10M edges (1M kept, CPU):
-    # 264-327 ms vs 242-327 ms, equal within noise (both are dominated by the cumsum), so the
-    # library call.
-    index = jnp.nonzero(keep, size=size, fill_value=0)[0]
-    real = jnp.arange(size) < jnp.count_nonzero(keep)
-    weights = jnp.ones((num_edges,), jnp.float32) if edge_weights is None else edge_weights
     fill = jnp.asarray(fill_node, senders.dtype)
+    if num_edges == 0:
+        return jnp.full((size,), fill), jnp.full((size,), fill), jnp.zeros((size,), jnp.float32)
+    # Hand-written instead of jnp.nonzero(keep, size=size): on 10M edges (1M kept, 2-core CPU,
+    # jitted, median of 7 interleaved runs) this scatter of positions from a lax.associative_scan
+    # took 179 ms, jnp.nonzero 244 ms and a jnp.cumsum + scatter 255 ms; both of the latter spend
+    # their time in XLA's cumsum. Same indices as jnp.nonzero.
+    flags = jnp.asarray(keep) != 0
+    position = jax.lax.associative_scan(jnp.add, flags.astype(jnp.int32)) - 1
+    target = jnp.where(flags, position, size)  # out of range: dropped
+    index = jnp.zeros((size,), jnp.int32).at[target].set(
+        jnp.arange(num_edges, dtype=jnp.int32), mode="drop")
+    real = jnp.arange(size) <= position[-1]
+    weights = jnp.ones((num_edges,), jnp.float32) if edge_weights is None else edge_weights
     return (jnp.where(real, senders[index], fill),
             jnp.where(real, receivers[index], fill),
             jnp.where(real, jnp.asarray(weights, jnp.float32)[index], 0.0))

@@ -74,6 +74,14 @@ def test_compact_edges_pads_with_zero_weight_fill_edges(problem):
     np.testing.assert_array_equal(cw, np.concatenate([np.ones(KEPT), np.zeros(7)]))
 
 
+def test_compact_edges_of_a_graph_without_edges_is_all_padding():
+    none = jnp.zeros((0,), jnp.int32)
+    cs, cr, cw = graphs.compact_edges(none, none, None, jnp.zeros((0,), bool), 2, fill_node=4)
+    np.testing.assert_array_equal(cs, [4, 4])
+    np.testing.assert_array_equal(cr, [4, 4])
+    np.testing.assert_array_equal(cw, [0.0, 0.0])
+
+
 def test_compact_edges_rejects_more_kept_edges_than_size(problem):
     s, r, keep = problem["senders"], problem["receivers"], problem["keeps"][0]
     with pytest.raises(ValueError, match=f"keep holds {KEPT} edges, more than size={KEPT - 1}"):
