@@ -131,6 +131,27 @@ def machine_info() -> dict:
     return {"cpu": model, "cores": cores, "ram_gb": ram_gb, "python": platform.python_version()}
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as one string."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_run_header() -> dict:
+    """Prints the machine, library versions, date and load average; returns ``machine_info()``."""
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.1f} GB RAM; "
+          f"{versions()}", flush=True)
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before: "
+          f"{load_average()}", flush=True)
+    return info
+
+
+def write_figures(path, info: dict, results: list) -> None:
+    """Writes ``{"machine": info, "results": results}`` as JSON to ``path``."""
+    with open(path, "w") as f:
+        json.dump({"machine": info, "results": results}, f, indent=1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Shared setup: the link-prediction graph.
 

@@ -1,10 +1,11 @@
-"""Graph construction, GCN normalisation and padding to size buckets.
+"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction.
 
 Graphs are built on the host with NumPy (edge lists are small, and deduplication is a sort) and
 handed to models as a single ``jraph.GraphsTuple`` holding ``jnp`` arrays. Padding to power-of-two
 buckets lets a series of graphs of different sizes reuse one compiled program: padding edges
 connect padding nodes only, and every layer computes degrees from edges, so real-node outputs are
-unchanged by padding.
+unchanged by padding. ``compact_edges`` turns a pruned graph's edge mask into a fixed-size list
+of its kept edges inside ``jit``, so that aggregation costs only the kept edges.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "PaddedGraph",
+    "compact_edges",
     "edge_weights_of",
     "from_edges",
     "gcn_norm_weights",
@@ -295,6 +297,73 @@ def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jrap
     return graph._replace(
         senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
         edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
+
+def compact_edges(senders, receivers, edge_weights, keep, size: int, *, fill_node: int = 0):
+    """The kept edges of an edge mask as fixed-size arrays, so aggregation costs ``size`` edges.
+
+    A pruned graph's keep count is known when its mask is made, so the compacted edge list has a
+    static length and works inside ``jit`` and under ``vmap`` (batch ``keep`` and, if they differ
+    per run, the edge arrays). Kept edges stay in their original order and keep their weights
+    (gradients reach ``edge_weights`` at the kept positions).
+
+    Fewer than ``size`` kept edges: the remaining slots are padding edges ``fill_node ->
+    fill_node`` of weight 0. They change nothing in a layer that weights its messages and degrees
+    (``gcn_conv`` with the returned weights). Layers without edge weights (``sage_conv``,
+    ``gat_conv``, ``gin_aggregate``) do see them, so pass a node whose output is ignored as
+    ``fill_node`` (``pad_to_bucket``'s first padding node) or a ``size`` equal to the keep count.
+
+    More than ``size`` kept edges: a concrete ``keep`` raises ``ValueError``. A traced ``keep``
+    (inside ``jit``/``vmap``) cannot be checked; only the first ``size`` kept edges (in edge
+    order) are returned and the rest are dropped silently, so check the count where the mask is
+    made.
+
+    Args:
+      senders, receivers: ``[E]`` int edge endpoints.
+      edge_weights: ``[E]`` weights, or None for 1.
+      keep: ``[E]`` bool or 0/1 mask; nonzero entries are kept.
+      size: static number of edges to return.
+      fill_node: node id of padding edges; must be a valid node.
+
+    Returns:
+      ``(senders, receivers, weights)``, each ``[size]``: int edge endpoints (dtype of
+      ``senders``) and float32 weights (0 on padding edges).
+
+    Raises:
+      ValueError: mismatched shapes, negative ``size``, or a concrete ``keep`` with more than
+        ``size`` nonzero entries.
+    """
+    size = int(size)
+    if size < 0:
+        raise ValueError(f"compact_edges: size must be >= 0, got {size}")
+    num_edges = senders.shape[0] if senders.ndim == 1 else -1
+    shapes = {"senders": senders.shape, "receivers": receivers.shape, "keep": keep.shape}
+    if edge_weights is not None:
+        shapes["edge_weights"] = jnp.shape(edge_weights)
+    if any(shape != (num_edges,) for shape in shapes.values()):
+        raise ValueError(f"compact_edges: edge arrays must be 1-D of one length, got {shapes}")
+    try:
+        kept = int(np.count_nonzero(np.asarray(keep)))
+    except jax.errors.TracerArrayConversionError:
+        kept = None
+    if kept is not None and kept > size:
+        raise ValueError(f"compact_edges: keep holds {kept} edges, more than size={size}")
+    fill = jnp.asarray(fill_node, senders.dtype)
+    if num_edges == 0:
+        return jnp.full((size,), fill), jnp.full((size,), fill), jnp.zeros((size,), jnp.float32)
+    # Hand-written instead of jnp.nonzero(keep, size=size): on 10M edges (1M kept, 2-core CPU,
+    # jitted, median of 7 interleaved runs) this scatter of positions from a lax.associative_scan
+    # took 179 ms, jnp.nonzero 244 ms and a jnp.cumsum + scatter 255 ms; both of the latter spend
+    # their time in XLA's cumsum. Same indices as jnp.nonzero.
+    flags = jnp.asarray(keep) != 0
+    position = jax.lax.associative_scan(jnp.add, flags.astype(jnp.int32)) - 1
+    target = jnp.where(flags, position, size)  # out of range: dropped
+    index = jnp.zeros((size,), jnp.int32).at[target].set(
+        jnp.arange(num_edges, dtype=jnp.int32), mode="drop")
+    real = jnp.arange(size) <= position[-1]
+    weights = jnp.ones((num_edges,), jnp.float32) if edge_weights is None else edge_weights
+    return (jnp.where(real, senders[index], fill),
+            jnp.where(real, receivers[index], fill),
+            jnp.where(real, jnp.asarray(weights, jnp.float32)[index], 0.0))
 
 
 # Not jraph.pad_with_graphs: for one graph it returns int64 indices, raises on a graph that
