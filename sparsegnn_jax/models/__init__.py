@@ -14,6 +14,7 @@ from .encoders import (LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout, E
                        Identity, has_edges, structural_features)
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
+    MESSAGE_CHUNK_BYTES,
     MESSAGE_PASSING_LAYERS,
     GATConv,
     GCNConv,
@@ -40,6 +41,7 @@ __all__ = [
     "LAYER_KINDS",
     "Linear",
     "LinkPredictor",
+    "MESSAGE_CHUNK_BYTES",
     "MESSAGE_PASSING_LAYERS",
     "MLP",
     "MLPDecoder",
