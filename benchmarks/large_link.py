@@ -41,11 +41,13 @@ def temporal_stream(num_nodes: int, num_edges: int, seed: int = 0):
     return src, dst, times
 
 
-def one_size(num_nodes: int, num_edges: int, max_steps: int = 0) -> dict:
+def one_size(num_nodes: int, num_edges: int, max_steps: int = 0,
+             train_only: bool = False) -> dict:
     """Runs every stage at one size in this process; returns seconds per stage and peak RSS.
 
     ``max_steps`` > 0 trains only that many steps of the epoch (a step costs the same
     whichever it is) and adds ``epoch_s_estimate``: the per-step time times the epoch's steps.
+    ``train_only`` stops after training (no evaluation, no FLOPs; their keys are absent).
     """
     import jax
 
@@ -84,6 +86,14 @@ def one_size(num_nodes: int, num_edges: int, max_steps: int = 0) -> dict:
     state, loss = compiled(state, problem.inputs)
     jax.block_until_ready(loss)
     lap("train 1 epoch")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    trained = problem.steps_per_epoch
+    out = {"nodes": num_nodes, "edges": num_edges, "steps": steps, "trained_steps": trained,
+           "epoch_s_estimate": round(stages["train 1 epoch"] / trained * steps, 1),
+           "train_edges": int(problem.inputs.train_edges.shape[0]),
+           "graph_edges": int(problem.inputs.graph.senders.shape[0]), "loss": float(loss)}
+    if train_only:
+        return {**out, "seconds": stages, "peak_rss_gib": round(peak, 2)}
     val = task.evaluate(problem, bound, state.params, "val")
     test = task.evaluate(problem, bound, state.params, "test")
     lap("evaluate val + test (compile included)")
@@ -91,10 +101,7 @@ def one_size(num_nodes: int, num_edges: int, max_steps: int = 0) -> dict:
     runs.flops_summary(problem, model, masks, sparsity.get_trace(state.opt_state))
     lap("flops")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    trained = problem.steps_per_epoch
-    return {"nodes": num_nodes, "edges": num_edges, "steps": steps, "trained_steps": trained,
-            "epoch_s_estimate": round(stages["train 1 epoch"] / trained * steps, 1),
-            "test_pairs": problem.info["test_edges"], "loss": float(loss),
+    return {**out, "test_pairs": problem.info["test_edges"],
             "test_roc_auc": test["roc_auc"], "test_mrr": test["mrr"],
             "val_roc_auc": val["roc_auc"], "seconds": stages,
             "total_s": round(sum(stages.values()), 1), "peak_rss_gib": round(peak, 2)}
@@ -106,15 +113,18 @@ def main(argv=None) -> int:
     p.add_argument("--edges", default="7800000", help="comma-separated edge counts")
     p.add_argument("--max-steps", type=int, default=0,
                    help="train only this many steps of the epoch and extrapolate (0: all)")
+    p.add_argument("--train-only", action="store_true",
+                   help="stop after training (no evaluation): the per-epoch cost alone")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = [int(e) for e in args.edges.split(",")]
     if args.one:
-        print(json.dumps(one_size(args.nodes, sizes[0], args.max_steps)), flush=True)
+        print(json.dumps(one_size(args.nodes, sizes[0], args.max_steps, args.train_only)), flush=True)
         return 0
     for edges in sizes:
         out = subprocess.run([sys.executable, __file__, f"--nodes={args.nodes}",
-                              f"--edges={edges}", f"--max-steps={args.max_steps}", "--one"],
+                              f"--edges={edges}", f"--max-steps={args.max_steps}", "--one"]
+                             + ["--train-only"] * args.train_only,
                              env=os.environ, text=True,
                              capture_output=True)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""

@@ -25,6 +25,12 @@ Sections (``--only`` picks some):
 * ``pyg``: the same full-batch 2-layer GCN training step (Adam) in PyTorch Geometric (``GCNConv``)
   on Cora, the email-eu-temporal training graph and the 1M-node / 10M-edge graph, torch limited to
   2 threads; skipped, saying why, when torch or torch_geometric do not import. Target ratio <= 1.0.
+* ``link_loop``: one link epoch of the paper MLP with RigL 95 % (400k pairs, 1024 per step) as
+  ``train.make_link_epoch`` runs it (shuffle and negative sampling included) against the paper
+  authors' PyTorch loop on their input format (pair rows of two 8-d embeddings), both at 1
+  thread: their compute-only loop and their end-to-end epoch (``DataLoader`` over a
+  ``TensorDataset``); skipped, saying why, when torch does not import. Targets: ours <= 0.5x
+  their compute-only epoch and >= 10x faster than their end-to-end one.
 
 ``--json PATH`` writes ``{"name": {"value": ..., "unit": ..., "ratio": ...}}`` (ratio is None when
 a figure has no reference).
@@ -42,7 +48,7 @@ import time
 
 import numpy as np
 
-SECTIONS = ("overhead", "mask_update", "sweep", "large", "pyg")
+SECTIONS = ("overhead", "mask_update", "sweep", "large", "pyg", "link_loop")
 SPARSITY = 0.9
 DT = 100                      # steps between mask updates (RigL's default update_every)
 LINK_BATCH = 1024             # positive pairs per step (as many sampled negatives)
@@ -373,6 +379,10 @@ def bench_mask_update(res: Results, args) -> None:
 SWEEP_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)
 SWEEP_SEEDS = (0, 1, 2)
 SWEEP_DT = 50
+# --quick: 2 sparsities x 2 seeds, one epoch (the sequential side compiles once per run and
+# set the quick suite's time); its speed-up is a smoke figure, not the 36-run target.
+QUICK_SWEEP_SPARSITIES = (0.8, 0.95)
+QUICK_SWEEP_SEEDS = (0, 1)
 
 
 def bench_sweep(res: Results, args) -> None:
@@ -383,19 +393,21 @@ def bench_sweep(res: Results, args) -> None:
     """
     from sparsegnn_jax import config, sweeps, tasks
 
-    epochs = 2 if args.quick else 6
+    epochs = 1 if args.quick else 6
     dataset = "email-eu-temporal" if args.data_root else "synthetic-temporal"
     cfg = config.resolve(config.RunConfig(
         task="link", dataset=dataset, model="mlp", method="rigl", epochs=epochs,
         update_every=SWEEP_DT, data_root=args.data_root, progress=False))
     problem = tasks.get("link").prepare(cfg)
-    n = len(SWEEP_SPARSITIES) * len(SWEEP_SEEDS)
-    print(f"  {n} runs (12 sparsities x 3 seeds) of RigL (dT={SWEEP_DT}) on the paper link MLP, "
+    sparsities, seeds = ((QUICK_SWEEP_SPARSITIES, QUICK_SWEEP_SEEDS) if args.quick
+                         else (SWEEP_SPARSITIES, SWEEP_SEEDS))
+    n = len(sparsities) * len(seeds)
+    print(f"  {n} runs ({len(sparsities)} sparsities x {len(seeds)} seeds) of RigL (dT={SWEEP_DT}) on the paper link MLP, "
           f"{problem.total_steps} steps each, batch {cfg.batch_size}, graph {dataset}", flush=True)
     times, records = {}, {}
     for name, vmapped in (("vmapped", True), ("sequential", False)):
         t0 = time.perf_counter()
-        records[name] = sweeps.run_group(cfg, SWEEP_SPARSITIES, SWEEP_SEEDS, vmapped=vmapped,
+        records[name] = sweeps.run_group(cfg, sparsities, seeds, vmapped=vmapped,
                                          problem=problem)
         times[name] = time.perf_counter() - t0
     same = all(a["layer_sparsity"] == b["layer_sparsity"]
@@ -407,7 +419,7 @@ def bench_sweep(res: Results, args) -> None:
         res.add(f"sweep/{name}_{n}", t, "s", t_s / t,
                 f"{n * problem.total_steps / t:.0f} run-steps/s, compile included")
     res.add("sweep/speedup", t_s / times["vmapped"], "x", t_s / times["vmapped"])
-    print(f"  speed-up {t_s / times['vmapped']:.2f}x  target >= 3: "
+    print(f"  speed-up {t_s / times['vmapped']:.2f}x  target (36 runs) >= 3: "
           f"{verdict(t_s / times['vmapped'] >= 3.0)}", flush=True)
 
 
@@ -544,6 +556,14 @@ def worker_pyg(prob: dict, steps: int, threads: int = TORCH_THREADS) -> dict:
 
 def worker_main(args) -> None:
     """``--worker ours|pyg --graph NAME [--edges E]``: prints one JSON line with the figures."""
+    if args.worker in ("link_ours", "link_loop"):
+        if args.threads == 1:
+            # Set before JAX starts: XLA:CPU on one thread, as the authors' loop is timed.
+            os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1")
+        out = worker_link_loop(args.steps, with_torch=args.worker == "link_loop")
+        print("RESULT " + json.dumps(out), flush=True)
+        return
     if args.worker == "pyg":
         # Our graph construction runs in this process too; keep JAX off torch's two threads.
         os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
@@ -613,10 +633,10 @@ def bench_large(res: Results, args) -> dict:
     return out
 
 
-def torch_status(python: str) -> tuple[bool, str]:
-    """Whether ``python`` can import torch and torch_geometric (and their versions or why not)."""
-    code = ("import torch, torch_geometric; "
-            "print(torch.__version__, torch_geometric.__version__)")
+def torch_status(python: str, modules: str = "torch, torch_geometric") -> tuple[bool, str]:
+    """Whether ``python`` can import ``modules`` (and their versions, or why not)."""
+    code = (f"import {modules}; "
+            f"print(*(m.__version__ for m in ({modules},)))")
     try:
         proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -672,6 +692,210 @@ def bench_pyg(res: Results, args, large: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# 6. The link epoch against the paper authors' PyTorch loop, each in its own process.
+
+LOOP_NODES = 50_000
+LOOP_PAIRS = 400_000          # pairs per epoch, half positive (the authors' epoch)
+LOOP_BATCH = 1024             # pairs per step on both sides
+LOOP_SPARSITY = 0.95
+LOOP_DT = 100
+
+
+def link_loop_data(seed: int = 0) -> dict:
+    """Synthetic data shared by both sides.
+
+    Returns:
+      dict: ``emb`` [N, 8] node embeddings, ``pos`` [P/2, 2] distinct training edges, ``neg``
+      [P/2, 2] random non-edges (the authors' fixed negatives; our epoch draws its own).
+    """
+    rng = np.random.default_rng(seed)
+    half = LOOP_PAIRS // 2
+    codes = np.unique(rng.integers(0, LOOP_NODES * LOOP_NODES, 2 * half, dtype=np.int64))
+    codes = codes[codes // LOOP_NODES != codes % LOOP_NODES]
+    pos = np.stack([codes // LOOP_NODES, codes % LOOP_NODES], 1)[rng.permutation(codes.size)[:half]]
+    neg = rng.integers(0, LOOP_NODES, (half, 2))
+    emb = rng.normal(size=(LOOP_NODES, 8)).astype(np.float32)
+    return dict(emb=emb, pos=pos.astype(np.int32), neg=neg.astype(np.int32))
+
+
+def link_loop_ours() -> dict:
+    """Our epochs: ``train.make_link_epoch`` (shuffle, negative sampling, RigL steps), jitted.
+
+    Two batchings of the same 400k pairs: 512 positives + 512 negatives per step (390 steps,
+    the authors' steps and pairs) and the library's default 1024 + 1024 (195 steps).
+
+    Returns:
+      ``{name: (epoch, steps)}``: ``epoch()`` trains one (compiled) epoch and returns seconds.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import sparsegnn_jax as sg
+
+    d = link_loop_data()
+    graph = sg.graphs.from_edges(d["pos"][:, 0], d["pos"][:, 1], LOOP_NODES,
+                                 node_features=d["emb"])
+    inputs = sg.train.LinkInputs(graph, jnp.asarray(d["pos"]),
+                                 jnp.asarray(sg.data.edge_keys(d["pos"], LOOP_NODES)),
+                                 jnp.arange(LOOP_NODES, dtype=jnp.int32))
+    bound, params = sg.train.split_model(link_models("mlp", LOOP_NODES))
+    tx = sg.rigl(optax.adam(1e-3), sparsity=LOOP_SPARSITY, update_every=LOOP_DT)
+    out = {}
+    for name, batch in (("ours_epoch_512x2", LOOP_BATCH // 2),
+                        ("ours_epoch_1024x2", LOOP_BATCH)):
+        fn = jax.jit(sg.train.make_link_epoch(bound, tx, batch, LOOP_NODES))
+        box = [sg.train.init_state(params, tx, jax.random.key(0))]
+
+        def epoch(fn=fn, box=box):
+            t0 = time.perf_counter()
+            box[0], loss = jax.block_until_ready(fn(box[0], inputs))
+            return time.perf_counter() - t0
+
+        out[name] = (epoch, int(d["pos"].shape[0] // batch))
+    # The epoch's data work alone (shuffle, negative sampling, dropout keys): the share of the
+    # 512 + 512 epoch that is not the model, Adam and RigL.
+    draw = jax.jit(lambda key: sg.train.link_epoch_batches(key, inputs, LOOP_BATCH // 2,
+                                                           LOOP_NODES))
+    keys = iter(jax.random.split(jax.random.key(1), 10_000))
+
+    def batches_only():
+        t0 = time.perf_counter()
+        jax.block_until_ready(draw(next(keys)))
+        return time.perf_counter() - t0
+
+    out["ours_batches_only_512x2"] = (batches_only, int(d["pos"].shape[0] // (LOOP_BATCH // 2)))
+    return out
+
+
+def link_loop_torch() -> dict:
+    """The authors' loop on their input format: [P, 16] rows (two 8-d embeddings) and labels.
+
+    ``nn.Sequential(Linear(16, 128), ReLU, Linear(128, 1), Sigmoid)``, ``BCELoss``, Adam, batch
+    1024; the RigL masks (95 %) applied to the gradients and the weights at every step, as a
+    masked torch loop does (no drop-and-grow inside one epoch: the authors' dT is 500 steps).
+    ``authors_compute`` loops over batches sliced before its clock starts;
+    ``authors_end_to_end`` is their epoch: a ``DataLoader(TensorDataset(X, y), batch_size=1024,
+    shuffle=True)``.
+
+    Returns:
+      ``{name: (epoch, steps)}`` as :func:`link_loop_ours`.
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    d = link_loop_data()
+    emb = torch.from_numpy(d["emb"])
+    pairs = torch.from_numpy(np.concatenate([d["pos"], d["neg"]]).astype(np.int64))
+    x = torch.cat([emb[pairs[:, 0]], emb[pairs[:, 1]]], dim=1)
+    y = torch.cat([torch.ones(d["pos"].shape[0]), torch.zeros(d["neg"].shape[0])])
+    model = torch.nn.Sequential(torch.nn.Linear(16, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 1), torch.nn.Sigmoid())
+    weights = [model[0].weight, model[2].weight]
+    masks = [(torch.rand_like(w) >= LOOP_SPARSITY).float() for w in weights]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCELoss()
+    with torch.no_grad():
+        for w, m in zip(weights, masks):
+            w.mul_(m)
+
+    def train_batch(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb).squeeze(1), yb)
+        loss.backward()
+        for w, m in zip(weights, masks):
+            w.grad.mul_(m)
+        opt.step()
+        with torch.no_grad():
+            for w, m in zip(weights, masks):
+                w.mul_(m)
+        return loss
+
+    def compute_epoch():
+        batches = [(x[i], y[i]) for i in torch.randperm(x.shape[0]).split(LOOP_BATCH)]
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            train_batch(xb, yb)
+        return time.perf_counter() - t0
+
+    loader = DataLoader(TensorDataset(x, y), batch_size=LOOP_BATCH, shuffle=True)
+
+    def end_to_end_epoch():
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            train_batch(xb, yb)
+        return time.perf_counter() - t0
+
+    steps = -(-x.shape[0] // LOOP_BATCH)
+    return {"authors_compute": (compute_epoch, steps),
+            "authors_end_to_end": (end_to_end_epoch, steps)}
+
+
+def worker_link_loop(repeats: int, with_torch: bool) -> dict:
+    """Times every epoch of :func:`link_loop_ours` (and :func:`link_loop_torch`) in turns.
+
+    One process, one thread for both (XLA flags set by ``worker_main``): each round runs every
+    variant once, so load from other processes hits all alike. Medians after a warm-up epoch.
+    """
+    fns = link_loop_ours()
+    if with_torch:
+        import torch
+
+        torch.set_num_threads(1)
+        fns.update(link_loop_torch())
+    for epoch, _ in fns.values():
+        epoch()  # compiles (ours), warms up (theirs)
+    # Each epoch's own clock (the compute-only loop's excludes its batch slicing).
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (epoch, _) in fns.items():
+            times[name].append(epoch())
+    out = {k: median(v) for k, v in times.items()}
+    for name, (epoch, steps) in fns.items():
+        out[f"{name}_steps"] = steps
+    return out
+
+
+def bench_link_loop(res: Results, args) -> None:
+    """Our link epoch against the authors' loop, in one process taking turns epoch by epoch."""
+    torch_python = args.torch_python or sys.executable
+    ok, info = torch_status(torch_python, "torch")
+    repeats = 1 if args.quick else 5
+    print(f"  paper MLP 16-128-1, RigL {LOOP_SPARSITY:.0%}, {LOOP_PAIRS:,} pairs per epoch, "
+          f"{LOOP_NODES:,} nodes, 1 thread; {repeats} epochs per variant in turns", flush=True)
+    if not ok:
+        msg = f"authors' loop skipped: torch does not import ({info})"
+        print(f"  {msg}", flush=True)
+        res.notes.append(msg)
+    r = run_worker("link_loop" if ok else "link_ours", "synthetic", 0, repeats, args,
+                   python=torch_python if ok else None, threads=1)
+    if "error" in r:
+        res.note(f"link loop: {r['error']}")
+        return
+    if not ok:
+        for k in ("ours_epoch_512x2", "ours_epoch_1024x2", "ours_batches_only_512x2"):
+            res.add(f"link_loop/{k}", r[k] * 1e3, "ms/epoch", None, f"{r[k + '_steps']} steps")
+        return
+    compute, e2e = r["authors_compute"], r["authors_end_to_end"]
+    res.add("link_loop/authors_compute_1thread", compute * 1e3, "ms/epoch", 1.0,
+            f"{r['authors_compute_steps']} steps of {LOOP_BATCH}, torch {info}")
+    res.add("link_loop/authors_end_to_end_1thread", e2e * 1e3, "ms/epoch", e2e / compute,
+            "DataLoader(TensorDataset); ratio = this / compute-only")
+    for k in ("ours_epoch_512x2", "ours_epoch_1024x2"):
+        res.add(f"link_loop/{k}", r[k] * 1e3, "ms/epoch", r[k] / compute,
+                f"{r[k + '_steps']} steps; ratio = ours / compute-only; "
+                f"{e2e / r[k]:.1f}x faster than end-to-end")
+    res.add("link_loop/ours_batches_only_512x2", r["ours_batches_only_512x2"] * 1e3, "ms/epoch",
+            r["ours_batches_only_512x2"] / r["ours_epoch_512x2"],
+            "shuffle + negative sampling alone; ratio = share of our 512x2 epoch")
+    ratio, speedup = r["ours_epoch_512x2"] / compute, e2e / r["ours_epoch_512x2"]
+    print(f"  ours / authors' compute-only = {ratio:.2f}  target <= 0.5: {verdict(ratio <= 0.5)}; "
+          f"authors' end-to-end / ours = {speedup:.1f}x  target >= 10: {verdict(speedup >= 10)}",
+          flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
 # Driver.
 
 
@@ -697,10 +921,11 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
                    help="run only these sections")
     p.add_argument("--torch-python", metavar="PYTHON", default=None,
-                   help="interpreter with torch + torch_geometric for the PyG comparison "
+                   help="interpreter with torch + torch_geometric for the PyG comparison and the authors' loop "
                         "(default: this one)")
     # Internal: one measurement in a fresh process.
-    p.add_argument("--worker", choices=("ours", "pyg"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("ours", "pyg", "link_ours", "link_loop"),
+                   help=argparse.SUPPRESS)
     p.add_argument("--graph", default="synthetic", help=argparse.SUPPRESS)
     p.add_argument("--edges", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
@@ -738,6 +963,8 @@ def main(argv=None) -> int:
             large = bench_large(res, args)
         elif section == "pyg":
             bench_pyg(res, args, large)
+        elif section == "link_loop":
+            bench_link_loop(res, args)
         print(f"  ({section}: {time.perf_counter() - t0:.0f} s)", flush=True)
     total = time.perf_counter() - start
     print(f"\ntotal {total:.0f} s", flush=True)

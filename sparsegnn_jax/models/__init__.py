@@ -15,6 +15,7 @@ from .encoders import (EDGE_WEIGHT, LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdSt
 from . import sparse_inputs
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
+    MESSAGE_CHUNK_BYTES,
     MESSAGE_PASSING_LAYERS,
     GATConv,
     GCNConv,
@@ -43,6 +44,7 @@ __all__ = [
     "LAYER_KINDS",
     "Linear",
     "LinkPredictor",
+    "MESSAGE_CHUNK_BYTES",
     "MESSAGE_PASSING_LAYERS",
     "MLP",
     "MLPDecoder",

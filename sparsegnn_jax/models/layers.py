@@ -31,6 +31,7 @@ __all__ = [
     "GCNConv",
     "GINConv",
     "Linear",
+    "MESSAGE_CHUNK_BYTES",
     "MESSAGE_PASSING_LAYERS",
     "SAGEConv",
     "dropout",
@@ -42,6 +43,12 @@ __all__ = [
 ]
 
 Initializer = Callable[..., jax.Array]
+# GCN messages are summed in chunks of edges whose [chunk, out] block takes at most this many
+# bytes. The whole [E, out] block set the step's peak memory on large graphs (2.6 of 3.7 GiB
+# of XLA temporaries for 11M edges x 64 on the 1M-node benchmark graph); chunks of 1M edges
+# cut the temporaries to 1.6 GiB and the process's peak RSS from 4.70 to 2.88 GiB, and the
+# step was not slower (16.3 s against 19.2 s, same loss, on a loaded machine).
+MESSAGE_CHUNK_BYTES = 256 * 2**20
 glorot = nnx.initializers.glorot_uniform()
 zeros = nnx.initializers.zeros_init()
 
@@ -102,12 +109,17 @@ class Linear(nnx.Module):
 # Pure layer functions.
 
 
-def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_loops=False):
+def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_loops=False,
+             message_bytes: Optional[int] = MESSAGE_CHUNK_BYTES):
     """GCN layer (Kipf & Welling 2017): ``D^-1/2 A D^-1/2 (x @ kernel) + bias``.
 
     Transforms first, then aggregates (``E x out`` messages). Degrees are weighted in-degrees at
     receivers; with ``add_self_loops`` an implicit unit self loop is added to every node (use it
-    for graphs built without self loops; ``from_edges`` adds them by default).
+    for graphs built without self loops; ``from_edges`` adds them by default). Messages are
+    summed in chunks of edges taking at most ``message_bytes`` each (a scan, so the peak memory
+    holds one chunk, not ``E x out``); a graph whose messages fit in one chunk is summed in one
+    ``segment_sum``. Chunked sums add in a different order, so they agree with one sum to
+    float32 rounding, not bit for bit.
 
     Args:
       x: ``[N, in]`` node features, dense or BCOO (``sparse_inputs``: nonzeros only).
@@ -116,6 +128,7 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
       senders, receivers: ``[E]`` int edge endpoints.
       edge_weights: ``[E]`` weights, or None for 1.
       add_self_loops: add ``I`` to the adjacency implicitly.
+      message_bytes: bytes of messages summed at a time; None sums all edges at once.
 
     Returns:
       ``[N, out]``.
@@ -129,8 +142,30 @@ def gcn_conv(x, kernel, bias, senders, receivers, edge_weights=None, add_self_lo
         receivers = jnp.concatenate([receivers, loops])
         w = jnp.concatenate([w, jnp.ones((n,), h.dtype)])
     coef = _graphs.sym_norm_coefficients(w, senders, receivers, n)
-    out = jax.ops.segment_sum(h[senders] * coef[:, None], receivers, num_segments=n)
+    out = _weighted_sum_at_receivers(h, senders, receivers, coef, message_bytes)
     return _add_bias(out, bias)
+
+
+def _weighted_sum_at_receivers(h, senders, receivers, coef, message_bytes):
+    """``segment_sum(h[senders] * coef, receivers)``, ``message_bytes`` of messages at a time."""
+    n, width = h.shape
+    chunk = senders.shape[0] if message_bytes is None else max(
+        1, message_bytes // (width * h.dtype.itemsize))
+    full = senders.shape[0] // chunk
+    if full <= 1:
+        return jax.ops.segment_sum(h[senders] * coef[:, None], receivers, num_segments=n)
+    # The tail after the full chunks is added on its own rather than padded: a padding edge
+    # would add h[0] * 0, which is NaN where h[0] is not finite.
+    head = full * chunk
+
+    def add_chunk(acc, edges):
+        s, r, c = edges
+        return acc.at[r].add(h[s] * c[:, None]), None
+
+    out, _ = jax.lax.scan(add_chunk, jnp.zeros((n, width), h.dtype),
+                          (senders[:head].reshape(full, chunk),
+                           receivers[:head].reshape(full, chunk), coef[:head].reshape(full, chunk)))
+    return out.at[receivers[head:]].add(h[senders[head:]] * coef[head:, None])
 
 
 def _mean_neighbours(x, senders, receivers, edge_gate=None):

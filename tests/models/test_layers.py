@@ -44,6 +44,29 @@ def test_gcn_matches_dense(weighted):
     np.testing.assert_allclose(layer(g), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_edges", [1, 7])
+def test_gcn_chunked_messages_match_dense_and_one_sum(chunk_edges):
+    g = random_graph(self_loops=True, weights=True)
+    assert g.senders.shape[0] % 7 != 0  # a tail after the full chunks is summed too
+    rng = np.random.default_rng(3)
+    kernel = jnp.asarray(rng.normal(size=(F, 4)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=4), jnp.float32)
+    weights = jnp.asarray(g.edges)
+    message_bytes = chunk_edges * 4 * 4  # chunk_edges messages of 4 float32
+
+    def conv(kernel, message_bytes):
+        return models.gcn_conv(g.nodes, kernel, bias, g.senders, g.receivers, weights,
+                               message_bytes=message_bytes)
+
+    a = _adjacency(g)
+    d = a.sum(1)
+    expected = a / np.sqrt(np.outer(d, d)) @ _np(g.nodes) @ _np(kernel) + _np(bias)
+    np.testing.assert_allclose(conv(kernel, message_bytes), expected, rtol=1e-5, atol=1e-5)
+    grad = jax.grad(lambda k, b: (conv(k, b) ** 2).sum(), argnums=0)
+    np.testing.assert_allclose(grad(kernel, message_bytes), grad(kernel, None),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_gcn_implicit_self_loops_match_dense():
     g = random_graph(self_loops=False)
     layer = models.GCNConv(F, 3, add_self_loops=True, rngs=nnx.Rngs(1))
