@@ -116,12 +116,17 @@ class Encoder(nnx.Module):
     ``edge_weight [num_edges]`` with ``num_edges``.
 
     Edge weights: with ``num_edges=E`` the encoder holds a learnable per-edge leaf
-    ``edge_weight`` (initialised to 1, so the model starts as the plain graph) that gates the
-    first ``E`` stored edges of every graph it is called on, in every layer (GCN multiplies
-    ``graph.edges`` by it and normalises by the degrees of the gated edges; SAGE averages the
-    gated messages over the edges whose gate is non-zero; GAT weighs its softmax by it; GIN sums
-    gated messages). Sparsity methods prune it like any weight (``tasks.prunable_params`` selects
-    it); an edge whose weight is 0 carries no message. Edges past the first ``E`` (an evaluation
+    ``edge_weight`` (initialised to 1) that gates the first ``E`` stored edges of every graph it
+    is called on, in every layer (GCN multiplies ``graph.edges`` by the gate and normalises by
+    the degrees of the gated edges; SAGE averages the gated messages over the kept edges; GAT
+    weighs its softmax by it; GIN sums gated messages). The gate is binary: 1 where the leaf is
+    non-zero, 0 where a method pruned it, with the leaf's gradient passed straight through
+    (``edge_gate``). The leaf is thus a learnt score of each edge - the magnitude that
+    magnitude-based methods rank, the gradient RigL grows by - while every layer sees the plain
+    graph minus the pruned edges: a learnt continuous weight would enter GCN's degree
+    normalisation and, drifting to 0 or below under weight decay, wreck it. Sparsity methods
+    prune the leaf like any weight (``tasks.prunable_params`` selects it); an edge whose leaf
+    is 0 carries no message. Edges past the first ``E`` (an evaluation
     graph that appends edges to the training graph's, padding) get weight 1: always kept. The
     leaf is aligned with the stored edge list, so the explicit self loops ``graphs.from_edges``
     adds are prunable edges like any other; build the graph with ``self_loops=False`` and pass
@@ -241,8 +246,9 @@ class Encoder(nnx.Module):
         return jnp.concatenate([sparse_inputs.to_dense(p) for p in parts], axis=-1)
 
     def edge_gate(self, graph: jraph.GraphsTuple) -> jax.Array | None:
-        """The ``[E]`` gate of ``graph``'s stored edges: the ``edge_weight`` leaf on the first
-        ``num_edges`` edges, 1 on the rest; None without the leaf.
+        """The ``[E]`` gate of ``graph``'s stored edges: on the first ``num_edges`` edges 1 where
+        the ``edge_weight`` leaf is non-zero and 0 where it is pruned, with the leaf's gradient
+        (d gate / d leaf = 1, straight through); 1 on the rest; None without the leaf.
 
         Raises:
           ValueError: the graph has fewer edges than the leaf.
@@ -254,7 +260,9 @@ class Encoder(nnx.Module):
             raise ValueError(f"Encoder: the graph has {stored} edges but the edge_weight leaf "
                              f"has {self.num_edges}; it gates the first num_edges edges")
         leaf = self.edge_weight[...]
-        return jnp.concatenate([leaf, jnp.ones((stored - self.num_edges,), leaf.dtype)])
+        kept = (leaf != 0).astype(leaf.dtype)
+        gate = leaf + jax.lax.stop_gradient(kept - leaf)  # value: kept; gradient: the leaf's
+        return jnp.concatenate([gate, jnp.ones((stored - self.num_edges,), leaf.dtype)])
 
     def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
         """Encodes every node.

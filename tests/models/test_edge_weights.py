@@ -118,3 +118,32 @@ def test_gated_softmax_of_zero_gates_in_a_segment_is_zero_not_nan():
     alpha = models.gated_segment_softmax(logits, jnp.asarray([0.0, 0.0, 1.0]),
                                          jnp.asarray([0, 0, 1]), 2)
     np.testing.assert_array_equal(np.asarray(alpha), [[0.0], [0.0], [1.0]])
+
+
+@pytest.mark.parametrize("kind", GNN_KINDS)
+def test_the_gate_is_binary_and_passes_the_leaf_gradient_straight_through(kind):
+    # Kept edges with learnt scores (0.3, -2, ...) are the plain graph's edges; the leaf's
+    # gradient is the loss's gradient with respect to a gate held at the kept / pruned value.
+    g = random_graph(symmetric=True, self_loops=True)
+    e = int(g.senders.shape[0])
+    keep = random_keep(e)
+    scores = np.where(keep, np.linspace(-2.0, 3.0, e), 0.0).astype(np.float32)
+    enc = _with_leaf(build_encoder(kind, num_edges=e), scores)
+    np.testing.assert_allclose(enc(g), build_encoder(kind)(_subgraph(g, keep)),
+                               rtol=1e-6, atol=1e-6)
+    graphdef, params = nnx.split(enc, nnx.Param)
+    plain = build_encoder(kind)
+
+    def loss_of_leaf(p):
+        return jnp.sum(nnx.merge(graphdef, p)(g) ** 2)
+
+    def loss_of_gate(gate):
+        x = g.nodes
+        for i, layer in enumerate(plain.layers):
+            x = layer(g, x, edge_gate=gate)
+            x = jax.nn.relu(x) if i < plain.num_layers - 1 else x
+        return jnp.sum(x ** 2)
+
+    via_leaf = np.asarray(jax.grad(loss_of_leaf)(params)["edge_weight"][...])
+    via_gate = np.asarray(jax.grad(loss_of_gate)(jnp.asarray(keep, jnp.float32)))
+    np.testing.assert_allclose(via_leaf, via_gate, rtol=1e-5, atol=1e-6)
