@@ -22,6 +22,15 @@ MAX_TEST_WORKERS = 4
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# The test files that take longest, longest first (measured with --durations). They start
+# before all others: pytest-xdist hands out one file at a time, and a long file started last
+# keeps one worker busy while the others idle. The rest follow in collection order
+# (pyproject.toml turns off xdist's own order, by number of tests).
+LONGEST_FIRST = ["test_distributed.py", "test_link_task.py", "test_runs.py", "test_docs.py",
+                 "sparsity/test_method_dst.py", "sparsity/test_method_compat.py",
+                 "sparsity/test_method_jit.py", "test_pinned.py", "test_registry.py",
+                 "test_train.py", "test_walks.py", "data/test_splits.py"]
+
 
 def _data_root():
     root = os.environ.get("SPARSEGNN_DATA")
@@ -102,8 +111,19 @@ def pytest_unconfigure(config):
     shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
 
 
+def _start_rank(item) -> int:
+    """Where the file of ``item`` stands in LONGEST_FIRST (after them all if absent)."""
+    try:
+        path = item.path.relative_to(REPO / "tests").as_posix()
+    except ValueError:  # a test file outside tests/
+        return len(LONGEST_FIRST)
+    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked slow skip unless SPARSEGNN_SLOW_TESTS=1."""
+    """The files of LONGEST_FIRST run first; tests marked slow skip unless
+    SPARSEGNN_SLOW_TESTS=1."""
+    items.sort(key=_start_rank)   # stable: the order within a file and among the rest is kept
     if os.environ.get(SLOW_TESTS_VARIABLE) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow test: set {SLOW_TESTS_VARIABLE}=1 to run it "

@@ -1,12 +1,16 @@
 """Several processes and devices, for real: two JAX processes on 127.0.0.1 and four emulated CPU
 devices.
 
-One launch of two processes (a mesh of their two CPU devices, gloo collectives) and one launch
-of a process with ``--xla_force_host_platform_device_count=4`` run concurrently and cover:
+One launch of two processes (a mesh of their two CPU devices, gloo collectives) covers:
 
 * data-parallel RigL over the two processes against one device with the same global batch;
-* a sweep split over the two processes, and over the four devices, against the unsharded sweep
-  (3 sparsities x 2 seeds: both need padding of the sparsity axis).
+* a sweep split over the two processes against the unsharded sweep (3 sparsities x 2 seeds:
+  the sparsity axis needs padding).
+
+The one-device references run in the same launch, after the collective part, without a mesh:
+process 1 trains the reference of the data-parallel training while process 0 runs the
+unsharded sweep (reusing the problem it prepared and the evaluation it compiled for the sharded
+sweep). A slow test also splits the sweep over four emulated devices of one process.
 
 The runs use SGD: sharded gradients are summed in another order (differences ~1e-8), which Adam's
 normalisation would blow up for weights whose gradient is near zero. A killed process ends the
@@ -33,17 +37,26 @@ from helpers import REPO, TIMEOUT
 from sparsegnn_jax import cli, distributed
 
 # The four-device sweep and the kill test are slow tests (they run in CI): the default run keeps
-# the two-process training and sweep.
+# the two-process training and sweep and their one-device references.
 SLOW = os.environ.get("SPARSEGNN_SLOW_TESTS") == "1"
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import dataclasses, json, sys
     import jax, numpy as np
     from sparsegnn_jax import config, distributed, runs, sparsity, sweeps, tasks, train
 
     out, coordinator, process_id, *jobs = sys.argv[1:]
     if coordinator != "-":
-        distributed.initialize(coordinator, 2, int(process_id), peer_timeout=60)
+        # Room for the other process's one-device reference before the exit barrier.
+        distributed.initialize(coordinator, 2, int(process_id), peer_timeout=300)
+    PROBLEMS = {}
+
+
+    def prepared(cfg):
+        # The problem of cfg, prepared once per process (a reference reuses it).
+        if repr(cfg) not in PROBLEMS:
+            PROBLEMS[repr(cfg)] = tasks.get(cfg.task).prepare(cfg)
+        return PROBLEMS[repr(cfg)]
 
 
     def data_parallel(devices):
@@ -51,7 +64,7 @@ SCRIPT = textwrap.dedent("""
             task="link", dataset="synthetic-temporal", model="gcn", method="rigl", sparsity=0.9,
             epochs=3, batch_size=256, update_every=4, optimizer="sgd", lr=0.05, progress=False))
         task = tasks.get("link")
-        problem = task.prepare(cfg)
+        problem = prepared(cfg)
         bound, params = train.split_model(task.build_model(problem, 0))
         tx = runs.build_optimizer(problem)
         mesh = train.data_mesh(devices) if devices > 1 else None
@@ -72,8 +85,10 @@ SCRIPT = textwrap.dedent("""
     def sweep(devices):
         cfg = config.resolve(config.RunConfig(
             task="link", dataset="synthetic-temporal", model="mlp", method="rigl", epochs=2,
-            devices=devices, progress=False))
-        rows = [sweeps.csv_row(r) for r in sweeps.run_group(cfg, [0.5, 0.75, 0.9], [0, 1])]
+            progress=False))
+        problem = prepared(cfg)
+        rows = [sweeps.csv_row(r) for r in sweeps.run_group(
+            dataclasses.replace(cfg, devices=devices), [0.5, 0.75, 0.9], [0, 1], problem=problem)]
         return {"rows": rows, "processes": jax.process_count()}
 
 
@@ -86,14 +101,17 @@ SCRIPT = textwrap.dedent("""
             return str(err)
 
 
+    # A job is KIND:DEVICES (every process runs it) or KIND:DEVICES@I (only process I does).
     results = {}
     for job in jobs:
-        kind, devices = job.split(":")
-        results[job] = {"train": data_parallel, "sweep": sweep,
-                        "checkpoint": checkpointed}[kind](int(devices))
-    if distributed.is_main_process():
-        with open(out, "w") as f:
-            json.dump(results, f)
+        name, _, only = job.partition("@")
+        if only and int(only) != jax.process_index():
+            continue
+        kind, devices = name.split(":")
+        results[name] = {"train": data_parallel, "sweep": sweep,
+                         "checkpoint": checkpointed}[kind](int(devices))
+    with open(f"{out}.{jax.process_index()}.json", "w") as f:
+        json.dump(results, f)
 """)
 
 
@@ -125,26 +143,35 @@ def finish_all(procs, timeout: float) -> list[subprocess.CompletedProcess]:
 
 @pytest.fixture(scope="module")
 def launches(cli_env, tmp_path_factory):
-    """Results of the two-process launch and of the four-device launch (started together)."""
+    """Job results of the two-process launch (with the one-device references) and, in the slow
+    run, of the four-device launch started with it.
+
+    Process 0's results win over process 1's for a job both run (process 1 gets no sweep rows).
+    """
     folder = tmp_path_factory.mktemp("distributed")
-    two, four = folder / "two.json", folder / "four.json"
     coordinator = f"127.0.0.1:{free_port()}"
-    two_jobs = ["checkpoint:2", "train:2", "sweep:2"]
-    four_jobs = ["train:1", "sweep:1"] + (["sweep:4"] if SLOW else [])
-    commands = [[sys.executable, "-c", SCRIPT, str(two), coordinator, str(i), *two_jobs]
-                for i in range(2)]
-    commands.append([sys.executable, "-c", SCRIPT, str(four), "-", "0", *four_jobs])
-    envs = [cli_env, cli_env, dict(cli_env, XLA_FLAGS="--xla_force_host_platform_device_count=4")]
+    two_jobs = ["checkpoint:2", "train:2", "sweep:2", "sweep:1@0", "train:1@1"]
+    commands = [[sys.executable, "-c", SCRIPT, str(folder / "two"), coordinator, str(i),
+                 *two_jobs] for i in range(2)]
+    envs = [cli_env, cli_env]
+    if SLOW:
+        commands.append([sys.executable, "-c", SCRIPT, str(folder / "four"), "-", "0", "sweep:4"])
+        envs.append(dict(cli_env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
     procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c, e in zip(commands, envs)]
     for done in finish_all(procs, TIMEOUT):
         assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(two.read_text()) | json.loads(four.read_text())
+    outputs = ["two.1.json", "two.0.json"] + (["four.0.json"] if SLOW else [])
+    merged = {}
+    for name in outputs:
+        merged |= json.loads((folder / name).read_text())
+    return merged
 
 
 def test_two_processes_train_like_one_device(launches):
     one, two = launches["train:1"], launches["train:2"]
     assert (two["processes"], two["mesh_devices"]) == (2, 2)
+    assert one["mesh_devices"] == 1
     assert two["mask_updates"] == one["mask_updates"] >= 2   # masks really changed
     for a, b in zip(one["masks"], two["masks"], strict=True):
         assert np.array_equal(a, b)

@@ -5,7 +5,16 @@ import warnings
 import numpy as np
 import pytest
 
-from sparsegnn_jax import config, data, flops, runs, sparsity, tasks, train
+from sparsegnn_jax import baselines, config, data, flops, runs, sparsity, tasks, train
+
+# One link RigL run serves the record test and the exact-sparsity test of rigl.
+LINK_RIGL = config.RunConfig(task="link", method="rigl", sparsity=0.9, epochs=3, update_every=3,
+                             progress=False)
+
+
+@pytest.fixture(scope="module")
+def link_rigl_record():
+    return runs.run(LINK_RIGL)
 
 
 def test_node_gcn_dense_learns_the_synthetic_sbm():
@@ -21,13 +30,28 @@ def test_link_gcn_dense_beats_chance_on_the_synthetic_stream():
     assert rec["data"]["steps"] == 4 * rec["data"]["steps_per_epoch"]
 
 
+def test_link_record_has_baselines_breakdown_and_selected_epoch(link_rigl_record):
+    rec = link_rigl_record
+    assert set(rec["baselines"]) == set(baselines.BASELINES)
+    assert set(rec["val_baselines"]) == set(baselines.BASELINES)
+    for metrics_ in rec["baselines"].values():
+        assert 0.0 <= metrics_["roc_auc"] <= 1.0 and "seen" in metrics_ and "new" in metrics_
+    assert set(rec["test"]) >= {"roc_auc", "ap", "accuracy", "mrr", "hits@10", "seen", "new"}
+    assert list(rec["test"])[:2] == ["roc_auc", "ap"]
+    assert rec["test"]["seen"]["pairs"] + rec["test"]["new"]["pairs"] == 2 * rec["data"][
+        "test_edges"]
+    assert 1 <= rec["selected_epoch"] <= 3
+    # The selection is by validation ROC-AUC: no other epoch's parameters are reported.
+    assert rec["config"]["select"] == "best_val" and rec["config"]["target_fraction"] == 0.2
+
+
 @pytest.mark.parametrize("method", [  # rigl in the default run, all three in CI
     pytest.param("static", marks=pytest.mark.slow), "rigl",
     pytest.param("set", marks=pytest.mark.slow)])
-def test_layer_sparsity_is_exact_and_embedding_stays_dense(method):
-    cfg = config.RunConfig(task="link", method=method, sparsity=0.9, epochs=2, update_every=3,
-                         progress=False)
-    rec = runs.run(cfg)
+def test_layer_sparsity_is_exact_and_embedding_stays_dense(method, request):
+    cfg = dataclasses.replace(LINK_RIGL, method=method)
+    rec = (request.getfixturevalue("link_rigl_record") if method == "rigl"
+           else runs.run(cfg))
     problem = tasks.get("link").prepare(config.resolve(cfg))
     _, params = train.split_model(tasks.get("link").build_model(problem, 0))
     sizes = {p: leaf.size for p, leaf in _paths(params).items()}
