@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sparsegnn_jax import baselines
+from sparsegnn_jax import baselines, metrics
 
 # The history graph (6 nodes):
 #
@@ -240,3 +240,16 @@ def test_invalid_inputs_raise():
         baselines.adamic_adar(SENDERS, RECEIVERS, N, PAIRS, max_entries=0)
     with pytest.raises(ValueError, match=r"\[P, K, 2\]"):
         baselines.ranking(SENDERS, RECEIVERS, N, [(0, 1)], [(1, 2)])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_host_auc_ap_equals_the_jax_metrics(seed):
+    # Few distinct values, so ties are everywhere; both classes present.
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 7, 300).astype(np.float64)
+    labels = rng.integers(0, 2, 300)
+    got = baselines.auc_ap(scores, labels)
+    assert got["roc_auc"] == pytest.approx(float(metrics.roc_auc(scores, labels)), abs=1e-6)
+    assert got["ap"] == pytest.approx(float(metrics.average_precision(scores, labels)), abs=1e-6)
+    assert np.isnan(baselines.auc_ap(scores, np.ones(300))["roc_auc"])
+    assert baselines.auc_ap(scores, np.zeros(300))["ap"] == 0.0
