@@ -28,6 +28,7 @@ __all__ = [
     "num_nodes_of",
     "pad_to_bucket",
     "sym_norm_coefficients",
+    "self_loops_last",
     "with_edges_first",
 ]
 
@@ -98,10 +99,9 @@ def from_edges(
       num_nodes: number of nodes ``N`` (nodes without edges are allowed).
       node_features: optional ``[N, F]`` array stored in ``graph.nodes`` (None leaves it None).
       symmetric: add the reverse of every edge.
-      self_loops: add a self loop to every node. They are stored edges: an encoder's
-        edge-weight leaf (``models.Encoder(num_edges=...)``) gates and may prune them like any
-        other edge, since the leaf is one entry per stored edge. To keep self loops out of
-        pruning, build without them and let GCN add them implicitly (``add_self_loops``).
+      self_loops: add a self loop to every node. They are stored edges; ``self_loops_last``
+        moves them behind the others, out of reach of an encoder's edge-weight leaf
+        (``models.Encoder(num_edges=...)`` gates the first ``num_edges`` edges), as the tasks do.
       edge_weights: optional ``[E]`` weights stored in ``graph.edges`` as float32; None gives
         ``graph.edges = None`` (layers treat that as unit weights).
       duplicates: how weights of repeated edges combine: ``"first"`` keeps the first occurrence
@@ -260,6 +260,25 @@ def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Ar
     positive = deg > 0
     inv_sqrt = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, deg, 1.0)), 0.0)
     return inv_sqrt[senders] * weights * inv_sqrt[receivers]
+
+
+def self_loops_last(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """``graph`` with its self loops moved after every other edge (both in their order).
+
+    An ``Encoder`` edge-weight leaf gates the first ``num_edges`` stored edges and keeps the
+    rest: with the self loops last, a leaf over the other edges leaves every node its own input.
+
+    Args:
+      graph: a graph with host-readable ``senders`` / ``receivers``.
+
+    Returns:
+      The reordered ``jraph.GraphsTuple`` (nodes, weights and counts unchanged).
+    """
+    loops = np.asarray(graph.senders) == np.asarray(graph.receivers)
+    index = jnp.asarray(np.argsort(loops, kind="stable").astype(np.int32))
+    return graph._replace(
+        senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
+        edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
 
 
 def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:

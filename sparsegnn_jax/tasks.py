@@ -70,9 +70,22 @@ def prunable_params(path: str, leaf) -> bool:
 
 
 def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
-    """The encoder's ``num_edges``: every stored edge of the message-passing ``graph`` when
-    ``cfg.edge_sparsity`` is set, else None (no edge leaf)."""
-    return None if cfg.edge_sparsity is None else int(graph.senders.shape[0])
+    """The encoder's ``num_edges`` when ``cfg.edge_sparsity`` is set, else None (no edge leaf):
+    the edges of the message-passing ``graph`` between two distinct nodes, which the tasks store
+    before the self loops (``graphs.self_loops_last``). Self loops stay outside the leaf: pruning
+    one would take a node's own input away, not a message between nodes.
+
+    Raises:
+      ValueError: a self loop stored before another edge.
+    """
+    if cfg.edge_sparsity is None:
+        return None
+    loops = np.asarray(graph.senders) == np.asarray(graph.receivers)
+    size = int(np.sum(~loops))
+    if np.any(loops[:size]):
+        raise ValueError("edge_leaf_size: the graph stores a self loop before another edge; "
+                         "reorder it with graphs.self_loops_last")
+    return size
 
 
 def row_normalise(features: np.ndarray) -> np.ndarray:
@@ -254,8 +267,10 @@ class LinkTask:
         eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
                                        node_features=eval_nodes, symmetric=True, self_loops=True)
         if cfg.edge_sparsity is not None:
-            # The edge weights are learnt on the training-time graph's edges: they come first in
-            # the evaluation graph too, and the edges it adds keep weight 1 (never pruned).
+            # The edge weights are learnt on the training-time graph's edges (self loops last,
+            # outside them): they come first in the evaluation graph too, and the edges it adds
+            # keep weight 1 (never pruned).
+            train_graph = graphs.self_loops_last(train_graph)
             eval_graph = graphs.with_edges_first(train_graph, eval_graph)
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
@@ -415,6 +430,8 @@ class NodeTask:
         n = ds.num_nodes
         graph = graphs.from_edges(ds.senders, ds.receivers, n, node_features=features,
                                   symmetric=True, self_loops=True, edge_weights=ds.edge_weights)
+        if cfg.edge_sparsity is not None:
+            graph = graphs.self_loops_last(graph)  # outside the edge weights (edge_leaf_size)
         if models.sparse_inputs.should_be_sparse(features):
             # Bag-of-words inputs: the first layer then multiplies their nonzeros only.
             graph = graph._replace(nodes=models.sparse_inputs.from_dense(features))

@@ -13,6 +13,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import jraph
 import numpy as np
 import optax
 import pytest
@@ -346,12 +347,17 @@ def test_link_edge_weights_cover_the_training_graph_and_evaluation_keeps_the_res
     np.testing.assert_array_equal(np.asarray(eval_g.senders[:e]), np.asarray(train_g.senders))
     np.testing.assert_array_equal(np.asarray(eval_g.receivers[:e]),
                                   np.asarray(train_g.receivers))
+    # The training graph's edges between distinct nodes come first, its self loops after them,
+    # outside the leaf: a node keeps its own input whatever is pruned.
+    loops = np.asarray(train_g.senders) == np.asarray(train_g.receivers)
+    links = int((~loops).sum())
+    assert 0 < links < e and not loops[:links].any() and loops[links:].all()
     model = task.build_model(problem, 0)
-    assert model.encoder.edge_weight.shape == (e,)
-    keep = random_keep(e)
+    assert model.encoder.edge_weight.shape == (links,)
+    keep = random_keep(links)
     model.encoder.edge_weight[...] = jnp.asarray(keep, jnp.float32)
-    # On the evaluation graph: the pruned training edges are gone, every added edge is kept.
-    full_keep = np.concatenate([keep, np.ones(int(eval_g.senders.shape[0]) - e, bool)])
+    # On the evaluation graph: the pruned training edges are gone, every other edge is kept.
+    full_keep = np.concatenate([keep, np.ones(int(eval_g.senders.shape[0]) - links, bool)])
     compacted = eval_g._replace(senders=eval_g.senders[full_keep],
                                 receivers=eval_g.receivers[full_keep],
                                 n_edge=jnp.asarray([int(full_keep.sum())]))
@@ -402,3 +408,14 @@ def test_report_gives_each_edge_sparsity_a_column_of_its_own(tmp_path):
     sweeps.write_csv(tmp_path / "results.csv", rows)
     got = [r["method"] for r in report.read_results(tmp_path / "results.csv")]
     assert got == ["rigl", "rigl (edges 0)", "rigl (edges 0.5)"]
+
+
+def test_edge_leaf_covers_the_links_and_refuses_a_self_loop_among_them():
+    cfg = config.RunConfig(edge_sparsity=0.5)
+    g = jraph.GraphsTuple(nodes=None, edges=None, senders=jnp.asarray([1, 0, 2]),
+                          receivers=jnp.asarray([1, 1, 0]), n_node=jnp.asarray([3]),
+                          n_edge=jnp.asarray([3]), globals=None)
+    with pytest.raises(ValueError, match="stores a self loop before another edge"):
+        tasks.edge_leaf_size(cfg, g)
+    assert tasks.edge_leaf_size(cfg, graphs.self_loops_last(g)) == 2
+    assert tasks.edge_leaf_size(config.RunConfig(), g) is None

@@ -188,3 +188,16 @@ def test_padding_keeps_real_gcn_coefficients():
     e = g.senders.shape[0]
     np.testing.assert_allclose(coef[:e], graphs.gcn_norm_weights(g), rtol=1e-6)
     assert np.all(np.isfinite(np.asarray(coef)))
+
+
+def test_self_loops_last_keeps_both_orders_and_the_weights():
+    g = graphs.from_edges([0, 1, 2], [1, 2, 0], 3, symmetric=False, self_loops=True,
+                          edge_weights=[1.0, 2.0, 3.0])
+    out = graphs.self_loops_last(g)
+    pairs = list(zip(np.asarray(out.senders).tolist(), np.asarray(out.receivers).tolist()))
+    weights = dict(zip(zip(np.asarray(g.senders).tolist(), np.asarray(g.receivers).tolist()),
+                       np.asarray(g.edges).tolist()))
+    links = [p for p in zip(np.asarray(g.senders).tolist(), np.asarray(g.receivers).tolist())
+             if p[0] != p[1]]
+    assert pairs == links + [(0, 0), (1, 1), (2, 2)]
+    assert np.asarray(out.edges).tolist() == [weights[p] for p in pairs]

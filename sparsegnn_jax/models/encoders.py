@@ -128,9 +128,9 @@ class Encoder(nnx.Module):
     prune the leaf like any weight (``tasks.prunable_params`` selects it); an edge whose leaf
     is 0 carries no message. Edges past the first ``E`` (an evaluation
     graph that appends edges to the training graph's, padding) get weight 1: always kept. The
-    leaf is aligned with the stored edge list, so the explicit self loops ``graphs.from_edges``
-    adds are prunable edges like any other; build the graph with ``self_loops=False`` and pass
-    ``add_self_loops=True`` (GCN) to keep self loops out of the leaf, never pruned. The
+    leaf is aligned with the stored edge list; the tasks store self loops after every other
+    edge (``graphs.self_loops_last``) and size the leaf to the others, so no node loses its own
+    input. The
     structural input columns and the cold-start test read the graph as given, not the gates.
 
     Args:
