@@ -35,7 +35,18 @@ def inner_optimizer(cfg: config.RunConfig, total_steps: int) -> optax.GradientTr
         opt = optax.sgd(lr, momentum=0.9, nesterov=True)
     else:
         opt = optax.adam(cfg.lr)
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt)
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decays), opt)
+
+
+def decays(params) -> object:
+    """Which leaves weight decay shrinks: all but the encoder's edge-weight leaf.
+
+    The edge leaf is a learnt score of each edge, ranked by magnitude methods; decay would pull
+    the edges without a loss signal (beyond the labelled nodes' receptive field) towards 0 under
+    Adam, so magnitude pruning removed them first (Cora, GMP, 40% of the edges: 72.7 with decay,
+    76.4 without, 80.9 unpruned).
+    """
+    return sparsity.trees.prunable(params, lambda path, _: not models.is_edge_weight(path))
 
 
 def method_kwargs(cfg: config.RunConfig, total_steps: int, steps_per_epoch: int) -> dict:

@@ -419,3 +419,12 @@ def test_edge_leaf_covers_the_links_and_refuses_a_self_loop_among_them():
         tasks.edge_leaf_size(cfg, g)
     assert tasks.edge_leaf_size(cfg, graphs.self_loops_last(g)) == 2
     assert tasks.edge_leaf_size(config.RunConfig(), g) is None
+
+
+def test_weight_decay_leaves_the_edge_scores_alone():
+    params = {"encoder": {"edge_weight": jnp.ones(4), "layers": {"0": {"kernel": jnp.ones((2, 2))}}}}
+    tx = runs.inner_optimizer(config.RunConfig(optimizer="sgd", lr=0.1, weight_decay=0.5), 10)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert np.all(np.asarray(updates["encoder"]["edge_weight"]) == 0.0)
+    assert np.all(np.asarray(updates["encoder"]["layers"]["0"]["kernel"]) < 0.0)
