@@ -262,6 +262,14 @@ def sym_norm_coefficients(weights, senders, receivers, num_nodes: int) -> jax.Ar
     return inv_sqrt[senders] * weights * inv_sqrt[receivers]
 
 
+def _reorder_edges(graph: jraph.GraphsTuple, order: np.ndarray) -> jraph.GraphsTuple:
+    """``graph`` with its edges (endpoints and weights) taken in ``order``."""
+    index = jnp.asarray(np.asarray(order).astype(np.int32))
+    return graph._replace(
+        senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
+        edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
+
+
 def self_loops_last(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
     """``graph`` with its self loops moved after every other edge (both in their order).
 
@@ -275,10 +283,7 @@ def self_loops_last(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
       The reordered ``jraph.GraphsTuple`` (nodes, weights and counts unchanged).
     """
     loops = np.asarray(graph.senders) == np.asarray(graph.receivers)
-    index = jnp.asarray(np.argsort(loops, kind="stable").astype(np.int32))
-    return graph._replace(
-        senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
-        edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
+    return _reorder_edges(graph, np.argsort(loops, kind="stable"))
 
 
 def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
@@ -312,10 +317,7 @@ def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jrap
         raise ValueError(f"with_edges_first: {int(np.sum(~np.isin(wanted, keys)))} edges of "
                          "`first` are not edges of `graph`")
     rest = np.setdiff1d(np.arange(keys.size), found, assume_unique=False)
-    index = jnp.asarray(np.concatenate([found, rest]).astype(np.int32))
-    return graph._replace(
-        senders=jnp.asarray(graph.senders)[index], receivers=jnp.asarray(graph.receivers)[index],
-        edges=None if graph.edges is None else jnp.asarray(graph.edges)[index])
+    return _reorder_edges(graph, np.concatenate([found, rest]))
 
 def compact_edges(senders, receivers, edge_weights, keep, size: int, *, fill_node: int = 0):
     """The kept edges of an edge mask as fixed-size arrays, so aggregation costs ``size`` edges.
