@@ -35,6 +35,9 @@ def parse_args(argv=None):
                         "(message-passing models; default 0: fixed graph, no edge weights). "
                         "A grid with a non-zero value gives every run, the 0 ones included, "
                         "the learnable edge weights")
+    p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
+                   help="initial edge mask of static / SET / RigL (default resistance; the "
+                        "other methods ignore it)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--distribution", default="uniform")
@@ -171,7 +174,10 @@ def _sweep(args, argv) -> int:
         pairs = [(m, e) for m in methods
                  for e in (edge_grid if registry.get(m).sparse else [_unpruned(edge_grid)])]
         for method, edges in pairs:
-            cfg = config.resolve(dataclasses.replace(base, method=method, edge_sparsity=edges))
+            scored = registry.get(method).takes_initial_scores() and edges is not None
+            cfg = config.resolve(dataclasses.replace(
+                base, method=method, edge_sparsity=edges,
+                edge_scores=args.edge_scores if scored else None))
             name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds

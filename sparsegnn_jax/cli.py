@@ -38,6 +38,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
                         "graph is fixed, no edge weights)")
+    p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
+                   help="static / SET / RigL with --edge-sparsity: which edges the initial "
+                        "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
+                        "low-degree nodes first; random: uniform)")
     p.add_argument("--distribution", default="uniform",
                    help="uniform | uniform_dense_first | erk | er")
     p.add_argument("--update-every", type=int, default=None,

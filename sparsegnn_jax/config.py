@@ -67,6 +67,10 @@ class RunConfig:
     # 0 included, gives the encoder its learnable edge-weight leaf (models.Encoder, num_edges),
     # pruned by the method to exactly this sparsity, never redistributed over the layers.
     edge_sparsity: float | None = None
+    # Which edges the initial mask of a method that starts sparse (static, SET, RigL) keeps:
+    # "resistance" (graphs.resistance_scores, ties at random) or "random"; None resolves to
+    # "resistance" for those methods with edge weights and stays None otherwise.
+    edge_scores: str | None = None
     init_from: str | None = None           # checkpoint folder of a dense run to start from
     seed: int = 0
     data_root: str | None = None
@@ -179,6 +183,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         if cfg.edge_sparsity and not registry.get(cfg.method).sparse:
             raise ValueError(f"--edge-sparsity has no effect with --method={cfg.method} (it "
                              "prunes nothing); leave it unset")
+    cfg = _resolve_edge_scores(cfg)
     if cfg.distribution not in distributions.DISTRIBUTIONS:
         raise ValueError(f"unknown --distribution={cfg.distribution!r}; known: "
                          f"{', '.join(distributions.DISTRIBUTIONS)}")
@@ -196,6 +201,30 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.end_fraction is None:
         cfg.end_fraction = 1.0
     _check_ranges(cfg)
+    return cfg
+
+
+EDGE_SCORES = ("resistance", "random")
+
+
+def _resolve_edge_scores(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``edge_scores`` checked and its default filled in (see the field)."""
+    starts_sparse = registry.get(cfg.method).takes_initial_scores()
+    if cfg.edge_scores is None:
+        if starts_sparse and cfg.edge_sparsity is not None:
+            return dataclasses.replace(cfg, edge_scores="resistance")
+        return cfg
+    if cfg.edge_scores not in EDGE_SCORES:
+        raise ValueError(f"unknown --edge-scores={cfg.edge_scores!r}; known: "
+                         f"{', '.join(EDGE_SCORES)}")
+    if cfg.edge_sparsity is None:
+        raise ValueError("--edge-scores has no effect without --edge-sparsity (no edge "
+                         "weights); leave it unset")
+    if not starts_sparse:
+        known = [n for n in registry.names() if registry.get(n).takes_initial_scores()]
+        raise ValueError(f"--edge-scores has no effect with --method={cfg.method}: it chooses "
+                         f"the initial edge mask of the methods that start sparse "
+                         f"({', '.join(known)}); leave it unset")
     return cfg
 
 

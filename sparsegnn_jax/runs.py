@@ -18,6 +18,7 @@ from sparsegnn_jax import (
     checkpoint,
     config,
     distributed,
+    graphs,
     models,
     sparsity,
     tasks,
@@ -25,7 +26,7 @@ from sparsegnn_jax import (
 )
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import distributions, registry
-from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
+from sparsegnn_jax.sparsity.trees import flatten_with_paths, path_str, prunable_flags
 
 
 def inner_optimizer(cfg: config.RunConfig, total_steps: int) -> optax.GradientTransformation:
@@ -133,6 +134,31 @@ def layer_distribution(cfg: config.RunConfig, shapes: dict, sparsity_value):
     return distributions.with_fixed_layers(shapes, sparsity_value, cfg.distribution, fixed)
 
 
+def initial_scores(problem: tasks.Problem):
+    """The ``scores`` argument of a method that starts sparse, or None for its default.
+
+    With ``--edge-scores=resistance`` a callable ``(key, params) -> scores``: the random scores
+    the method would draw for the weights, and for the edge-weight leaf the rank of
+    :func:`graphs.resistance_scores` among its distinct values plus a uniform draw in [0, 1),
+    so the initial mask keeps the edges at low-degree nodes and breaks ties at random.
+    """
+    cfg = problem.cfg
+    if cfg.edge_scores != "resistance":
+        return None
+    graph = problem.graph
+    size = tasks.edge_leaf_size(cfg, graph)
+    resistance = graphs.resistance_scores(np.asarray(graph.senders)[:size],
+                                          np.asarray(graph.receivers)[:size], problem.num_nodes)
+    rank = np.unique(resistance, return_inverse=True)[1].astype(np.float32)
+
+    def scores(key, params):
+        drawn = sparsity.masks.random_scores(key, params)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, s: rank + s if models.is_edge_weight(path_str(path)) else s, drawn)
+
+    return scores
+
+
 def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
     """The sparsifier of ``problem.cfg`` around its inner optimizer.
 
@@ -150,6 +176,9 @@ def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
         kw["distribution"] = layer_distribution(cfg, prunable_shapes(problem), kw["sparsity"])
     if spec.needs_key:
         kw["key"] = jax.random.key(cfg.seed) if key is None else key
+    scores = initial_scores(problem)
+    if scores is not None:
+        kw["scores"] = scores
     return registry.sparsifier(cfg.method, inner_optimizer(cfg, problem.total_steps), **kw)
 
 

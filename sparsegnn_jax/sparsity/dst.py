@@ -114,7 +114,7 @@ def _dst(inner, *, regrow: str, sparsity, update_every, drop_fraction, end_step,
 
 def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 100,
          drop_fraction=0.3, end_step: Optional[int] = None, distribution="uniform",
-         scores: str = "random", filter_fn: Optional[Callable] = None, seed: int = 0,
+         scores="random", filter_fn: Optional[Callable] = None, seed: int = 0,
          key=None) -> optax.GradientTransformationExtraArgs:
     """RigL: drop by magnitude, regrow where the dense gradient is largest.
 
@@ -134,7 +134,8 @@ def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
         (``schedules.cosine_drop(0.3, end_step)`` is RigL's).
       end_step: last step that may change the masks; None = the whole run.
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a dict.
-      scores: initial mask, ``"random"`` or ``"magnitude"``.
+      scores: initial mask, ``"random"``, ``"magnitude"`` or a callable
+        ``scores(key, params) -> score pytree`` (:func:`transform.init_masks_by`).
       filter_fn: which leaves are prunable (``masks.default_filter`` when None).
       seed: seed of the initial mask, used when ``key`` is None.
       key: a PRNG key (typed or raw).
@@ -153,7 +154,7 @@ def rigl(inner: optax.GradientTransformation, sparsity=0.9, update_every: int = 
 def sparse_evolutionary(inner: optax.GradientTransformation, sparsity=0.9,
                         update_every: int = 100, drop_fraction=0.3,
                         end_step: Optional[int] = None, distribution="uniform",
-                        scores: str = "random", filter_fn: Optional[Callable] = None,
+                        scores="random", filter_fn: Optional[Callable] = None,
                         seed: int = 0, key=None) -> optax.GradientTransformationExtraArgs:
     """SET (sparse evolutionary training): drop by magnitude, regrow at random.
 

@@ -60,9 +60,10 @@ def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distributio
       sparsity: target sparsity in [0, 1) (may be a traced value with ``"uniform"``).
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a
         ``{layer-path: sparsity}`` dict.
-      scores: ``"random"`` (random mask), ``"magnitude"`` (top-|w| of the init params) or a
-        pytree of score arrays with the params' structure (e.g. SNIP's ``|g * w|``): each
-        prunable layer keeps its keep-count highest scores.
+      scores: ``"random"`` (random mask), ``"magnitude"`` (top-|w| of the init params), a
+        pytree of score arrays with the params' structure (e.g. SNIP's ``|g * w|``) or a
+        callable ``scores(key, params) -> score pytree``: each prunable layer keeps its
+        keep-count highest scores.
       filter_fn: which leaves are prunable (``masks.default_filter`` when None).
       seed: seed of the random mask, used when ``key`` is None.
       key: a PRNG key (typed or raw) for the random mask.
@@ -81,9 +82,10 @@ def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distributio
     distributions_lib.check_distribution(distribution)
     if masks is not None:
         if not isinstance(scores, str):
-            raise ValueError("static_sparse: pass `masks` or a `scores` pytree, not both")
+            raise ValueError("static_sparse: pass `masks` or `scores` other than a name, "
+                             "not both")
         return _given_masks(inner, masks, filter_fn)
-    if isinstance(scores, str):
+    if isinstance(scores, str) or callable(scores):
         init_masks = transform.init_masks_by(scores)
     else:
         def init_masks(key, params, counts, prunable_tree):

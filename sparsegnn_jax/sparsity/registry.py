@@ -92,6 +92,11 @@ class MethodSpec:
         """The factory's keyword arguments (everything but ``inner``)."""
         return [p for p in inspect.signature(self.factory).parameters if p != "inner"]
 
+    def takes_initial_scores(self) -> bool:
+        """Whether the method starts from a mask chosen by ``scores`` (its factory takes them:
+        static, SET, RigL), so a run can choose which edges that mask keeps."""
+        return "scores" in self.accepted_kwargs()
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _ALIASES: dict[str, str] = {}

@@ -163,17 +163,25 @@ def init_dense(key, params, counts, prunable_tree):
     return masks_lib.all_true(params)
 
 
-def init_masks_by(scores: str) -> Callable:
+def init_masks_by(scores) -> Callable:
     """A ``Rule.init_masks``: per prunable leaf the top keep-count of ``scores``.
 
     Args:
-      scores: ``"random"`` or ``"magnitude"`` (see :func:`masks.initial_masks`).
+      scores: ``"random"`` or ``"magnitude"`` (see :func:`masks.initial_masks`), or a callable
+        ``scores(key, params) -> score pytree`` with the params' structure (e.g. random scores
+        for the weights and a structural score for an edge leaf), called at ``init`` with the
+        method's key.
 
     Raises:
       ValueError: for another ``scores``.
     """
+    if callable(scores):
+        def init_from_callable(key, params, counts, prunable_tree):
+            return masks_lib.select_top(scores(key, params), counts, prunable_tree)
+
+        return init_from_callable
     if scores not in masks_lib.SCORES:
-        raise ValueError(f"scores must be 'random' or 'magnitude', got {scores!r}")
+        raise ValueError(f"scores must be 'random', 'magnitude' or a callable, got {scores!r}")
 
     def init_masks(key, params, counts, prunable_tree):
         return masks_lib.initial_masks(key, params, counts, prunable_tree, scores)
