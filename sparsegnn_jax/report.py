@@ -129,8 +129,9 @@ def read_results(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}, line {line}: column 'sparsity' is empty")
         if row["method"] == "dense":
             row["sparsity"] = 0.0
-        if row.get("edge_sparsity") is not None:
-            # Runs with edge weights are columns of their own, one per edge sparsity.
+        if row.get("edge_sparsity") is not None and row["method"] != "dense":
+            # Runs with edge weights are columns of their own, one per edge sparsity. The dense
+            # method prunes no edge either: with the weights unpruned it is the dense model.
             row["method"] = f"{row['method']} (edges {row['edge_sparsity']:g})"
         rows.append(row)
     return rows
@@ -190,17 +191,27 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return None if ms is None else ms[0]
 
 
+def _split_edges(method: str) -> tuple[str, str]:
+    """``"rigl (edges 0.5)"`` -> ``("rigl", " (edges 0.5)")``; other names -> ``(name, "")``."""
+    base, sep, rest = method.partition(" (edges ")
+    return (base, sep + rest) if sep else (method, "")
+
+
 def method_sort_key(method: str) -> tuple:
-    """Registered methods in registration order, others after them alphabetically."""
+    """Registered methods in registration order (each edge sparsity after its method's runs
+    without edge weights), others after them alphabetically."""
     order = registry.names()
-    if method in order:
-        return order.index(method), ""
+    base, edges = _split_edges(method)
+    if base in order:
+        return order.index(base), edges
     return len(order), method
 
 
 def method_label(method: str) -> str:
-    """A method's name in tables and plots: its registry label, else the name itself."""
-    return registry.get(method).label if method in registry.names() else method
+    """A method's name in tables and plots: its registry label (with the edge sparsity of
+    ``"<method> (edges <s>)"``), else the name itself."""
+    base, edges = _split_edges(method)
+    return registry.get(base).label + edges if base in registry.names() else method
 
 
 def summarise(rows: Iterable[dict]) -> dict:
@@ -287,8 +298,9 @@ def sparse_methods(group: dict) -> list[str]:
 
 
 def sparsity_grid(group: dict) -> list[float]:
-    """Every non-zero sparsity of the group's sparse methods, ascending."""
-    return sorted({s for m in sparse_methods(group) for s in group["methods"][m] if s > 0})
+    """Every weight sparsity of the group's sparse methods, ascending: 0 too when a method
+    pruned only the edges (``--edge-sparsity`` with ``--sparsity=0``)."""
+    return sorted({s for m in sparse_methods(group) for s in group["methods"][m]})
 
 
 def dense_cell(group: dict) -> dict | None:
@@ -515,7 +527,7 @@ def plot_accuracy(group: dict, path: str | os.PathLike, metric: str = "accuracy"
     """
     fig = _figure_class()(figsize=(8, 4.5))
     ax = fig.add_subplot()
-    grid = sparsity_grid(group)
+    grid = [s for s in sparsity_grid(group) if s > 0]
     for m in sparse_methods(group):
         pts = [(s, c[metric]) for s, c in group["methods"][m].items() if s > 0 and c[metric]]
         if not pts:
@@ -556,7 +568,7 @@ def plot_flops(group: dict, path: str | os.PathLike, *, title: str = "") -> path
     """
     fig = _figure_class()(figsize=(8, 4.5))
     ax = fig.add_subplot()
-    grid = sparsity_grid(group)
+    grid = [s for s in sparsity_grid(group) if s > 0]
     for m in sparse_methods(group):
         pts = [(s, c["training_flops"]) for s, c in group["methods"][m].items()
                if s > 0 and c["training_flops"]]
@@ -700,6 +712,8 @@ def write_plots(summary: dict, out: str | os.PathLike) -> list[pathlib.Path]:
     written = []
     for dataset, models in summary.items():
         for model, group in models.items():
+            if not any(s > 0 for s in sparsity_grid(group)):
+                continue   # only edges pruned: nothing to draw against the weight sparsity
             stem = f"{safe_name(dataset)}_{safe_name(model)}"
             title = _title(dataset, model)
             written.append(plot_accuracy(group, out / f"{stem}_accuracy.png", title=title))

@@ -350,3 +350,25 @@ def test_link_tables_carry_the_baselines_best_first(tmp_path):
         "| preferential_attachment | 60.00")
     assert "### Non-learned baselines on the same test pairs" in report.markdown_tables(
         report.summarise(report.load_rows([path])))
+
+
+def test_a_grid_that_prunes_only_edges_gets_a_sparsity_0_row_and_no_plots(tmp_path):
+    # Dense weights, edges pruned: the weight sparsity is 0 in every row, and the dense method
+    # (with the unpruned edge weights) is the dense model's row.
+    rows = [{"dataset": "d", "model": "gcn", "method": m, "sparsity": 0.0, "seed": seed,
+             "test_accuracy": acc + seed / 100, "test_macro_f1": acc, "training_flops": 2.0,
+             "training_flops_relative": rel, "edge_sparsity": edge}
+            for m, edge, acc, rel in (("dense", 0.0, 0.8, 1.0), ("static", 0.4, 0.7, 0.9),
+                                      ("static", 0.6, 0.6, 0.8))
+            for seed in (0, 1)]
+    path = _write(tmp_path / "r.csv", rows)
+    summary = report.summarise(report.load_rows([path]))
+    md = report.markdown_tables(summary)
+    acc = [_cells(line) for line in _section(md, "Test accuracy (%)")]
+    assert acc[0] == ["sparsity", "Static (edges 0.4)", "Static (edges 0.6)"]
+    assert acc[2] == ["dense", "80.50 ± 0.71", "80.50 ± 0.71"]
+    assert acc[3] == ["0%", "70.50 ± 0.71", "60.50 ± 0.71"]
+    flops = [_cells(line) for line in _section(md, "Training FLOPs relative to dense (mean)")]
+    assert flops[3] == ["0%", "0.900", "0.800"]
+    pytest.importorskip("matplotlib")
+    assert report.write_plots(summary, tmp_path) == []
