@@ -1,9 +1,15 @@
 """Shared fixtures: the real datasets (skipping cleanly without them), the subprocess
-environment, one JAX compilation cache per test process (each pytest-xdist worker), and the
-opt-in slow tests.
+environment, one JAX compilation cache per test process (each pytest-xdist worker), XLA's
+cheaper compile mode, and the opt-in slow tests.
 
 Set ``SPARSEGNN_SLOW_TESTS=1`` to run the tests marked ``@pytest.mark.slow`` (CI does); without
 it they skip, saying so.
+
+The tests check counts, equalities and hand-computed values, not speed, and most of their time
+is XLA compiling small programs: they run with ``jax_disable_most_optimizations`` (in this
+process and in the subprocesses of ``cli_env``), which compiles about a third faster. A test
+whose assertion holds only for optimized programs (e.g. bitwise equality of two differently
+shaped computations) is marked ``@pytest.mark.xla_optimized`` and runs with the optimizations.
 """
 import os
 import pathlib
@@ -26,10 +32,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # before all others: pytest-xdist hands out one file at a time, and a long file started last
 # keeps one worker busy while the others idle. The rest follow in collection order
 # (pyproject.toml turns off xdist's own order, by number of tests).
-LONGEST_FIRST = ["test_distributed.py", "test_link_task.py", "test_runs.py", "test_docs.py",
-                 "sparsity/test_method_dst.py", "sparsity/test_method_compat.py",
-                 "sparsity/test_method_jit.py", "test_pinned.py", "test_registry.py",
-                 "test_train.py", "test_walks.py", "data/test_splits.py"]
+LONGEST_FIRST = ["test_distributed.py", "test_link_task.py", "sparsity/test_method_compat.py",
+                 "test_edge_sparsity.py", "sparsity/test_masks.py", "test_cli.py", "test_runs.py",
+                 "sparsity/test_method_counts.py", "models/test_encoders.py", "test_docs.py",
+                 "sparsity/test_method_dst.py", "test_walks.py", "sparsity/test_method_jit.py",
+                 "models/test_sparse_inputs.py", "data/test_download.py",
+                 "models/test_edge_weights.py"]
 
 
 def _data_root():
@@ -61,6 +69,7 @@ def cli_env(tmp_path_factory):
     env["JAX_COMPILATION_CACHE_DIR"] = str(base / "jax-compilation-cache")
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     return env
 
 
@@ -75,14 +84,18 @@ def no_data_loading(monkeypatch):
     monkeypatch.setattr("sparsegnn_jax.data.load", no_loading)
 
 
-@pytest.fixture(scope="module")
-def fast_compile():
-    """XLA's cheaper compile mode for a module whose tests check counts and equalities, not
-    speed (use with ``pytestmark = pytest.mark.usefixtures("fast_compile")``)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+@pytest.fixture(autouse=True)
+def xla_optimizations(request):
+    """XLA's full optimizations for a test marked ``xla_optimized``; the cheaper compile mode
+    (set in :func:`pytest_configure`) for every other test."""
+    if request.node.get_closest_marker("xla_optimized") is None:
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_configure(config):
@@ -100,6 +113,7 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", config.jax_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_xdist_auto_num_workers(config):

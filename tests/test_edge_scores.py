@@ -14,7 +14,6 @@ from sparsegnn_jax.sparsity.trees import flatten_with_paths
 
 EDGE = "encoder/edge_weight"
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_resistance_scores_by_hand():

@@ -37,8 +37,6 @@ STEPS = 4
 EDGE = "edge_weight"
 
 
-# These tests check counts and equalities, not speed: XLA's cheaper compile mode.
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _problem():

@@ -35,8 +35,6 @@ CONFIGS = {
 }
 
 
-# These tests check counts and equalities, not speed: XLA's cheaper compile mode.
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def run(method, cfg, params, batch, steps=STEPS):
