@@ -41,7 +41,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
                    help="static / SET / RigL with --edge-sparsity: which edges the initial "
                         "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
-                        "low-degree nodes first; random: uniform)")
+                        "low-degree nodes first; random: uniform; saliency, node task with "
+                        "--init-from: those whose removal would raise the dense model's loss "
+                        "most)")
     p.add_argument("--distribution", default="uniform",
                    help="uniform | uniform_dense_first | erk | er")
     p.add_argument("--update-every", type=int, default=None,

@@ -68,7 +68,8 @@ class RunConfig:
     # pruned by the method to exactly this sparsity, never redistributed over the layers.
     edge_sparsity: float | None = None
     # Which edges the initial mask of a method that starts sparse (static, SET, RigL) keeps:
-    # "resistance" (graphs.resistance_scores, ties at random) or "random"; None resolves to
+    # "resistance" (graphs.resistance_scores, ties at random), "random", or "saliency" (node
+    # task, with --init-from: tasks.edge_saliency of that dense model); None resolves to
     # "resistance" for those methods with edge weights and stays None otherwise.
     edge_scores: str | None = None
     init_from: str | None = None           # checkpoint folder of a dense run to start from
@@ -204,7 +205,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-EDGE_SCORES = ("resistance", "random")
+EDGE_SCORES = ("resistance", "random", "saliency")
 
 
 def _resolve_edge_scores(cfg: RunConfig) -> RunConfig:
@@ -225,6 +226,10 @@ def _resolve_edge_scores(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"--edge-scores has no effect with --method={cfg.method}: it chooses "
                          f"the initial edge mask of the methods that start sparse "
                          f"({', '.join(known)}); leave it unset")
+    if cfg.edge_scores == "saliency" and (cfg.task != "node" or not cfg.init_from):
+        raise ValueError("--edge-scores=saliency ranks the edges by a trained node classifier's "
+                         "loss: it needs --task=node (node_class.py) and --init-from, the "
+                         "checkpoint of a dense run")
     return cfg
 
 

@@ -137,24 +137,40 @@ def layer_distribution(cfg: config.RunConfig, shapes: dict, sparsity_value):
 def initial_scores(problem: tasks.Problem):
     """The ``scores`` argument of a method that starts sparse, or None for its default.
 
-    With ``--edge-scores=resistance`` a callable ``(key, params) -> scores``: the random scores
-    the method would draw for the weights, and for the edge-weight leaf the rank of
-    :func:`graphs.resistance_scores` among its distinct values plus a uniform draw in [0, 1),
-    so the initial mask keeps the edges at low-degree nodes and breaks ties at random.
+    With ``--edge-scores`` other than ``random``, a callable ``(key, params) -> scores``: the
+    random scores the method would draw for the weights, and for the edge-weight leaf
+
+    * ``resistance``: the rank of :func:`graphs.resistance_scores` among its distinct values
+      plus a uniform draw in [0, 1), so the mask keeps the edges at low-degree nodes and
+      breaks ties at random;
+    * ``saliency``: :func:`tasks.edge_saliency` of the params the method starts from (the
+      dense model of ``--init-from``): the edges whose removal would raise its loss most.
     """
     cfg = problem.cfg
-    if cfg.edge_scores != "resistance":
+    if cfg.edge_scores in (None, "random"):
         return None
-    graph = problem.graph
-    size = tasks.edge_leaf_size(cfg, graph)
-    resistance = graphs.resistance_scores(np.asarray(graph.senders)[:size],
-                                          np.asarray(graph.receivers)[:size], problem.num_nodes)
-    rank = np.unique(resistance, return_inverse=True)[1].astype(np.float32)
+    if cfg.edge_scores == "saliency":
+        bound, _ = train.split_model(tasks.get(cfg.task).build_model(problem, cfg.seed))
+
+        def edge_scores(params, uniform):
+            return tasks.edge_saliency(bound, params, problem.graph, problem.labels,
+                                       problem.split.train)
+    else:
+        graph = problem.graph
+        size = tasks.edge_leaf_size(cfg, graph)
+        resistance = graphs.resistance_scores(np.asarray(graph.senders)[:size],
+                                              np.asarray(graph.receivers)[:size],
+                                              problem.num_nodes)
+        rank = np.unique(resistance, return_inverse=True)[1].astype(np.float32)
+
+        def edge_scores(params, uniform):
+            return rank + uniform
 
     def scores(key, params):
         drawn = sparsity.masks.random_scores(key, params)
         return jax.tree_util.tree_map_with_path(
-            lambda path, s: rank + s if models.is_edge_weight(path_str(path)) else s, drawn)
+            lambda path, s: edge_scores(params, s) if models.is_edge_weight(path_str(path)) else s,
+            drawn)
 
     return scores
 
@@ -176,7 +192,7 @@ def build_optimizer(problem: tasks.Problem, sparsity_value=None, key=None):
         kw["distribution"] = layer_distribution(cfg, prunable_shapes(problem), kw["sparsity"])
     if spec.needs_key:
         kw["key"] = jax.random.key(cfg.seed) if key is None else key
-    scores = initial_scores(problem)
+    scores = initial_scores(problem) if spec.takes_initial_scores() else None
     if scores is not None:
         kw["scores"] = scores
     return registry.sparsifier(cfg.method, inner_optimizer(cfg, problem.total_steps), **kw)
@@ -191,7 +207,9 @@ def dense_warm_start(problem: tasks.Problem, params):
       params: the run's freshly initialised parameters (the structure to restore into).
 
     Returns:
-      The checkpoint's parameters, in the structure of ``params``.
+      The checkpoint's parameters, in the structure of ``params``. A run with edge weights
+      (``--edge-sparsity``) starts from a dense run without them too: its edge weights keep
+      their initial value (1, every edge kept).
 
     Raises:
       FileNotFoundError: no folder or no complete checkpoint there.
@@ -200,9 +218,23 @@ def dense_warm_start(problem: tasks.Problem, params):
     cfg = problem.cfg
     flag = f"--init-from={cfg.init_from!r}"
     dense = dataclasses.replace(problem, cfg=dataclasses.replace(cfg, method="dense"))
-    template = train.init_state(params, build_optimizer(dense), jax.random.key(cfg.seed))
+
+    def restore(start):
+        template = train.init_state(start, build_optimizer(dense), jax.random.key(cfg.seed))
+        return checkpoint.restore(cfg.init_from, template)
+
+    edges = params.get("encoder", {}).get(models.EDGE_WEIGHT)
     try:
-        state, meta = checkpoint.restore(cfg.init_from, template)
+        try:
+            state, meta = restore(params)
+        except ValueError:
+            if edges is None:
+                raise
+            # A dense run without the edge-weight leaf: restore the rest, keep the leaf.
+            encoder = {k: v for k, v in params["encoder"].items() if k != models.EDGE_WEIGHT}
+            state, meta = restore(dict(params, encoder=encoder))
+            state = state._replace(params=dict(state.params, encoder=dict(
+                state.params["encoder"], **{models.EDGE_WEIGHT: edges})))
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{flag}: {err}") from err
     except ValueError as err:

@@ -69,6 +69,36 @@ def prunable_params(path: str, leaf) -> bool:
     return weight_matrices(path, leaf) or models.is_edge_weight(path)
 
 
+def edge_saliency(bound, params, graph, labels, train_index) -> jax.Array:
+    """How much removing each edge would raise a trained node classifier's loss, to first order.
+
+    The loss is the cross-entropy over every node, against the true label on the training
+    nodes and against the model's own prediction elsewhere, so every edge is scored, not only
+    the edges within reach of a labelled node. An edge's score is ``-dL/dg`` for its gate ``g``
+    at 1 (``g -> 0`` removes it): the first-order loss increase of its removal (the Taylor
+    criterion of Molchanov et al., ICLR 2017, on edges). No validation or test label is read.
+
+    Args:
+      bound: the node classifier (``train.split_model``) with an ``encoder/edge_weight`` leaf.
+      params: its parameters, trained (e.g. the dense run of ``--init-from``).
+      graph: the message-passing graph.
+      labels: ``[N]`` int labels (only the training nodes' are read).
+      train_index: the training nodes.
+
+    Returns:
+      float32 ``[E]`` scores of the leaf's edges; higher means keep.
+    """
+    def loss(edge_weight):
+        p = dict(params, encoder=dict(params["encoder"], edge_weight=edge_weight))
+        log_probs = jax.nn.log_softmax(bound(p, graph))
+        return -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
+
+    train_index = jnp.asarray(train_index)
+    own = jnp.argmax(bound(params, graph), axis=-1)
+    targets = own.at[train_index].set(jnp.asarray(labels)[train_index])
+    return -jax.grad(loss)(params["encoder"]["edge_weight"])
+
+
 def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
     """The encoder's ``num_edges`` when ``cfg.edge_sparsity`` is set, else None (no edge leaf):
     the edges of the message-passing ``graph`` between two distinct nodes, which the tasks store

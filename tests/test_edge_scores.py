@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import sparsegnn_jax.sparsity as sp
-from sparsegnn_jax import cli, config, graphs, runs, tasks
+from sparsegnn_jax import checkpoint, cli, config, graphs, runs, tasks, train
 from sparsegnn_jax.sparsity import registry
 from sparsegnn_jax.sparsity.trees import flatten_with_paths
 
@@ -124,7 +124,64 @@ def test_edge_scores_default_to_resistance_where_a_method_starts_sparse(method, 
     assert registry.get(method).takes_initial_scores() == (want is not None)
 
 
+def _node_problem(**fields):
+    cfg = config.resolve(config.RunConfig(**{"task": "node", "dataset": "synthetic-sbm",
+                                             "epochs": 1, "hidden": 4, **fields}))
+    return tasks.get("node").prepare(cfg)
+
+
+def test_edge_saliency_is_minus_the_loss_gradient_of_the_edge_weights():
+    # With edges: the gate path (edge leaf, straight-through). Without: the same kernels on the
+    # graph whose stored edge weights are variables - an independent path to dL/d(edge).
+    gated = _node_problem(method="static", sparsity=0.0, edge_sparsity=0.5)
+    bound, params = train.split_model(tasks.get("node").build_model(gated, 0))
+    labels, train_index = gated.labels, gated.split.train
+    got = np.asarray(tasks.edge_saliency(bound, params, gated.graph, labels, train_index))
+    plain = _node_problem(method="dense")
+    plain_bound, _ = train.split_model(tasks.get("node").build_model(plain, 0))
+    kernels = dict(params, encoder={k: v for k, v in params["encoder"].items()
+                                    if k != "edge_weight"})
+    graph = gated.graph
+    weights = jnp.ones(graph.senders.shape, jnp.float32)
+    own = jnp.argmax(plain_bound(kernels, graph._replace(edges=weights)), axis=-1)
+    targets = own.at[train_index].set(jnp.asarray(labels)[train_index])
+
+    def loss(w):
+        logp = jax.nn.log_softmax(plain_bound(kernels, graph._replace(edges=w)))
+        return -jnp.mean(logp[jnp.arange(targets.shape[0]), targets])
+
+    want = -np.asarray(jax.grad(loss)(weights))[:got.shape[0]]
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_saliency_keeps_the_edges_whose_removal_costs_a_dense_checkpoint_most(tmp_path):
+    dense_dir = tmp_path / "dense.ckpt"
+    # The dense run has no edge weights: the warm start keeps the leaf at 1.
+    assert cli.main("node", ["--method=dense", "--epochs=2", "--hidden=4", "--no-progress",
+                             f"--checkpoint-dir={dense_dir}", "--checkpoint-every=2",
+                             f"--out={tmp_path}"]) == 0
+    problem = _node_problem(method="static", sparsity=0.0, edge_sparsity=0.5,
+                            edge_scores="saliency", init_from=str(dense_dir), epochs=2)
+    bound, fresh = train.split_model(tasks.get("node").build_model(problem, 0))
+    warm = runs.dense_warm_start(problem, fresh)
+    np.testing.assert_array_equal(warm["encoder"]["edge_weight"], fresh["encoder"]["edge_weight"])
+    plain = _node_problem(method="dense", epochs=2)
+    _, plain_params = train.split_model(tasks.get("node").build_model(plain, 0))
+    template = train.init_state(plain_params, runs.build_optimizer(plain), jax.random.key(0))
+    saved, _ = checkpoint.restore(dense_dir, template)
+    rest = {k: v for k, v in warm["encoder"].items() if k != "edge_weight"}
+    jax.tree.map(np.testing.assert_array_equal, dict(warm, encoder=rest), saved.params)
+    kept = np.asarray(_leaf(sp.get_masks(runs.build_optimizer(problem).init(warm)), EDGE))
+    score = np.asarray(tasks.edge_saliency(bound, warm, problem.graph, problem.labels,
+                                           problem.split.train))
+    assert kept.sum() == kept.size - kept.size // 2
+    assert score[kept].min() >= score[~kept].max()
+
+
 @pytest.mark.parametrize("flags, fragment", [
+    (["--edge-scores=saliency", "--edge-sparsity=0.5", "--method=static"],
+     r"--edge-scores=saliency .* needs --task=node \(node_class.py\) and --init-from"),
     (["--edge-scores=random"], r"--edge-scores has no effect without --edge-sparsity"),
     (["--edge-scores=random", "--edge-sparsity=0.5", "--method=gmp"],
      r"--edge-scores has no effect with --method=gmp: .* \(static, set, rigl\)|"
