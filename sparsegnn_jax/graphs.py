@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "PaddedGraph",
     "compact_edges",
+    "degrees",
     "edge_weights_of",
     "from_edges",
     "gcn_norm_weights",
@@ -320,12 +321,23 @@ def with_edges_first(first: jraph.GraphsTuple, graph: jraph.GraphsTuple) -> jrap
     rest = np.setdiff1d(np.arange(keys.size), found, assume_unique=False)
     return _reorder_edges(graph, np.concatenate([found, rest]))
 
+
+def degrees(senders, receivers, num_nodes: int) -> np.ndarray:
+    """``[N]`` number of stored edge ends between distinct nodes at each node (as sender or
+    receiver; self loops aside), on the host."""
+    senders = np.asarray(senders, np.int64)
+    receivers = np.asarray(receivers, np.int64)
+    between = senders != receivers
+    return (np.bincount(senders[between], minlength=num_nodes)
+            + np.bincount(receivers[between], minlength=num_nodes))
+
+
 def resistance_scores(senders, receivers, num_nodes: int) -> np.ndarray:
     """``1/d_u + 1/d_v`` for every edge ``u -> v``: a structural score of how much an edge matters.
 
-    ``d`` counts the edges between distinct nodes touching a node (as sender or receiver; a
-    graph stored in both directions thus counts each neighbour twice, which scales every score
-    alike). The sum bounds the edge's effective resistance, the quantity spectral sparsification
+    ``d`` is :func:`degrees`: the edges between distinct nodes touching a node (as sender or
+    receiver; a graph stored in both directions thus counts each neighbour twice, which scales
+    every score alike). The sum bounds the edge's effective resistance, the quantity spectral sparsification
     keeps edges by (Spielman & Srivastava, "Graph sparsification by effective resistances",
     STOC 2008): an edge to a node with few others carries much of that node's information and
     scores high; an edge between two hubs scores low. Self loops score 0.
@@ -339,11 +351,9 @@ def resistance_scores(senders, receivers, num_nodes: int) -> np.ndarray:
     """
     senders = np.asarray(senders, np.int64)
     receivers = np.asarray(receivers, np.int64)
-    between = senders != receivers
-    degree = (np.bincount(senders[between], minlength=num_nodes)
-              + np.bincount(receivers[between], minlength=num_nodes)).astype(np.float64)
+    degree = degrees(senders, receivers, num_nodes).astype(np.float64)
     inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-    return np.where(between, inverse[senders] + inverse[receivers], 0.0)
+    return np.where(senders != receivers, inverse[senders] + inverse[receivers], 0.0)
 
 
 def compact_edges(senders, receivers, edge_weights, keep, size: int, *, fill_node: int = 0):

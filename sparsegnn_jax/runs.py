@@ -225,12 +225,13 @@ def dense_warm_start(problem: tasks.Problem, params):
 
     edges = params.get("encoder", {}).get(models.EDGE_WEIGHT)
     try:
-        try:
+        # A dense run without edge weights (its config's edge_sparsity is None) restores
+        # into the parameters without the leaf, which then keeps its initial value.
+        saved_edges = checkpoint.read_metadata(cfg.init_from)[1].get("config", {}).get(
+            "edge_sparsity")
+        if edges is None or saved_edges is not None:
             state, meta = restore(params)
-        except ValueError:
-            if edges is None:
-                raise
-            # A dense run without the edge-weight leaf: restore the rest, keep the leaf.
+        else:
             encoder = {k: v for k, v in params["encoder"].items() if k != models.EDGE_WEIGHT}
             state, meta = restore(dict(params, encoder=encoder))
             state = state._replace(params=dict(state.params, encoder=dict(

@@ -88,15 +88,16 @@ def edge_saliency(bound, params, graph, labels, train_index) -> jax.Array:
     Returns:
       float32 ``[E]`` scores of the leaf's edges; higher means keep.
     """
-    def loss(edge_weight):
-        p = dict(params, encoder=dict(params["encoder"], edge_weight=edge_weight))
-        log_probs = jax.nn.log_softmax(bound(p, graph))
-        return -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
-
     train_index = jnp.asarray(train_index)
     own = jnp.argmax(bound(params, graph), axis=-1)
     targets = own.at[train_index].set(jnp.asarray(labels)[train_index])
-    return -jax.grad(loss)(params["encoder"]["edge_weight"])
+
+    def loss(edge_weight):
+        p = dict(params, encoder=dict(params["encoder"], **{models.EDGE_WEIGHT: edge_weight}))
+        log_probs = jax.nn.log_softmax(bound(p, graph))
+        return -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
+
+    return -jax.grad(loss)(params["encoder"][models.EDGE_WEIGHT])
 
 
 def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
@@ -238,13 +239,6 @@ def warn_if_edgeless(ds) -> None:
                       "each node alone", stacklevel=2)
 
 
-def _degrees(senders, receivers, num_nodes: int) -> np.ndarray:
-    """[N] number of edges (self-loops aside) touching each node."""
-    real = senders != receivers
-    return (np.bincount(senders[real], minlength=num_nodes)
-            + np.bincount(receivers[real], minlength=num_nodes))
-
-
 def _grouped_auc_ap(seen_pair: np.ndarray) -> Callable:
     """Baseline metrics on all pairs and on the ``seen`` / ``new`` groups of pairs."""
 
@@ -287,7 +281,7 @@ class LinkTask:
         check_link_graph(ds)
         split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
-        history_degree = _degrees(split.history_senders, split.history_receivers, n)
+        history_degree = graphs.degrees(split.history_senders, split.history_receivers, n)
         train_nodes, eval_nodes, cold_row = self._node_inputs(cfg, ds, split,
                                                               history_degree > 0)
         features = train_nodes
@@ -314,7 +308,7 @@ class LinkTask:
         inputs = train.LinkInputs(train_graph, targets,
                                   jnp.asarray(sg_data.edge_keys(split.train_edges, n)),
                                   jnp.asarray(negative_nodes, jnp.int32))
-        seen = _degrees(split.graph_senders, split.graph_receivers, n) > 0
+        seen = graphs.degrees(split.graph_senders, split.graph_receivers, n) > 0
         # The evaluation pairs belong to the dataset's split, not to a training seed: every
         # run and seed of a sweep is scored on the same pairs, as the baselines are.
         eval_pairs = {part: sg_data.evaluation_pairs(split, part, EVAL_SEED, cfg.eval_protocol)

@@ -21,6 +21,7 @@ def test_resistance_scores_by_hand():
     # each node's count of edge ends between distinct nodes is 2, 4, 2, 0.
     senders = [0, 1, 1, 2, 1]
     receivers = [1, 0, 2, 1, 1]
+    np.testing.assert_array_equal(graphs.degrees(senders, receivers, 4), [2, 4, 2, 0])
     got = graphs.resistance_scores(senders, receivers, num_nodes=4)
     np.testing.assert_array_equal(got, [1 / 2 + 1 / 4] * 4 + [0.0])
     # A leaf edge outranks an edge between two hubs: star 0-{1,2,3} plus the edge 1-2.
