@@ -79,7 +79,18 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                        help="training negatives from all nodes (uniform, default) or from "
                             "nodes with history")
         p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
-                       help="evaluation pairs: uniform (default) or dyglib")
+                       help="evaluation pairs: uniform (default) or dyglib (DyGLib's split, "
+                            "negatives and streamed batches of 200, exactly)")
+        p.add_argument("--dyglib-setting", default=None, choices=config.DYGLIB_SETTINGS,
+                       help="with --eval-protocol=dyglib: transductive (default) or "
+                            "inductive (events touching a node unseen in training)")
+        p.add_argument("--dyglib-negatives", default=None,
+                       choices=config.DYGLIB_NEGATIVES,
+                       help="with --eval-protocol=dyglib: DyGLib's negative sampling "
+                            "strategy, random (default), historical or inductive")
+        p.add_argument("--pair-features", default=None, choices=config.PAIR_FEATURES,
+                       help="the decoder also reads each pair's event history known at "
+                            "prediction time (history, default) or not (none)")
         p.add_argument("--select", default=None, choices=config.SELECTIONS,
                        help="report the best validation ROC-AUC epoch (best_val, default) or "
                             "the last")
@@ -279,7 +290,7 @@ def summary(result: dict, path) -> str:
     line = f"test {_metric_text(t)}"
     if "baselines" in result:
         groups = " ".join(f"{g}_roc_auc={t[g]['roc_auc']:.4f}" for g in ("seen", "new")
-                          if t[g]["roc_auc"] is not None)
+                          if g in t and t[g]["roc_auc"] is not None)
         name, best = max(result["baselines"].items(), key=lambda kv: kv[1]["roc_auc"])
         line += (f" {groups} epoch={result['selected_epoch']} | best baseline {name} "
                  f"roc_auc={best['roc_auc']:.4f} ap={best['ap']:.4f}")

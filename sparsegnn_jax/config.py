@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from sparsegnn_jax.data.dyglib import NEGATIVE_STRATEGIES as DYGLIB_NEGATIVES
 from sparsegnn_jax.data.splits import EVAL_PROTOCOLS
 from sparsegnn_jax.sparsity import distributions, registry
 
@@ -23,6 +24,10 @@ DECODERS = ("dot", "mlp_hadamard", "mlp_concat", "mlp_pair")
 # without history), optionally with the same structural features.
 FEATURES = {"gnn": ("ids", "struct", "ids+struct"), "mlp": ("walks", "walks+struct")}
 TRAIN_NEGATIVES = ("uniform", "history")
+# Per-pair inputs of the link decoder: the pair's and its nodes' event history known at
+# prediction time (history.PAIR_FEATURE_COLUMNS), or none.
+PAIR_FEATURES = ("history", "none")
+DYGLIB_SETTINGS = ("transductive", "inductive")
 SELECTIONS = ("best_val", "last")
 
 
@@ -53,7 +58,10 @@ class RunConfig:
     target_fraction: float | None = None   # latest share of training edges held out as targets
     features: str | None = None            # GNN node inputs: ids | struct | ids+struct
     train_negatives: str | None = None     # uniform | history: where training negatives come from
-    eval_protocol: str | None = None       # uniform | dyglib (data.evaluation_pairs)
+    eval_protocol: str | None = None       # uniform (data.evaluation_pairs) | dyglib (data.dyglib)
+    pair_features: str | None = None       # history | none: the decoder's per-pair inputs
+    dyglib_setting: str | None = None      # transductive | inductive (--eval-protocol=dyglib)
+    dyglib_negatives: str | None = None    # random | historical | inductive (DyGLib's)
     select: str | None = None              # best_val (keep the best validation AUC epoch) | last
     rho: float | None = None
     # SLR / ADMM schedule (see sparsity.registry): None keeps the default split of the run,
@@ -99,12 +107,14 @@ class ModelDefaults:
 # an L2 term fed through Adam outweighs such gradients and collapses sparse models to a constant.
 _LINK_ONLY = "link prediction only"
 _NODE_FIXED = dict(target_fraction=_LINK_ONLY, features=_LINK_ONLY, train_negatives=_LINK_ONLY,
-                   eval_protocol=_LINK_ONLY, select=_LINK_ONLY)
+                   eval_protocol=_LINK_ONLY, select=_LINK_ONLY, pair_features=_LINK_ONLY,
+                   dyglib_setting=_LINK_ONLY, dyglib_negatives=_LINK_ONLY)
 # Link prediction on temporal graphs (any model): the latest 20% of the training edges are the
 # training targets, unseen by message passing, so new nodes' links are learnt, not ruled out;
-# the parameters of the best validation ROC-AUC epoch are kept.
+# the parameters of the best validation ROC-AUC epoch are kept; the decoder reads each pair's
+# history (has it met, how often, how long ago; its nodes' activity).
 _LINK_PROTOCOL = dict(target_fraction=0.2, train_negatives="uniform", eval_protocol="uniform",
-                      select="best_val")
+                      select="best_val", pair_features="history")
 
 DEFAULTS = {
     ("link", "mlp"): ModelDefaults(
@@ -331,6 +341,32 @@ def _check_link(cfg: RunConfig) -> None:
                          f"got {cfg.eval_protocol!r}")
     if cfg.select not in SELECTIONS:
         raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
+    dyglib_options = ("dyglib_setting", "dyglib_negatives")
+    if cfg.eval_protocol != "dyglib":
+        for name in dyglib_options:
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{flag(name)} needs --eval-protocol=dyglib")
+    else:
+        cfg.dyglib_setting = cfg.dyglib_setting or "transductive"
+        cfg.dyglib_negatives = cfg.dyglib_negatives or "random"
+        if cfg.dyglib_setting not in DYGLIB_SETTINGS:
+            raise ValueError(f"--dyglib-setting must be one of {', '.join(DYGLIB_SETTINGS)}, "
+                             f"got {cfg.dyglib_setting!r}")
+        if cfg.dyglib_negatives not in DYGLIB_NEGATIVES:
+            raise ValueError(f"--dyglib-negatives must be one of "
+                             f"{', '.join(DYGLIB_NEGATIVES)}, got {cfg.dyglib_negatives!r}")
+    if cfg.pair_features not in PAIR_FEATURES:
+        raise ValueError(f"--pair-features must be one of {', '.join(PAIR_FEATURES)}, "
+                         f"got {cfg.pair_features!r}")
+    if cfg.pair_features == "history":
+        if cfg.decoder == "dot":
+            raise ValueError("--pair-features=history needs an MLP decoder (--decoder=dot has "
+                             "nowhere to put them); pass --pair-features=none or another "
+                             "--decoder")
+        if cfg.target_fraction == 0.0:
+            raise ValueError("--pair-features=history needs --target-fraction > 0: with every "
+                             "training pair in the history, every positive has 'met' and the "
+                             "features give the label away; pass --pair-features=none")
 
 
 def method_options(cfg: RunConfig) -> dict:

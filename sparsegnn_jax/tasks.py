@@ -19,6 +19,8 @@ from flax import nnx
 from sparsegnn_jax import data as sg_data
 from sparsegnn_jax import baselines, graphs, metrics, models, train, walks
 from sparsegnn_jax import features as features_lib
+from sparsegnn_jax import history as history_lib
+from sparsegnn_jax import streaming
 from sparsegnn_jax.config import RunConfig
 
 
@@ -37,13 +39,20 @@ class Problem:
     info: dict                 # data sizes for the record
     labels: np.ndarray | None = None
     num_classes: int = 0
-    # Link prediction: the evaluation graph (every training edge), the fixed validation and
-    # test pairs {part: (pos, neg)}, which nodes have training history, and the baselines'
-    # metrics on the same pairs {part: {name: metrics}}.
-    eval_graph: Any = None
+    # Link prediction, per part ("val", "test"): the message-passing graph of what is known
+    # then (every training edge; and the validation edges for the test), the fixed pairs
+    # (pos, neg), which nodes have history then, the baselines' metrics on the same pairs and
+    # history {name: metrics}, and the pair histories ("train" too; None without
+    # --pair-features=history).
+    eval_graphs: dict | None = None
     eval_pairs: dict | None = None
-    seen_nodes: np.ndarray | None = None
+    seen_nodes: dict | None = None
     baselines: dict | None = None
+    histories: dict | None = None
+    # Streaming evaluation (--eval-protocol=dyglib): {part: streaming.Stream} and
+    # inputs_at(known) -> (graph, history) of a prefix of the stream.
+    streams: dict | None = None
+    stream_inputs: Callable | None = None
     # The input row of a node without history (link ``--model=mlp``): what such a node reads,
     # and the share of rows replaced by it while training (``cold_start_rate``).
     cold_row: np.ndarray | None = None
@@ -52,6 +61,10 @@ class Problem:
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.epochs
+
+    def history(self, part: str):
+        """The ``history.PairHistory`` known when ``part`` is predicted, or None."""
+        return None if self.histories is None else self.histories[part]
 
 
 def weight_matrices(path: str, leaf) -> bool:
@@ -169,11 +182,28 @@ def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rn
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
-    """The pair decoder ``cfg.decoder`` on node embeddings of ``width`` (MLP hidden ``cfg.hidden``)."""
+    """The pair decoder ``cfg.decoder`` on node embeddings of ``width`` (MLP hidden
+    ``cfg.hidden``), reading the pair history's columns too with ``--pair-features=history``."""
     if cfg.decoder == "dot":
         return models.DotDecoder()
+    extra = history_lib.NUM_PAIR_FEATURES if cfg.pair_features == "history" else 0
     return models.MLPDecoder(width, cfg.hidden, mode=cfg.decoder.removeprefix("mlp_"),
-                             init=init, rngs=rngs)
+                             init=init, pair_features=extra, rngs=rngs)
+
+
+def time_scale(times, index) -> float:
+    """The time unit of recencies and ages: a hundredth of the period ``times[index]`` spans
+    (the training period), at least 1; 1 without times."""
+    if times is None or not len(index):
+        return 1.0
+    t = np.asarray(times)[index]
+    return max(float(t.max()) - float(t.min()), 1.0) / 100.0
+
+
+def _distinct_pairs(senders, receivers, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (src, dst) pairs of an event list (what the heuristics count once)."""
+    codes = np.unique(sg_data.pair_codes(senders, receivers, num_nodes))
+    return (codes // num_nodes).astype(np.int32), (codes % num_nodes).astype(np.int32)
 
 
 def _dataset(cfg: RunConfig):
@@ -277,25 +307,47 @@ class LinkTask:
     scores_pairs = True  # takes the link flags (decoder, targets, features, protocol, ...)
 
     def prepare(self, cfg: RunConfig) -> Problem:
-        ds, features = _dataset(cfg)
+        ds, _ = _dataset(cfg)
         check_link_graph(ds)
-        split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
+        streams = None
+        if cfg.eval_protocol == "dyglib":
+            dyglib = sg_data.dyglib_split(ds)
+            split = sg_data.link_split_of(ds, dyglib.train, dyglib.val, dyglib.test,
+                                          cfg.target_fraction)
+            streams = streaming.dyglib_streams(ds, dyglib, cfg.dyglib_setting,
+                                               cfg.dyglib_negatives)
+        else:
+            split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
+        src, dst = np.asarray(ds.senders), np.asarray(ds.receivers)
+        times = None if ds.times is None else np.asarray(ds.times)
+        # What is known when each part is predicted, as indices of the time-ordered events:
+        # training steps see the history before the targets, validation every training event,
+        # the test every training and validation event.
+        known = {"train": split.history_index, "val": split.train_index,
+                 "test": np.sort(np.concatenate([split.train_index, split.val_index]))}
+        scale = time_scale(times, split.train_index)
         history_degree = graphs.degrees(split.history_senders, split.history_receivers, n)
-        train_nodes, eval_nodes, cold_row = self._node_inputs(cfg, ds, split,
-                                                              history_degree > 0)
-        features = train_nodes
-        train_graph = graphs.from_edges(split.history_senders, split.history_receivers, n,
-                                        node_features=train_nodes, symmetric=True,
-                                        self_loops=True)
-        eval_graph = graphs.from_edges(split.graph_senders, split.graph_receivers, n,
-                                       node_features=eval_nodes, symmetric=True, self_loops=True)
+        rows, cold_row = self._node_inputs(cfg, ds, history_degree > 0, known, scale)
+        graph = {part: graphs.from_edges(src[idx], dst[idx], n, node_features=rows[part],
+                                         symmetric=True, self_loops=True)
+                 for part, idx in known.items()}
         if cfg.edge_sparsity is not None:
             # The edge weights are learnt on the training-time graph's edges (self loops last,
-            # outside them): they come first in the evaluation graph too, and the edges it adds
-            # keep weight 1 (never pruned).
-            train_graph = graphs.self_loops_last(train_graph)
-            eval_graph = graphs.with_edges_first(train_graph, eval_graph)
+            # outside them): they come first in the evaluation graphs too, and the edges those
+            # add (the targets' and validation's links) keep weight 1 (never pruned).
+            graph["train"] = graphs.self_loops_last(graph["train"])
+            for part in ("val", "test"):
+                graph[part] = graphs.with_edges_first(graph["train"], graph[part])
+        histories = None
+        if cfg.pair_features == "history":
+            train_history = history_lib.build(src[known["train"]], dst[known["train"]],
+                                              None if times is None else times[known["train"]],
+                                              n, scale)
+            histories = {part: history_lib.build(
+                src[idx], dst[idx], None if times is None else times[idx], n, scale,
+                history_lib.scales_of(train_history)) for part, idx in known.items()
+                if part != "train"} | {"train": train_history}
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
         # An epoch keeps the step budget of one pass over every training pair: holding targets
@@ -305,87 +357,130 @@ class LinkTask:
                           if cfg.train_negatives == "history" else np.arange(n))
         if negative_nodes.size < 2:
             negative_nodes = np.arange(n)
-        inputs = train.LinkInputs(train_graph, targets,
+        inputs = train.LinkInputs(graph["train"], targets,
                                   jnp.asarray(sg_data.edge_keys(split.train_edges, n)),
-                                  jnp.asarray(negative_nodes, jnp.int32))
-        seen = graphs.degrees(split.graph_senders, split.graph_receivers, n) > 0
+                                  jnp.asarray(negative_nodes, jnp.int32),
+                                  None if histories is None else histories["train"])
         # The evaluation pairs belong to the dataset's split, not to a training seed: every
-        # run and seed of a sweep is scored on the same pairs, as the baselines are.
-        eval_pairs = {part: sg_data.evaluation_pairs(split, part, EVAL_SEED, cfg.eval_protocol)
-                      for part in ("val", "test")}
-        base = {}
+        # run and seed of a sweep is scored on the same pairs, as the baselines are, on the
+        # same history as the model.
+        if streams is None:
+            eval_pairs = {part: sg_data.evaluation_pairs(split, part, EVAL_SEED)
+                          for part in ("val", "test")}
+        else:  # model selection scores every validation batch on the training events
+            eval_pairs = {part: stream.pairs() for part, stream in streams.items()}
+        seen, base = {}, {}
         for part, (pos, neg) in eval_pairs.items():
-            seen_pair = seen[np.concatenate([pos, neg])].all(axis=1)
-            base[part] = baselines.evaluate(split.graph_senders, split.graph_receivers, n, pos,
-                                            neg, metrics_fn=_grouped_auc_ap(seen_pair))
+            known_src, known_dst = _distinct_pairs(src[known[part]], dst[known[part]], n)
+            seen[part] = graphs.degrees(known_src, known_dst, n) > 0
+            seen_pair = seen[part][np.concatenate([pos, neg])].all(axis=1)
+            base[part] = (baselines.evaluate(known_src, known_dst, n, pos, neg,
+                                             metrics_fn=_grouped_auc_ap(seen_pair))
+                          if streams is None
+                          else streaming.baseline_scores(ds, dyglib, streams[part]))
+        stream_inputs = None
+        if streams is not None:
+            stream_inputs = self._stream_inputs(cfg, ds, graph["train"], history_degree > 0,
+                                                known["train"], streams["test"].known, scale,
+                                                histories)
         cold_start = (cold_start_rate(history_degree > 0, split.target_edges,
                                       eval_pairs["val"][0])
                       if cfg.model == "mlp" and cfg.features == "walks+struct" else 0.0)
+        test_pos = eval_pairs["test"][0]
         info = dict(num_nodes=n, train_edges=len(split.train_edges),
                     target_edges=len(split.target_edges),
                     history_edges=len(split.history_senders),
-                    val_edges=len(eval_pairs["val"][0]), test_edges=len(eval_pairs["test"][0]),
-                    new_node_share_test=float(1.0 - seen[eval_pairs["test"][0]].all(axis=1).mean()),
+                    val_edges=len(eval_pairs["val"][0]), test_edges=len(test_pos),
+                    new_node_share_test=float(1.0 - seen["test"][test_pos].all(axis=1).mean()),
                     cold_start_rate=cold_start,
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
-        return Problem(cfg, train_graph, features, n, batch_size, steps_per_epoch, inputs, split,
-                       info, labels=ds.labels, num_classes=ds.num_classes,
-                       eval_graph=eval_graph, eval_pairs=eval_pairs, seen_nodes=seen,
-                       baselines=base, cold_row=cold_row, cold_start=cold_start)
+        return Problem(cfg, graph["train"], rows["train"], n, batch_size, steps_per_epoch,
+                       inputs, split, info, labels=ds.labels, num_classes=ds.num_classes,
+                       eval_graphs={p: graph[p] for p in ("val", "test")},
+                       eval_pairs=eval_pairs, seen_nodes=seen, baselines=base,
+                       histories=histories, streams=streams, stream_inputs=stream_inputs,
+                       cold_row=cold_row, cold_start=cold_start)
+
+    def _stream_inputs(self, cfg: RunConfig, ds, train_graph, has_history, history_index,
+                       all_known, scale: float, histories) -> Callable:
+        """``inputs_at(known) -> (graph, history)`` for streaming evaluation: the padded
+        message-passing graph and the pair history of the given stream events, built as the
+        evaluation graphs are (one shape for every prefix of ``all_known``)."""
+        src, dst = np.asarray(ds.senders), np.asarray(ds.receivers)
+        times = None if ds.times is None else np.asarray(ds.times)
+        n = ds.num_nodes
+
+        def graph_of(idx, rows):
+            g = graphs.from_edges(src[idx], dst[idx], n, node_features=rows, symmetric=True,
+                                  self_loops=True)
+            return g if cfg.edge_sparsity is None else graphs.with_edges_first(train_graph, g)
+
+        max_edges = int(graph_of(all_known, None).senders.shape[0])
+        max_pairs = int(np.unique(sg_data.pair_codes(src[all_known], dst[all_known], n)).size)
+        scales = None if histories is None else history_lib.scales_of(histories["train"])
+
+        def inputs_at(idx):
+            rows, _ = self._node_inputs(cfg, ds, has_history,
+                                        {"train": history_index, "now": idx}, scale)
+            graph = streaming.padded(graph_of(idx, rows["now"]), n, max_edges)
+            history = (None if scales is None else history_lib.build(
+                src[idx], dst[idx], None if times is None else times[idx], n, scale, scales,
+                num_pairs=max_pairs))
+            return graph, history
+
+        return inputs_at
 
     @staticmethod
-    def _node_inputs(cfg: RunConfig, ds, split, has_history: np.ndarray):
-        """``graph.nodes`` of the training-time and of the evaluation graph (None: no inputs),
+    def _node_inputs(cfg: RunConfig, ds, has_history: np.ndarray, known: dict, scale: float):
+        """``graph.nodes`` of each message-passing graph ``{part: rows}`` (None: no inputs),
         and the row a node without history reads (None unless ``--model=mlp``).
 
-        Structure is computed from the edges each graph holds (the history, then every
-        training edge); whether a node has history (its id row or walk embedding was trained)
-        is the training-time fact in both. ``walks+struct`` ends with that fact as a column:
-        a node whose first edges fall among the targets has structure at evaluation but the
-        zero walk row of a node without history, an input training never showed.
+        ``known[part]`` indexes the events the part's graph holds (in time order); structure
+        is computed from them at the time of the last one. Whether a node has history (its id
+        row or walk embedding was trained) is the training-time fact in every graph.
+        ``walks+struct`` ends with that fact as a column: a node whose first edges fall
+        among the targets has structure at evaluation but the zero walk row of a node
+        without history, an input training never showed.
         """
-        n = split.num_nodes
+        n = ds.num_nodes
         flag = has_history.astype(np.float32)[:, None]
-        parts_train, parts_eval, parts_cold = [], [], []
+        parts = {part: [] for part in known}
+        parts_cold = []
         if cfg.model == "mlp":
             # Walks see the training-time graph only; nodes without a history walk get a zero
             # row (not skip-gram's random init), the same for every such node.
-            emb = walk_features(ds, cfg.embedding_dim, split.history_index,
+            emb = walk_features(ds, cfg.embedding_dim, known["train"],
                                 epochs=walks.LINK_PREDICTION_EPOCHS)
             emb = np.where(has_history[:, None], emb, 0.0).astype(np.float32)
-            parts_train.append(emb)
-            parts_eval.append(emb)
+            for rows in parts.values():
+                rows.append(emb)
             parts_cold.append(np.zeros(cfg.embedding_dim, np.float32))
         if cfg.features.endswith("struct"):
             times = None if ds.times is None else np.asarray(ds.times)
-            t_hist = None if times is None else times[split.history_index]
-            t_all = None if times is None else times[split.train_index]
-            end_hist = 0.0 if t_hist is None or not t_hist.size else float(t_hist.max())
-            end_all = 0.0 if t_all is None else float(t_all.max())
-            scale = 1.0 if t_all is None else max(end_all - float(t_all.min()), 1.0) / 100.0
             src, dst = np.asarray(ds.senders), np.asarray(ds.receivers)
-            h, a = split.history_index, split.train_index
-            train_struct = features_lib.temporal_structure(src[h], dst[h], t_hist, n, end_hist,
-                                                           scale)
-            eval_struct = features_lib.temporal_structure(src[a], dst[a], t_all, n, end_all,
-                                                          scale)
+            struct = {}
+            for part, idx in known.items():
+                t = None if times is None else times[idx]
+                end = 0.0 if t is None or not t.size else float(t.max())
+                struct[part] = features_lib.temporal_structure(src[idx], dst[idx], t, n, end,
+                                                               scale)
             cold_struct = features_lib.temporal_structure([], [], None, 1, 0.0, scale)[0]
             # Standardised with the training-time statistics (raw log-degrees of ~10 beside
             # unit-scale id rows slow training several-fold).
-            mean, std = train_struct.mean(axis=0), train_struct.std(axis=0)
+            mean, std = struct["train"].mean(axis=0), struct["train"].std(axis=0)
             std = np.where(std > 0, std, 1.0)
-            parts_train.append((train_struct - mean) / std)
-            parts_eval.append((eval_struct - mean) / std)
+            for part, rows in parts.items():
+                rows.append((struct[part] - mean) / std)
             parts_cold.append((cold_struct - mean) / std)
         if cfg.features.startswith("ids") or cfg.features == "walks+struct":
-            parts_train.append(flag)
-            parts_eval.append(flag)
+            for rows in parts.values():
+                rows.append(flag)
             parts_cold.append(np.zeros(1, np.float32))
-        if not parts_train:
-            return None, None, None
+        if not parts["train"]:
+            return {part: None for part in known}, None
         cold_row = np.concatenate(parts_cold).astype(np.float32) if cfg.model == "mlp" else None
-        return (np.concatenate(parts_train, axis=1).astype(np.float32),
-                np.concatenate(parts_eval, axis=1).astype(np.float32), cold_row)
+        return ({part: np.concatenate(rows, axis=1).astype(np.float32)
+                 for part, rows in parts.items()}, cold_row)
 
     def build_model(self, problem: Problem, seed: int) -> nnx.Module:
         cfg, features = problem.cfg, problem.features
@@ -406,20 +501,24 @@ class LinkTask:
                                      steps=problem.steps_per_epoch)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
+        if problem.streams is not None:
+            return streaming.score(bound, params, problem.streams[which], problem.stream_inputs)
         pos, neg = problem.eval_pairs[which]
-        return train.evaluate_link(bound, params, problem.eval_graph, pos, neg,
+        return train.evaluate_link(bound, params, problem.eval_graphs[which], pos, neg,
                                    problem.num_nodes, jax.random.key(EVAL_SEED + 10_000),
-                                   seen_nodes=problem.seen_nodes)
+                                   seen_nodes=problem.seen_nodes[which],
+                                   history=problem.history(which))
 
     def validation_score(self, problem: Problem, bound) -> Callable:
         """``score(params) -> validation ROC-AUC`` (jit-able, vmappable over params)."""
         pos, neg = problem.eval_pairs["val"]
         pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
-        graph = problem.eval_graph
+        graph, history = problem.eval_graphs["val"], problem.history("val")
 
         def score(params):
-            return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs), labels)
+            return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs,
+                                                             history=history), labels)
 
         return score
 
@@ -430,7 +529,7 @@ class LinkTask:
         graph; inference scores the test pairs over the whole training graph.
         """
         test_pairs = sum(len(x) for x in problem.eval_pairs["test"])
-        return ((problem.graph, 2 * problem.batch_size), (problem.eval_graph, test_pairs))
+        return ((problem.graph, 2 * problem.batch_size), (problem.eval_graphs["test"], test_pairs))
 
 
 class NodeTask:

@@ -19,7 +19,7 @@ import optax
 import tqdm.auto
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, distributed, metrics, sparsity
+from sparsegnn_jax import checkpoint, distributed, history as history_lib, metrics, sparsity
 from sparsegnn_jax.data import splits as data_splits
 
 
@@ -281,9 +281,17 @@ def _shard_batch(x, mesh, batch_axis: int):
 # Link prediction.
 
 
-def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels, dropout_key):
-    """Mean binary cross-entropy of the pair logits."""
-    logits = bound(params, graph, pairs, dropout_key=dropout_key)
+def pair_inputs(history, pairs):
+    """``pair_features`` keyword of a link predictor for ``pairs``: the features of
+    ``history`` (a ``history.PairHistory``), or nothing when it is None."""
+    return {} if history is None else {"pair_features": history_lib.pair_features(history,
+                                                                                  pairs)}
+
+
+def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels, dropout_key,
+              history=None):
+    """Mean binary cross-entropy of the pair logits (pair features read from ``history``)."""
+    logits = bound(params, graph, pairs, dropout_key=dropout_key, **pair_inputs(history, pairs))
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
 
@@ -295,6 +303,7 @@ class LinkInputs(NamedTuple):
     edge_keys: jax.Array       # [U, 2] sorted (src, dst) rows of the true edges
                                # (``data.edge_keys``): no negative is one of them
     negative_nodes: jax.Array  # [M] the nodes training negatives are drawn from
+    history: Any = None        # history.PairHistory the pairs' features come from, or None
 
 
 class LinkBatches(NamedTuple):
@@ -352,27 +361,29 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
     and masks carry the run axis.
     """
 
-    def train_step(state: TrainState, batch, graph):
+    def train_step(state: TrainState, batch, graph, history):
         pos, neg, drop_key = batch
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
         return optimizer_step(
-            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key), state.key)
+            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key, history),
+            state.key)
 
     def epoch(state: TrainState, inputs: LinkInputs):
         key, batches = link_epoch_batches(state.key, inputs, batch_size, num_nodes, steps)
         batches = batches._replace(positives=_shard_batch(batches.positives, mesh, 1))
-        state, losses = jax.lax.scan(lambda s, b: train_step(s, b, inputs.graph),
-                                     state._replace(key=key), batches)
+        state, losses = jax.lax.scan(
+            lambda s, b: train_step(s, b, inputs.graph, inputs.history),
+            state._replace(key=key), batches)
         return state, losses.mean()
 
     return epoch
 
 
-def link_scores(bound: BoundModel, params, graph, pairs) -> jax.Array:
-    """Logits for ``pairs`` with dropout off."""
-    return bound(params, graph, pairs)
+def link_scores(bound: BoundModel, params, graph, pairs, history=None) -> jax.Array:
+    """Logits for ``pairs`` with dropout off (pair features from ``history`` when given)."""
+    return bound(params, graph, pairs, **pair_inputs(history, pairs))
 
 
 #: Bytes the pair activations of one evaluation chunk may take (see :func:`pairs_per_chunk`).
@@ -402,16 +413,25 @@ def _chunked(fn, rows: int, chunk: int):
 
 
 def link_scores_chunked(bound: BoundModel, params, graph, pairs,
-                        memory_bytes: int = EVAL_MEMORY_BYTES) -> jax.Array:
+                        memory_bytes: int = EVAL_MEMORY_BYTES, history=None,
+                        pair_features=None) -> jax.Array:
     """Logits for ``pairs`` (dropout off): one encoding, then decoded in bounded-memory chunks.
 
     Equal to :func:`link_scores`; the pairs' activations never exceed about ``memory_bytes``
-    at once (:func:`pairs_per_chunk`), so millions of pairs can be scored.
+    at once (:func:`pairs_per_chunk`), so millions of pairs can be scored. A decoder that reads
+    pair features takes them from ``pair_features [P, F]`` (computed ahead, e.g. each pair
+    against its own streamed history) or else from ``history``.
     """
     module = bound.module(params)
     z = module.encode(graph)
     chunk = pairs_per_chunk(z.shape[-1], memory_bytes)
-    return _chunked(lambda idx: module.decode(z, pairs[idx]), pairs.shape[0], chunk)
+
+    def decode(idx):
+        if pair_features is not None:
+            return module.decode(z, pairs[idx], pair_features=pair_features[idx])
+        return module.decode(z, pairs[idx], **pair_inputs(history, pairs[idx]))
+
+    return _chunked(decode, pairs.shape[0], chunk)
 
 
 link_logits = jax.jit(link_scores_chunked, static_argnums=(0, 4))
@@ -419,7 +439,7 @@ link_logits = jax.jit(link_scores_chunked, static_argnums=(0, 4))
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
-             num_ranking_negatives: int, memory_bytes: int, key):
+             num_ranking_negatives: int, memory_bytes: int, key, history=None):
     """[P] rank of each positive among its own corrupted destinations, in bounded chunks."""
     module = bound.module(params)
     z = module.encode(graph)
@@ -428,16 +448,17 @@ def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
 
     def chunk_ranks(rows):
         pos = pos_edges[rows]
-        neg = corrupt_destinations(key, rows, pos, num_nodes, k)
-        neg_logits = module.decode(z, neg.reshape(-1, 2)).reshape(rows.shape[0], k)
-        return metrics.ranks(module.decode(z, pos), neg_logits)
+        neg = corrupt_destinations(key, rows, pos, num_nodes, k).reshape(-1, 2)
+        neg_logits = module.decode(z, neg, **pair_inputs(history, neg)).reshape(rows.shape[0], k)
+        return metrics.ranks(module.decode(z, pos, **pair_inputs(history, pos)), neg_logits)
 
     return _chunked(chunk_ranks, pos_edges.shape[0], positives_per_chunk)
 
 
 def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_nodes: int,
                   key: jax.Array, seen_nodes=None, num_ranking_negatives: int = 100,
-                  hits_k: int = 10, memory_bytes: int = EVAL_MEMORY_BYTES) -> dict:
+                  hits_k: int = 10, memory_bytes: int = EVAL_MEMORY_BYTES,
+                  history=None) -> dict:
     """Link metrics of ``params`` on fixed positive and negative pairs.
 
     ROC-AUC, AP and accuracy at 0.5 (the paper's metric) score ``pos_pairs`` against
@@ -447,7 +468,8 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     history) the same metrics are also given for the pairs whose two nodes are seen
     (``"seen"``: positives and negatives of that group only) and for those touching a new node
     (``"new"``). Pairs are scored in chunks whose activations take about ``memory_bytes``;
-    the metrics do not depend on it.
+    the metrics do not depend on it. ``history`` (a ``history.PairHistory``) is what a
+    decoder with pair features reads, for the given pairs and the ranking ones alike.
 
     Returns:
       dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and
@@ -456,12 +478,12 @@ def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_no
     pos_pairs, neg_pairs = np.asarray(pos_pairs), np.asarray(neg_pairs)
     logits = np.asarray(link_logits(bound, params, graph,
                                     jnp.asarray(np.concatenate([pos_pairs, neg_pairs])),
-                                    memory_bytes))
+                                    memory_bytes, history))
     pos, neg = logits[: len(pos_pairs)], logits[len(pos_pairs):]
     out = metrics.pair_metrics(pos, neg)
     del out["pairs"]
     rank = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
-                    num_ranking_negatives, memory_bytes, key)
+                    num_ranking_negatives, memory_bytes, key, history)
     mrr, hits = metrics.mrr_hits_of_ranks(rank, hits_k)
     out |= {"mrr": float(mrr), f"hits@{hits_k}": float(hits)}
     if seen_nodes is not None:

@@ -152,7 +152,7 @@ INVALID_ARGS = [
     ("node", ["--checkpoint-every=-1"], 2, r"--checkpoint-every must be >= 0, got -1"),
     ("node", ["--seed=-1"], 2, r"--seed must be >= 0, got -1"),
     ("node", ["--dataset=nope"], 2, r"unknown dataset 'nope'; known: citeseer, cora, .*"
-                                    r"synthetic-temporal, or file:PATH"),
+                                    r"synthetic-temporal, uci, uslegis, or file:PATH"),
     ("node", ["--dataset=cora", "--data-root=/nonexistent/sparsegnn"], 2,
      r"data root /nonexistent/sparsegnn is not a directory: .* python -m "
      r"sparsegnn_jax.data.download cora"),

@@ -339,7 +339,7 @@ def test_link_edge_weights_cover_the_training_graph_and_evaluation_keeps_the_res
                                           epochs=1))
     task = tasks.get("link")
     problem = task.prepare(cfg)
-    train_g, eval_g = problem.graph, problem.eval_graph
+    train_g, eval_g = problem.graph, problem.eval_graphs["test"]
     e = int(train_g.senders.shape[0])
     assert int(eval_g.senders.shape[0]) > e
     np.testing.assert_array_equal(np.asarray(eval_g.senders[:e]), np.asarray(train_g.senders))

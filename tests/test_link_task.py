@@ -32,33 +32,21 @@ def test_targets_are_the_latest_training_edges_and_outside_the_training_graph(ar
     # The evaluation graph holds every training edge, never a validation or test edge.
     graph_keys = _keys(np.stack([split.graph_senders, split.graph_receivers], 1), ds.num_nodes)
     assert graph_keys == _keys(split.train_edges, ds.num_nodes)
-    assert graph_keys.isdisjoint(_keys(split.val_events, ds.num_nodes)
+    assert graph_keys.isdisjoint(_keys(split.val_edges, ds.num_nodes)
                                  - _keys(split.train_edges, ds.num_nodes))
     assert ds.times[split.history_index].max() <= ds.times[order[n_hist:n_train]].min()
 
 
-@pytest.mark.parametrize("protocol", data.EVAL_PROTOCOLS)
-def test_no_true_edge_among_evaluation_negatives(arrivals_split, protocol):
+def test_no_true_edge_among_evaluation_negatives(arrivals_split):
     ds, split = arrivals_split
     true = _keys(split.all_edges, ds.num_nodes)
     for part in ("val", "test"):
-        pos, neg = data.evaluation_pairs(split, part, 0, protocol)
+        pos, neg = data.evaluation_pairs(split, part, 0)
         assert len(pos) == len(neg) > 0
         assert _keys(neg, ds.num_nodes).isdisjoint(true)
         assert (neg[:, 0] != neg[:, 1]).all()
-        again = data.evaluation_pairs(split, part, 0, protocol)
+        again = data.evaluation_pairs(split, part, 0)
         np.testing.assert_array_equal(neg, again[1])
-
-
-def test_dyglib_protocol_keeps_repeats_and_the_source(arrivals_split):
-    _, split = arrivals_split
-    pos, neg = data.evaluation_pairs(split, "test", 0, "dyglib")
-    np.testing.assert_array_equal(pos, split.test_events)
-    assert len(pos) > len(split.test_edges)  # repeated interactions are kept
-    np.testing.assert_array_equal(neg[:, 0], pos[:, 0])
-    assert np.isin(neg[:, 1], split.destinations).all()
-    uniform_pos, _ = data.evaluation_pairs(split, "test", 0, "uniform")
-    np.testing.assert_array_equal(uniform_pos, split.test_edges)
 
 
 def test_negatives_can_be_restricted_to_given_nodes():
@@ -95,10 +83,11 @@ def test_new_nodes_positives_score_above_uniform_negatives():
     state, _ = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state, problem.inputs,
                          cfg.epochs)
     pos, neg = problem.eval_pairs["test"]
-    new = ~problem.seen_nodes[pos].all(axis=1)
+    new = ~problem.seen_nodes["test"][pos].all(axis=1)
     assert new.mean() > 0.2
-    logits = np.asarray(train.link_logits(bound, state.params, problem.eval_graph,
-                                          jnp.asarray(np.concatenate([pos[new], neg]))))
+    logits = np.asarray(train.link_logits(bound, state.params, problem.eval_graphs["test"],
+                                          jnp.asarray(np.concatenate([pos[new], neg])),
+                                          train.EVAL_MEMORY_BYTES, problem.history("test")))
     auc = metrics.pair_metrics(logits[: new.sum()], logits[new.sum():])["roc_auc"]
     assert auc > 0.6
 
@@ -211,7 +200,7 @@ def test_mlp_inputs_of_nodes_without_history(tmp_path):
                                           dataset=f"file:{path}", progress=False))
     problem = tasks.get("link").prepare(cfg)
     train_rows = np.asarray(problem.graph.nodes)
-    eval_rows = np.asarray(problem.eval_graph.nodes)
+    eval_rows = np.asarray(problem.eval_graphs["val"].nodes)
     cold = problem.cold_row
     assert train_rows.shape == eval_rows.shape == (6, 8 + 6 + 1) and cold.shape == (15,)
     np.testing.assert_array_equal(cold[:8], 0.0)
@@ -223,8 +212,10 @@ def test_mlp_inputs_of_nodes_without_history(tmp_path):
     # Evaluation: node 4 has training edges (structure) but no walk embedding, and says so.
     np.testing.assert_array_equal(eval_rows[4, :8], 0.0)
     assert eval_rows[4, -1] == 0.0 and not np.array_equal(eval_rows[4], cold)
-    # Node 5 (first seen in the test period) reads the cold row at evaluation too.
+    # Node 5 (first seen in the test period) reads the cold row at evaluation too, also in
+    # the test's graph, which holds the validation edges besides the training edges.
     np.testing.assert_array_equal(eval_rows[5], cold)
+    np.testing.assert_array_equal(np.asarray(problem.eval_graphs["test"].nodes)[5], cold)
 
 
 def test_mlp_pair_input_by_default_and_the_papers_concatenation_by_flag(tmp_path):
@@ -234,13 +225,16 @@ def test_mlp_pair_input_by_default_and_the_papers_concatenation_by_flag(tmp_path
                                               dataset=f"file:{path}", progress=False))
     paper = config.resolve(config.RunConfig(task="link", model="mlp", method="dense",
                                             dataset=f"file:{path}", features="walks",
-                                            decoder="mlp_concat", progress=False))
+                                            decoder="mlp_concat", pair_features="none",
+                                            progress=False))
     task = tasks.get("link")
     model = task.build_model(task.prepare(default), 0)
     problem = task.prepare(default)
     assert model.decoder.mode == "pair" and model.encoder.rate == problem.cold_start
     assert problem.info["cold_start_rate"] == problem.cold_start
-    assert model.decoder.mlp.layers[0].kernel[...].shape == (4 * (8 + 6 + 1), 128)
+    # [x_u, x_v, x_u * x_v, |x_u - x_v|] of 8 walk + 6 structure + 1 flag columns, then the
+    # pair history's columns.
+    assert model.decoder.mlp.layers[0].kernel[...].shape == (4 * (8 + 6 + 1) + 12, 128)
     model = task.build_model(task.prepare(paper), 0)
     # The paper's 16-128-1 on two 8-d walk embeddings, nothing replaced while training.
     shapes = [layer.kernel[...].shape for layer in model.decoder.mlp.layers]

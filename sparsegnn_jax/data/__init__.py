@@ -4,12 +4,23 @@ Typical use::
 
     ds = sparsegnn_jax.data.load("email-eu-temporal")          # root from $SPARSEGNN_DATA
     split = sparsegnn_jax.data.temporal_link_split(ds)
+    dyg = sparsegnn_jax.data.dyglib_split(sparsegnn_jax.data.load("enron"))  # DyGLib's protocol
     keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
     neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
 """
 from .dataset import Dataset
 from .datasets import DATASET_FILES, available, data_root, load, register
+from .dyglib import (
+    NEGATIVE_STRATEGIES,
+    DyGLibSplit,
+    StreamBatch,
+    dyglib_split,
+    edgebank_scores,
+    evaluation_batches,
+    mean_batch_metrics,
+)
 from .parsers import (
+    DYGLIB_HEADER,
     CorruptGzipError,
     EdgeList,
     PlanetoidData,
@@ -33,6 +44,8 @@ from .splits import (
     edge_keys,
     evaluation_pairs,
     known_pairs,
+    link_split_of,
+    find_pairs,
     node_split,
     pair_codes,
     random_pairs,
@@ -44,24 +57,34 @@ from .synthetic import sbm, temporal_sbm
 __all__ = [
     "CorruptGzipError",
     "DATASET_FILES",
+    "DYGLIB_HEADER",
+    "DyGLibSplit",
     "EVAL_PROTOCOLS",
     "Dataset",
     "EdgeList",
     "LinkSplit",
     "MAX_NODES",
+    "NEGATIVE_STRATEGIES",
     "NodeSplit",
     "PlanetoidData",
+    "StreamBatch",
     "UnsafePickleError",
     "available",
     "check_num_nodes",
     "data_root",
+    "dyglib_split",
     "edge_keys",
+    "edgebank_scores",
+    "evaluation_batches",
     "evaluation_pairs",
     "gunzip_chunks",
     "known_pairs",
+    "link_split_of",
+    "find_pairs",
     "load",
     "load_pickle",
     "load_planetoid",
+    "mean_batch_metrics",
     "node_split",
     "parse_dense_adjacency",
     "parse_edge_list",

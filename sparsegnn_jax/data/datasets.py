@@ -10,7 +10,7 @@ import numpy as np
 from . import parsers
 from .dataset import Dataset
 from .digests import KNOWN_SHA256, sha256sum
-from .splits import NodeSplit, check_seed, node_split
+from .splits import NodeSplit, check_num_nodes, check_seed, node_split
 from .synthetic import sbm, temporal_sbm
 
 __all__ = ["Dataset", "load", "register", "available", "DATASET_FILES", "data_root"]
@@ -30,6 +30,11 @@ DATASET_FILES: dict[str, list[str]] = {
                  for k in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")],
     "drosophila-left": ["drosophila/left_adjacency.csv", "drosophila/left_cell_labels.csv"],
     "drosophila-right": ["drosophila/right_adjacency.csv", "drosophila/right_cell_labels.csv"],
+    # The temporal-graph benchmarks' graphs (DyGLib / DGB), events in DyGLib's order with
+    # node id = DyGLib id - 1, so sparsegnn_jax.data.dyglib_split(ds) replicates its split.
+    "uci": ["snap_collegemsg/CollegeMsg.txt.gz"],
+    "enron": ["dyglib_enron/enron.txt.gz"],
+    "uslegis": ["dyglib_uslegis/uslegis.txt.gz"],
 }
 
 _Loader = Callable[[pathlib.Path | None, int], Dataset]
@@ -88,10 +93,40 @@ def _compact_labels(raw) -> tuple[np.ndarray, tuple]:
 
 
 def _edge_dataset(name: str, path, seed: int) -> Dataset:
+    """An edge list's graph; ids remapped to 0..N-1 in sorted order (DyGLib's ml_ files:
+    id - 1, see :func:`_dyglib_ids`). Events stay in file order."""
     edges = parsers.parse_edge_list(path)
+    if edges.header == parsers.DYGLIB_HEADER:
+        return _dyglib_ids(name, path, edges)
     node_ids, (src, dst) = parsers.remap_nodes(edges.src, edges.dst)
     return Dataset(name=name, num_nodes=int(node_ids.size), senders=src, receivers=dst,
                    times=edges.times, node_ids=node_ids)
+
+
+def _dyglib_ids(name: str, path, edges: parsers.EdgeList) -> Dataset:
+    """DyGLib's ``ml_<name>.csv``: node = DyGLib id - 1, N = the largest id.
+
+    DyGLib numbers nodes 1..N (preprocess_data.py ``reindex``) and draws its new test nodes
+    and historical / inductive negatives in an order set by those ids, so they are shifted
+    rather than remapped: a gap in the ids would otherwise shift every later id and
+    ``dyglib_split`` (DyGLib id = our id + 1) would no longer replicate DyGLib.
+    """
+    lo = int(min(edges.src.min(), edges.dst.min()))
+    n = int(max(edges.src.max(), edges.dst.max()))
+    distinct = np.union1d(edges.src, edges.dst).size
+    if lo < 1 or n > 2 * distinct + 1024:
+        raise ValueError(f"{path}: a DyGLib ml_ file numbers its {distinct} nodes 1..N, found "
+                         f"ids {lo}..{n}")
+    check_num_nodes(n)
+    return Dataset(name=name, num_nodes=n, senders=(edges.src - 1).astype(np.int32),
+                   receivers=(edges.dst - 1).astype(np.int32), times=edges.times,
+                   node_ids=np.arange(1, n + 1, dtype=np.int64))
+
+
+def _load_events(name: str):
+    def loader(root, seed):
+        return _edge_dataset(name, root / DATASET_FILES[name][0], seed)
+    return loader
 
 
 def _load_email_eu_temporal(root, seed):
@@ -192,6 +227,8 @@ register("cora", _load_planetoid("cora"))
 register("citeseer", _load_planetoid("citeseer"))
 register("drosophila-left", _load_drosophila("left"))
 register("drosophila-right", _load_drosophila("right"))
+for _name in ("uci", "enron", "uslegis"):
+    register(_name, _load_events(_name))
 
 
 def load(name: str = "synthetic-temporal", root=None, seed: int = 0) -> Dataset:
@@ -200,8 +237,11 @@ def load(name: str = "synthetic-temporal", root=None, seed: int = 0) -> Dataset:
     Args:
       name: one of :func:`available` (``synthetic-temporal``, ``synthetic-sbm``,
         ``email-eu-temporal``, ``email-eu``, ``stackoverflow-prefix``, ``cora``, ``citeseer``,
-        ``drosophila-left``, ``drosophila-right``) or ``"file:PATH"`` for any SNAP edge list
-        (``src dst t`` or ``src dst``; plain or .gz).
+        ``drosophila-left``, ``drosophila-right``, and the temporal-graph benchmarks' ``uci``
+        (SNAP CollegeMsg), ``enron`` and ``uslegis``) or ``"file:PATH"`` for any edge list
+        (``src dst t`` or ``src dst``; plain or .gz; whitespace or commas; optionally a
+        header naming the columns, see :func:`parsers.parse_edge_list`). DyGLib's own
+        ``ml_<name>.csv`` (header ``,u,i,ts,label,idx``) loads with node = DyGLib id - 1.
       root: data root holding the dataset folders; default ``$SPARSEGNN_DATA``. Not needed for
         the synthetic datasets and ``file:PATH``.
       seed: seed of the synthetic generators and of stratified node splits.
@@ -228,7 +268,7 @@ def load(name: str = "synthetic-temporal", root=None, seed: int = 0) -> Dataset:
         return _edge_dataset(name, path, seed)
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(available())}, "
-                         "or file:PATH for a SNAP edge list")
+                         "or file:PATH for an edge list (SNAP, CSV, DyGLib's ml_<name>.csv)")
     loader, needs_files = _REGISTRY[name]
     if not needs_files:
         return loader(None, seed)

@@ -9,7 +9,8 @@ import hashlib
 __all__ = ["KNOWN_SHA256", "sha256sum"]
 
 # SHA-256 of the files as they are laid out in a data root (SNAP, Planetoid and graspologic
-# releases). A None digest is unknown: the downloader prints the digest it computed.
+# releases; DyGLib's Enron and US Legis as converted by the downloader). A None digest is
+# unknown: the downloader prints the digest it computed.
 KNOWN_SHA256 = {
     "drosophila/left_adjacency.csv":
         "f23ba630f10dff95164ddbbdccf7d4fe1ac01a9a8ed77db26069af4a6248a1cf",
@@ -59,6 +60,12 @@ KNOWN_SHA256 = {
         "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
     "stackoverflow_a2q_prefix/sx-stackoverflow-a2q.first50k.txt":
         "9fcecd4a865aea886abaa02ca1b8baf0c619ab61325083a86961427427b1cae7",
+    "snap_collegemsg/CollegeMsg.txt.gz":
+        "42b894ca71e1963fcfd9682fd9ac5efaeca4ef9a1d472f49891788ef662a5509",
+    "dyglib_enron/enron.txt.gz":
+        "4b4c3d86d2d5937b4304d8430ba0793d1269a862de0d07490c7879b719999eec",
+    "dyglib_uslegis/uslegis.txt.gz":
+        "34b33b2078e133e092e528e675e224182feda814f05d67ac2bc6a2fa035f96ef",
 }
 
 

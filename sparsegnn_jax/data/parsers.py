@@ -1,4 +1,5 @@
-"""Parsers for the on-disk graph formats: SNAP edge lists, label files, Planetoid, dense CSV.
+"""Parsers for the on-disk graph formats: edge lists (SNAP, CSV with a header, DyGLib's
+ml_<name>.csv), label files, Planetoid, dense CSV.
 
 Every parser reads the whole file once and parses it with vectorised NumPy. Only when the
 fast path finds a problem does a slow line-by-line pass run, to name the offending line:
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gzip
 import pathlib
 import pickle
+import re
 import warnings
 import zlib
 from typing import Iterator, NamedTuple
@@ -17,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "CorruptGzipError",
+    "DYGLIB_HEADER",
     "MAX_DECOMPRESSED_BYTES",
     "EdgeList",
     "PlanetoidData",
@@ -45,11 +48,28 @@ class EdgeList(NamedTuple):
       src: [E] int64 source ids.
       dst: [E] int64 destination ids.
       times: [E] int64 timestamps, or None for a 2-column (static) list.
+      header: the column names of the file's header line (lower-cased, stripped), or None
+        for a file without one; :data:`DYGLIB_HEADER` for DyGLib's ``ml_<name>.csv``.
     """
 
     src: np.ndarray
     dst: np.ndarray
     times: np.ndarray | None
+    header: tuple[str, ...] | None = None
+
+
+# The header of DyGLib's processed files, ml_<name>.csv (preprocess_data.py writes the
+# DataFrame with pandas' unnamed index column first): row index, source, destination, time,
+# state label, edge index. Their node ids start at 1.
+DYGLIB_HEADER = ("", "u", "i", "ts", "label", "idx")
+
+# Column names a header may give the source, destination and time columns.
+_HEADER_NAMES = {
+    "src": ("src", "source", "u", "from", "sender", "user_id", "source_node"),
+    "dst": ("dst", "destination", "target", "i", "to", "receiver", "item_id", "dest",
+            "destination_node"),
+    "t": ("t", "ts", "time", "timestamp"),
+}
 
 
 class PlanetoidData(NamedTuple):
@@ -254,34 +274,113 @@ def _check_int_range(path, text: str, data_lines, values: np.ndarray, dtype) -> 
                                   f"{tok!r} is outside the {np.dtype(dtype).name} range")
 
 
-def parse_edge_list(path, columns: int | None = None) -> EdgeList:
-    """Parse a SNAP edge list: ``src dst t`` (temporal) or ``src dst`` (static) per line.
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
-    Plain or ``.gz``; ``#`` / ``%`` comment lines and blank lines are skipped; tabs or spaces.
-    Self-loops and repeated edges are kept as they are (graph construction dedupes).
+
+def _header_columns(path, lineno: int, line: str, names: tuple) -> dict:
+    """Column index of each role (``src``, ``dst``, optionally ``t``) named by a header."""
+    roles = {}
+    for col, name in enumerate(names):
+        for role, options in _HEADER_NAMES.items():
+            if name in options:
+                if role in roles:
+                    raise _line_error(path, lineno, line, f"the header names two {role} columns "
+                                      f"({names[roles[role]]!r} and {name!r})")
+                roles[role] = col
+    if "src" not in roles or "dst" not in roles:
+        raise _line_error(path, lineno, line,
+                          "expected numbers or a header naming the source and destination "
+                          "columns (src/source/u, dst/destination/i) and optionally the time "
+                          "(t/ts/time/timestamp), e.g. 'src,dst,t' or DyGLib's "
+                          "',u,i,ts,label,idx'")
+    return roles
+
+
+def _whole_numbers(path, text: str, data_lines, table, col: int, what: str) -> np.ndarray:
+    """Column ``col`` as int64; raises naming the line of the first value that is not whole."""
+    values = table[:, col]
+    if values.dtype == np.int64:
+        return values.copy()
+    bad = ~(np.isfinite(values) & (values == np.round(values)) & (np.abs(values) <= 2.0**53))
+    if bad.any():
+        i = int(data_lines[int(np.argmax(bad))])
+        line = text.split("\n")[i]
+        raise _line_error(path, i + 1, line,
+                          f"{what} {line.split()[col]!r} is not a whole number")
+    return values.astype(np.int64)
+
+
+def parse_edge_list(path, columns: int | None = None) -> EdgeList:
+    """Parse an edge list: ``src dst t`` (temporal) or ``src dst`` (static) per line.
+
+    Plain or ``.gz``; ``#`` / ``%`` comment lines and blank lines are skipped; tabs, spaces or
+    commas (when the first line has one) separate the values. Self-loops and repeated edges are
+    kept as they are (graph construction dedupes). The first line may be a header naming the
+    columns: the source (``src``, ``source``, ``u``, ...), the destination (``dst``,
+    ``destination``, ``i``, ...) and optionally the time (``t``, ``ts``, ``time``,
+    ``timestamp``); other columns are read as numbers and dropped. With a header, values may be
+    written as decimals (DyGLib's ``ml_<name>.csv`` has ``ts`` like ``36.0``) but ids and times
+    must be whole numbers.
 
     Args:
       path: file path.
-      columns: 2 or 3 to require a column count; None detects it from the first data line.
+      columns: 2 or 3 to require a column count (with a header: 2 drops the time, 3 requires
+        it); None detects it from the first data line.
 
     Returns:
-      EdgeList with the file's own (not remapped) ids.
+      EdgeList with the file's own (not remapped) ids; ``header`` holds the header's names.
 
     Raises:
       FileNotFoundError: missing file.
-      ValueError: empty file, NUL bytes, a line with the wrong number of columns or a
-        non-integer value (names the file, the 1-based line number and shows the line).
+      ValueError: empty file, NUL bytes, a header naming no source / destination column, a
+        line with the wrong number of columns or a non-integer value (names the file, the
+        1-based line number and shows the line).
     """
     if columns not in (None, 2, 3):
         raise ValueError(f"columns must be None, 2 or 3, got {columns!r}")
     text = _blank_comments(read_text(path))
-    table, data_lines = _parse_table(path, text, columns, np.int64, "an integer")
-    if table.shape[1] not in (2, 3):
-        i = int(data_lines[0])
-        raise _line_error(path, i + 1, text.split("\n")[i],
-                          f"expected 2 (src dst) or 3 (src dst time) columns, found {table.shape[1]}")
-    times = table[:, 2].copy() if table.shape[1] == 3 else None
-    return EdgeList(table[:, 0].copy(), table[:, 1].copy(), times)
+    first = re.search(r"\S", text)
+    if first is None:
+        raise ValueError(f"{path}: empty file (no data lines)")
+    lineno, line = _line_of(text, first.start())
+    comma = "," in line
+    fields = [f.strip() for f in (line.split(",") if comma else line.split())]
+    if not any(f and not _is_number(f) for f in fields):
+        if comma:
+            text = text.replace(",", " ")
+        table, data_lines = _parse_table(path, text, columns, np.int64, "an integer")
+        if table.shape[1] not in (2, 3):
+            i = int(data_lines[0])
+            raise _line_error(path, i + 1, text.split("\n")[i], "expected 2 (src dst) or 3 "
+                              f"(src dst time) columns, found {table.shape[1]}")
+        times = table[:, 2].copy() if table.shape[1] == 3 else None
+        return EdgeList(table[:, 0].copy(), table[:, 1].copy(), times)
+
+    names = tuple(f.strip("\"'").strip().lower() for f in fields)
+    roles = _header_columns(path, lineno, line, names)
+    if columns == 3 and "t" not in roles:
+        raise _line_error(path, lineno, line, "expected a time column (t, ts, time or "
+                          "timestamp) in the header")
+    # Blank the header, keeping the line numbers of the file.
+    start = text.rfind("\n", 0, first.start()) + 1
+    stop = text.find("\n", first.start())
+    body = text[:start] + ("" if stop < 0 else text[stop:])
+    if comma:
+        body = body.replace(",", " ")
+    decimals = re.search(r"[.eEnN]", body) is not None  # decimals, exponents, nan / inf
+    dtype, kind = (np.float64, "a number") if decimals else (np.int64, "an integer")
+    table, data_lines = _parse_table(path, body, len(names), dtype, kind)
+    src = _whole_numbers(path, body, data_lines, table, roles["src"], "node id")
+    dst = _whole_numbers(path, body, data_lines, table, roles["dst"], "node id")
+    times = None
+    if "t" in roles and columns != 2:
+        times = _whole_numbers(path, body, data_lines, table, roles["t"], "time")
+    return EdgeList(src, dst, times, names)
 
 
 def parse_node_labels(path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,12 +12,14 @@ __all__ = [
     "NodeSplit",
     "LinkSplit",
     "temporal_link_split",
+    "link_split_of",
     "edge_keys",
     "pair_codes",
     "check_num_nodes",
     "sample_negatives",
     "random_pairs",
     "known_pairs",
+    "find_pairs",
     "node_split",
 ]
 
@@ -56,9 +58,8 @@ class LinkSplit:
         training edges before the targets' period (every training edge when
         ``target_fraction`` is 0), so a model learns to predict links it cannot see.
       history_index: indices into the dataset's edges of the raw history edges, in time order.
-      val_events, test_events: [E, 2] every raw pair of the part in time order, repeated
-        interactions kept (what the ``"dyglib"`` evaluation protocol scores).
-      destinations: sorted unique destination nodes of the whole dataset.
+      val_index, test_index: indices into the dataset's edges of the part's raw events, in
+        time order (``train_index``, ``val_index``, ``test_index`` together: the whole stream).
     """
 
     num_nodes: int
@@ -75,9 +76,8 @@ class LinkSplit:
     history_senders: np.ndarray | None = None
     history_receivers: np.ndarray | None = None
     history_index: np.ndarray | None = None
-    val_events: np.ndarray | None = None
-    test_events: np.ndarray | None = None
-    destinations: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
 
     @property
     def all_edges(self) -> np.ndarray:
@@ -171,12 +171,35 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
             f"empty){need_text}")
     times = None if ds.times is None else np.asarray(ds.times, dtype=np.int64)
     order = np.arange(n) if times is None else np.argsort(times, kind="stable")
-    edges = np.stack([src[order], dst[order]], axis=1)
-    times = None if times is None else times[order]
     n_train, n_val = _cut_sizes(n, train, val)
-    cuts = [slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, n)]
-    parts = [_dedupe_first(edges[c], None if times is None else times[c], ds.num_nodes)
-             for c in cuts]
+    return link_split_of(ds, order[:n_train], order[n_train:n_train + n_val],
+                         order[n_train + n_val:], target_fraction)
+
+
+def link_split_of(ds, train_index, val_index, test_index,
+                  target_fraction: float = 0.0) -> LinkSplit:
+    """The :class:`LinkSplit` of given train / validation / test events (any protocol's cut).
+
+    Args:
+      ds: a Dataset.
+      train_index, val_index, test_index: indices into the dataset's edges, each in time order;
+        training events after the first validation event are not expected.
+      target_fraction: as :func:`temporal_link_split`.
+    """
+    if not 0.0 <= target_fraction < 1.0:
+        raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
+    src = np.asarray(ds.senders, dtype=np.int32)
+    dst = np.asarray(ds.receivers, dtype=np.int32)
+    times = None if ds.times is None else np.asarray(ds.times, dtype=np.int64)
+    train_index, val_index, test_index = (np.asarray(i, np.int64)
+                                          for i in (train_index, val_index, test_index))
+    n_train = train_index.size
+
+    def events(index):
+        return np.stack([src[index], dst[index]], axis=1)
+
+    parts = [_dedupe_first(events(i), None if times is None else times[i], ds.num_nodes)
+             for i in (train_index, val_index, test_index)]
     (tr, tr_t), (va, va_t), (te, te_t) = parts
     # The latest target_fraction of the training edges are targets; at least one edge stays in
     # each of the history and the targets.
@@ -185,19 +208,18 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
         targets, history = tr, tr
         n_history = n_train
     else:
-        targets, _ = _dedupe_first(edges[n_history:n_train], None, ds.num_nodes)
-        history = edges[:n_history]
+        targets, _ = _dedupe_first(events(train_index[n_history:]), None, ds.num_nodes)
+        history = events(train_index[:n_history])
     return LinkSplit(
         num_nodes=int(ds.num_nodes),
         train_edges=tr, val_edges=va, test_edges=te,
         graph_senders=tr[:, 0].copy(), graph_receivers=tr[:, 1].copy(),
         train_times=tr_t, val_times=va_t, test_times=te_t,
-        train_index=order[:n_train],
+        train_index=train_index,
         target_edges=targets,
         history_senders=history[:, 0].copy(), history_receivers=history[:, 1].copy(),
-        history_index=order[:n_history],
-        val_events=edges[cuts[1]], test_events=edges[cuts[2]],
-        destinations=np.unique(dst),
+        history_index=train_index[:n_history],
+        val_index=val_index, test_index=test_index,
     )
 
 
@@ -303,8 +325,8 @@ def random_pairs(key, nodes, num: int) -> tuple[jax.Array, jax.Array]:
     return nodes[src], nodes[dst]
 
 
-def known_pairs(edge_keys, src, dst) -> jax.Array:
-    """[num] bool: whether each pair ``(src, dst)`` is a row of ``edge_keys``.
+def find_pairs(edge_keys, src, dst) -> tuple[jax.Array, jax.Array]:
+    """Where each pair ``(src, dst)`` is among the rows of ``edge_keys``.
 
     A binary search on the two columns in lexicographic order: ``bit_length(U)`` steps of
     two gathers each, int32 throughout.
@@ -313,10 +335,14 @@ def known_pairs(edge_keys, src, dst) -> jax.Array:
       edge_keys: [U, 2] int32 sorted unique (src, dst) rows (see :func:`edge_keys`),
         possibly empty.
       src, dst: [num] int32 node ids.
+
+    Returns:
+      ``(row, found)``: [num] int32 row of the pair (clipped to ``[0, U - 1]``, meaningless
+      where not found; 0 when ``U == 0``) and [num] bool whether it is there.
     """
     size = edge_keys.shape[0]
     if size == 0:
-        return jnp.zeros(src.shape, dtype=bool)
+        return jnp.zeros(src.shape, jnp.int32), jnp.zeros(src.shape, dtype=bool)
     key_src, key_dst = edge_keys[:, 0], edge_keys[:, 1]
 
     def halve(_, bounds):
@@ -330,7 +356,13 @@ def known_pairs(edge_keys, src, dst) -> jax.Array:
     start = (jnp.zeros(src.shape, jnp.int32), jnp.full(src.shape, size, jnp.int32))
     lo, _ = jax.lax.fori_loop(0, int(size).bit_length(), halve, start)
     at = jnp.minimum(lo, size - 1)
-    return (key_src[at] == src) & (key_dst[at] == dst)
+    return at, (key_src[at] == src) & (key_dst[at] == dst)
+
+
+def known_pairs(edge_keys, src, dst) -> jax.Array:
+    """[num] bool: whether each pair ``(src, dst)`` is a row of ``edge_keys`` (sorted unique
+    int32 (src, dst) rows, see :func:`edge_keys`; :func:`find_pairs` also gives the row)."""
+    return find_pairs(edge_keys, src, dst)[1]
 
 
 @functools.partial(jax.jit, static_argnames=("num", "rounds"))
@@ -359,49 +391,23 @@ def _sample_negatives(key, keys_arr, nodes, num: int, rounds: int):
 EVAL_PROTOCOLS = ("uniform", "dyglib")
 
 
-def evaluation_pairs(split: LinkSplit, part: str, seed: int,
-                     protocol: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
-    """The fixed positive and negative pairs on which a part ("val" / "test") is scored.
-
-    Protocols:
-      ``"uniform"`` (default): the part's distinct pairs, each against one uniformly random
-        non-edge (both ends random, ``src != dst``, no known edge of any part).
-      ``"dyglib"``: as the dynamic-graph benchmarks (DyGLib, Yu et al. NeurIPS 2023; TGB's
-        random negatives): every event of the part, repeated interactions kept, each against
-        its own source with a destination drawn uniformly from the dataset's destination nodes.
-        Unlike DyGLib, a drawn pair that is a true edge of any part is drawn again (up to 16
-        rounds), so no negative is a real link.
-
-    Both are deterministic in ``seed``; a model and the baselines score the same pairs.
+def evaluation_pairs(split: LinkSplit, part: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed positive and negative pairs on which a part ("val" / "test") is scored under
+    the ``"uniform"`` protocol: the part's distinct pairs, each against one uniformly random
+    non-edge (both ends random, ``src != dst``, no known edge of any part). Deterministic in
+    ``seed``; a model and the baselines score the same pairs. (``"dyglib"``: ``data.dyglib``.)
 
     Returns:
       ``(positives [P, 2], negatives [P, 2])`` int32.
     """
     if part not in ("val", "test"):
         raise ValueError(f"part must be 'val' or 'test', got {part!r}")
-    if protocol not in EVAL_PROTOCOLS:
-        raise ValueError(f"unknown --eval-protocol={protocol!r}; known: "
-                         f"{', '.join(EVAL_PROTOCOLS)}")
     offset = 0 if part == "val" else 1
-    if protocol == "uniform":
-        pos = split.val_edges if part == "val" else split.test_edges
-        keys = edge_keys(split.all_edges, split.num_nodes)
-        neg = sample_negatives(jax.random.key(10_000 + 2 * seed + offset), split.num_nodes,
-                               int(pos.shape[0]), keys)
-        return np.asarray(pos, np.int32), np.asarray(neg, np.int32)
-    pos = split.val_events if part == "val" else split.test_events
-    rng = np.random.default_rng([seed, offset, 7])
-    all_edges = split.all_edges
-    keys = np.unique(pair_codes(all_edges[:, 0], all_edges[:, 1], split.num_nodes))
-    src = pos[:, 0].astype(np.int64)
-    dst = split.destinations[rng.integers(0, split.destinations.size, src.size)].astype(np.int64)
-    for _ in range(16):
-        k = pair_codes(src, dst, split.num_nodes)
-        bad = (keys[np.clip(np.searchsorted(keys, k), 0, max(keys.size - 1, 0))] == k) | (src == dst)
-        if not bad.any():
-            break
-        dst[bad] = split.destinations[rng.integers(0, split.destinations.size, int(bad.sum()))]
-    return np.asarray(pos, np.int32), np.stack([src, dst], axis=1).astype(np.int32)
+    pos = split.val_edges if part == "val" else split.test_edges
+    keys = edge_keys(split.all_edges, split.num_nodes)
+    neg = sample_negatives(jax.random.key(10_000 + 2 * seed + offset), split.num_nodes,
+                           int(pos.shape[0]), keys)
+    return np.asarray(pos, np.int32), np.asarray(neg, np.int32)
 
 
 def check_seed(seed) -> int:

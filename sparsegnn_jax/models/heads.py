@@ -24,18 +24,30 @@ def _split(key, n: int):
 class DotDecoder(nnx.Module):
     """Link logit ``<z_src, z_dst>``; no parameters."""
 
-    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None) -> jax.Array:
+    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None,
+                 pair_features=None) -> jax.Array:
         """Scores pairs.
 
         Args:
           z_src, z_dst: ``[P, D]`` embeddings of the pair endpoints.
           dropout_key: unused (no parameters).
+          pair_features: must be None (a dot product has nowhere to put them).
 
         Returns:
           ``[P]`` logits.
         """
         del dropout_key
+        _with_pair_features(None, pair_features, 0)
         return jnp.sum(z_src * z_dst, axis=-1)
+
+
+def _with_pair_features(x, pair_features, width: int):
+    """``x`` with the pair features appended; refuses features a decoder was not built for."""
+    given = 0 if pair_features is None else pair_features.shape[-1]
+    if given != width:
+        raise ValueError(f"link decoder built for {width} pair features, got "
+                         f"{'none' if pair_features is None else given}")
+    return x if not width else jnp.concatenate([x, pair_features.astype(x.dtype)], axis=-1)
 
 
 def pair_representation(z_src: jax.Array, z_dst: jax.Array, mode: str) -> jax.Array:
@@ -67,6 +79,9 @@ class MLPDecoder(nnx.Module):
       hidden: hidden width(s) of the MLP.
       mode: "hadamard", "concat" or "pair".
       num_layers: Linear layers when ``hidden`` is an int.
+      pair_features: width of per-pair features appended to the MLP's input (e.g. the pair
+        history of ``sparsegnn_jax.history``); 0: none. The first layer's kernel then has
+        ``pair_features`` more rows, pruned and counted like the others.
       use_bias: biases in the MLP.
       dropout: dropout rate between MLP layers.
       init: MLP init, "glorot" or "torch".
@@ -75,25 +90,29 @@ class MLPDecoder(nnx.Module):
 
     def __init__(self, in_dim: int, hidden: Union[int, Sequence[int]], mode: str = "hadamard",
                  num_layers: int = 2, *, use_bias: bool = True, dropout: float = 0.0,
-                 init: str = "glorot", rngs: nnx.Rngs):
+                 init: str = "glorot", pair_features: int = 0, rngs: nnx.Rngs):
         if mode not in _MODES:
             raise ValueError(f"MLPDecoder: mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
         self.in_dim = int(in_dim)
-        width = self.in_dim * _WIDTH[mode]
+        self.pair_features = int(pair_features)
+        width = self.in_dim * _WIDTH[mode] + self.pair_features
         self.mlp = MLP(width, hidden, 1, num_layers, use_bias=use_bias, dropout=dropout, init=init, rngs=rngs)
 
-    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None) -> jax.Array:
+    def __call__(self, z_src: jax.Array, z_dst: jax.Array, dropout_key=None,
+                 pair_features=None) -> jax.Array:
         """Scores pairs.
 
         Args:
           z_src, z_dst: ``[P, D]``.
           dropout_key: PRNG key; dropout is active iff it is given.
+          pair_features: ``[P, pair_features]`` when the decoder was built with them.
 
         Returns:
           ``[P]`` logits.
         """
         x = pair_representation(z_src, z_dst, self.mode)
+        x = _with_pair_features(x, pair_features, self.pair_features)
         return self.mlp(x, dropout_key=dropout_key)[..., 0]
 
 
@@ -113,26 +132,32 @@ class LinkPredictor(nnx.Module):
         """Node embeddings ``[N, D]``."""
         return self.encoder(graph, dropout_key=dropout_key)
 
-    def decode(self, z: jax.Array, pairs: jax.Array, dropout_key=None) -> jax.Array:
-        """Logits ``[P]`` for ``pairs [P, 2]`` (source, destination) from embeddings ``z``."""
+    def decode(self, z: jax.Array, pairs: jax.Array, dropout_key=None,
+               pair_features=None) -> jax.Array:
+        """Logits ``[P]`` for ``pairs [P, 2]`` (source, destination) from embeddings ``z``
+        (and ``pair_features [P, F]`` when the decoder reads them)."""
         pairs = jnp.asarray(pairs)
         if pairs.ndim != 2 or pairs.shape[-1] != 2:
             raise ValueError(f"LinkPredictor: pairs must have shape [P, 2], got {pairs.shape}")
-        return self.decoder(z[pairs[:, 0]], z[pairs[:, 1]], dropout_key=dropout_key)
+        kwargs = {} if pair_features is None else {"pair_features": pair_features}
+        return self.decoder(z[pairs[:, 0]], z[pairs[:, 1]], dropout_key=dropout_key, **kwargs)
 
-    def __call__(self, graph: jraph.GraphsTuple, pairs: jax.Array, dropout_key=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, pairs: jax.Array, dropout_key=None,
+                 pair_features=None) -> jax.Array:
         """Link logits.
 
         Args:
           graph: ``GraphsTuple``.
           pairs: ``[P, 2]`` int node pairs.
           dropout_key: PRNG key; dropout is active iff it is given.
+          pair_features: ``[P, F]`` per-pair inputs of a decoder built with ``pair_features=F``
+            (e.g. ``history.pair_features``), else None.
 
         Returns:
           ``[P]`` logits.
         """
         enc_key, dec_key = _split(dropout_key, 2)
-        return self.decode(self.encode(graph, enc_key), pairs, dec_key)
+        return self.decode(self.encode(graph, enc_key), pairs, dec_key, pair_features)
 
 
 class NodeClassifier(nnx.Module):

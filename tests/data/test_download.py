@@ -216,6 +216,14 @@ def _mirror(data_root, folder):
     extra = "".join(f"{i} {i + 1} {1300000000 + i}\n" for i in range(5000)).encode()
     (folder / "sx-stackoverflow-a2q.txt.gz").write_bytes(
         gzip.compress(prefix.read_bytes() + b"\n" + extra))
+    shutil.copy(data_root / "snap_collegemsg/CollegeMsg.txt.gz", folder)
+    # The benchmarks' CSVs, rebuilt from the shared files (which the downloader rebuilds back).
+    e = np.loadtxt(data_root / "dyglib_enron/enron.txt.gz", dtype=np.int64)
+    (folder / "ml_enron.csv").write_text(",u,i,ts,label,idx\n" + "".join(
+        f"{k},{u + 1},{i + 1},{float(t)},0,{k + 1}\n" for k, (u, i, t) in enumerate(e.tolist())))
+    e = np.loadtxt(data_root / "dyglib_uslegis/uslegis.txt.gz", dtype=np.int64)
+    (folder / "USLegis.csv").write_text("source,destination,timestamp,state_label,w\n" + "".join(
+        f"{u},{i},{t},0,1\n" for u, i, t in e.tolist()))
 
 
 def test_download_every_dataset_then_load(data_root, tmp_path):

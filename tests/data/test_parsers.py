@@ -311,3 +311,78 @@ def test_restricted_unpickler_reads_every_real_planetoid_file(data_root, name):
             b = trusted.toarray() if hasattr(trusted, "toarray") else trusted
             np.testing.assert_array_equal(a, b)
             assert a.dtype == b.dtype
+
+
+# ----------------------------------------------------------------------------- CSV headers
+
+
+@pytest.mark.parametrize("header", ["src,dst,t", "u,i,ts", "Source, Destination, Timestamp",
+                                    "src dst time"])
+def test_edge_list_with_a_header(tmp_path, header):
+    sep = "," if "," in header else " "
+    rows = [[10, 20, 5], [20, 10, 7], [30, 30, 9]]
+    text = header + "\n" + "".join(sep.join(map(str, r)) + "\n" for r in rows)
+    e = data.parse_edge_list(_write(tmp_path, "h.csv", text))
+    np.testing.assert_array_equal(np.stack([e.src, e.dst, e.times], 1), rows)
+    assert e.header == tuple(n.strip().lower() for n in header.replace(",", " ").split())
+    ds = data.load(f"file:{tmp_path / 'h.csv'}")
+    np.testing.assert_array_equal(ds.node_ids, [10, 20, 30])  # remapped as any file
+    np.testing.assert_array_equal(ds.senders, [0, 1, 2])
+
+
+def test_header_columns_in_any_order_and_extra_columns(tmp_path):
+    text = "# a comment\nweight,timestamp,destination,source\n0.5,3,2,1\n1.5,4,1,2\n"
+    e = data.parse_edge_list(_write(tmp_path, "o.csv", text))
+    assert e.src.tolist() == [1, 2] and e.dst.tolist() == [2, 1] and e.times.tolist() == [3, 4]
+    e = data.parse_edge_list(_write(tmp_path, "s.csv", "src,dst\n1,2\n2,3\n"))
+    assert e.times is None and e.src.tolist() == [1, 2]
+    assert data.parse_edge_list(_write(tmp_path, "c.csv", "1,2,3\n4,5,6\n")).times.tolist() == \
+        [3, 6]  # commas without a header
+
+
+def test_dyglib_ml_csv_loads_with_dyglib_ids_minus_one(tmp_path):
+    # DyGLib's processed file: pandas' index column, ids from 1, float times. Node 4 has no
+    # event: ids are shifted, not remapped, so DyGLib id = node + 1 still holds.
+    text = (",u,i,ts,label,idx\n0,1,2,0.0,0,1\n1,2,3,36.0,0,2\n2,5,1,36.0,1.0,3\n")
+    path = _write(tmp_path, "ml_toy.csv", text)
+    e = data.parse_edge_list(path)
+    assert e.header == data.DYGLIB_HEADER and e.times.dtype == np.int64
+    ds = data.load(f"file:{path}")
+    assert ds.num_nodes == 5
+    np.testing.assert_array_equal(ds.senders, [0, 1, 4])
+    np.testing.assert_array_equal(ds.receivers, [1, 2, 0])
+    np.testing.assert_array_equal(ds.times, [0, 36, 36])
+    np.testing.assert_array_equal(ds.node_ids, [1, 2, 3, 4, 5])
+    bad = _write(tmp_path, "ml_bad.csv", ",u,i,ts,label,idx\n0,0,2,0.0,0,1\n")
+    with pytest.raises(ValueError, match=r"ml_bad\.csv: a DyGLib ml_ file numbers its 2 nodes"):
+        data.load(f"file:{bad}")
+
+
+@pytest.mark.parametrize(
+    "text, lineno, fragment",
+    [
+        ("a,b,c\n1,2,3\n", 1, "expected numbers or a header naming the source and destination"),
+        ("# c\n\nfoo bar\n1 2\n", 3, "e.g. 'src,dst,t' or DyGLib's ',u,i,ts,label,idx'"),
+        ("src,u,dst\n1,2,3\n", 1, "the header names two src columns ('src' and 'u')"),
+        ("src,dst,t\n1,2,3\n4,5\n", 3, "expected 3 columns, found 2"),
+        ("src,dst,t\n1,2,3\n4,5,6.5\n", 3, "time '6.5' is not a whole number"),
+        ("src,dst,t\n1.5,2,3.0\n", 2, "node id '1.5' is not a whole number"),
+        ("src,dst,t\n1,2,3\n4,x,6\n", 3, "'x' is not an integer"),
+        ("src,dst,t\n1,2,3.0\n4,x,6\n", 3, "'x' is not a number"),
+    ],
+)
+def test_bad_header_or_csv_line(tmp_path, text, lineno, fragment):
+    path = _write(tmp_path, "bad.csv", text)
+    with pytest.raises(ValueError) as info:
+        data.load(f"file:{path}")
+    msg = str(info.value)
+    assert "bad.csv" in msg and f"line {lineno}:" in msg and fragment in msg, msg
+
+
+def test_header_only_and_forced_time_column(tmp_path):
+    with pytest.raises(ValueError, match=r"h\.csv: empty file"):
+        data.parse_edge_list(_write(tmp_path, "h.csv", "src,dst,t\n"))
+    path = _write(tmp_path, "s.csv", "src,dst\n1,2\n")
+    with pytest.raises(ValueError, match=r"s\.csv: line 1: expected a time column"):
+        data.parse_edge_list(path, columns=3)
+    assert data.parse_edge_list(_write(tmp_path, "t.csv", "u,i,ts\n1,2,3\n"), 2).times is None
