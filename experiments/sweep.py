@@ -40,12 +40,18 @@ def parse_args(argv=None):
                         "other methods ignore it)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--distribution", default="uniform")
+    p.add_argument("--distribution", default=None,
+                   help="uniform | uniform_dense_first | erk | er (default: the model's, "
+                        "see link_pred.py --help)")
     p.add_argument("--update-every", type=int, default=None)
     p.add_argument("--drop-fraction", type=float, default=None,
                    help="initial RigL / SET drop fraction, cosine-decayed to 0 (default: the "
                         "paper's 0.5 decayed to 0.005)")
     cli.add_schedule_flags(p)
+    p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
+                   help="link evaluation: uniform (default) or dyglib (DyGLib's protocol)")
+    p.add_argument("--dyglib-setting", default=None, choices=config.DYGLIB_SETTINGS)
+    p.add_argument("--dyglib-negatives", default=None, choices=config.DYGLIB_NEGATIVES)
     p.add_argument("--data-root", default=None)
     p.add_argument("--sequential", action="store_true",
                    help="train runs one after another instead of vmapped (for comparison)")
@@ -161,7 +167,8 @@ def _sweep(args, argv) -> int:
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
             penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,
             rho=args.rho, initial_step_size=args.initial_step_size,
-            data_root=args.data_root, devices=distributed.mesh_size(args.devices),
+            eval_protocol=args.eval_protocol, dyglib_setting=args.dyglib_setting,
+            dyglib_negatives=args.dyglib_negatives, data_root=args.data_root, devices=distributed.mesh_size(args.devices),
             progress=not args.no_progress and main_process))
         out = files.output_dir(args.out, "--out")
         rows = sweeps.read_csv(csv_path)

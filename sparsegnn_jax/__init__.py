@@ -1,8 +1,9 @@
 """sparsegnn_jax: sparse training and pruning of graph neural networks in JAX.
 
 Modules: ``graphs`` (GraphsTuple construction, normalisation, padding), ``data`` (loaders, splits,
-negatives, evaluation pairs, downloader), ``features`` (structural node inputs for link
-prediction), ``walks`` (temporal random-walk embeddings), ``models`` (Flax NNX GNNs and the
+negatives, evaluation pairs, DyGLib's protocol, downloader), ``features`` (structural node
+inputs for link prediction), ``history`` (pair and node history features of link decoders),
+``streaming`` (link evaluation batch by batch on everything known before), ``walks`` (temporal random-walk embeddings), ``models`` (Flax NNX GNNs and the
 paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity functions), the prune
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
@@ -20,10 +21,12 @@ from sparsegnn_jax import (
     features,
     flops,
     graphs,
+    history,
     metrics,
     models,
     report,
     runs,
+    streaming,
     sweeps,
     tasks,
     train,
@@ -58,8 +61,9 @@ __version__ = "0.1.0"
 __all__ = [
     "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "mask_sparsity", "masks", "metrics", "models", "one_shot",
+    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "metrics", "models", "one_shot",
     "param_sparsity", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
-    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "sweeps", "tasks",
+    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",
+    "tasks",
     "train", "walks",
 ]

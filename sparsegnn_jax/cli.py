@@ -44,8 +44,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                         "low-degree nodes first; random: uniform; saliency, node task with "
                         "--init-from: those whose removal would raise the dense model's loss "
                         "most)")
-    p.add_argument("--distribution", default="uniform",
-                   help="uniform | uniform_dense_first | erk | er")
+    p.add_argument("--distribution", default=None,
+                   help="uniform | uniform_dense_first | erk | er (default: uniform, the "
+                        "paper's; erk for link prediction with a GNN)")
     p.add_argument("--update-every", type=int, default=None,
                    help="mask-update period dT (RigL / SET) or multiplier period (ADMM / SLR)")
     p.add_argument("--drop-fraction", type=float, default=None,

@@ -360,7 +360,8 @@ def run(cfg: config.RunConfig) -> dict:
     tx = build_optimizer(problem)
     if cfg.init_from:
         params = dense_warm_start(problem, params)
-    state = train.init_state(params, tx, jax.random.key(cfg.seed))
+    # A warm start's weights are trained: masked, not rescaled.
+    state = train.init_state(params, tx, jax.random.key(cfg.seed), rescale=not cfg.init_from)
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     selector = (None if score is None else train.BestOnValidation(
         jax.jit(score), train.no_selection(state.params),

@@ -25,8 +25,10 @@ PAPER_GRID = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.90625, 0.9375, 0.96
               0.984375, 0.9921875)
 
 # Link rows also carry the seen / new breakdown, the selected epoch and every baseline's test
-# ROC-AUC on the same pairs; node rows leave those empty.
-BASELINE_COLUMNS = tuple(f"baseline_{name}_roc_auc" for name in baselines.BASELINES)
+# ROC-AUC on the same pairs (under --eval-protocol=dyglib also EdgeBank's time-window memory);
+# node rows leave those empty.
+BASELINE_COLUMNS = tuple(f"baseline_{name}_roc_auc"
+                         for name in (*baselines.BASELINES, "edgebank_tw"))
 CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy", "test_roc_auc",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
               "training_flops_relative", "inference_flops", "wall_time_s", "val_roc_auc",

@@ -65,14 +65,20 @@ def split_model(model: nnx.Module) -> tuple[BoundModel, Any]:
     return BoundModel(graphdef, params, rest), nnx.to_pure_dict(params)
 
 
-def init_state(params, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+def init_state(params, tx: optax.GradientTransformation, key: jax.Array,
+               rescale: bool = True) -> TrainState:
     """Initial training state; the optimizer (and its masks) is initialised from ``params``.
 
-    The params are masked right away, so the very first forward pass is already sparse.
+    The params are masked right away, so the very first forward pass is already sparse. With
+    ``rescale`` (fresh initialisations) each weight matrix the initial mask thins keeps its
+    dense norm (:func:`sparsity.masks.apply_norm_preserving`): without it a 90%-sparse model
+    starts with near-constant outputs. Pass ``rescale=False`` for trained (warm-start) params.
+    Dense methods and those that start dense (all-True masks) are unaffected either way.
     """
     opt_state = tx.init(params)
+    apply = sparsity.masks.apply_norm_preserving if rescale else sparsity.masks.apply
     try:
-        params = sparsity.masks.apply(params, sparsity.get_masks(opt_state))
+        params = apply(params, sparsity.get_masks(opt_state))
     except ValueError:  # a plain optax optimizer: nothing to mask
         pass
     return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))

@@ -263,3 +263,37 @@ def test_cold_start_rate_matches_the_validation_share_of_endpoints_without_histo
     assert tasks.cold_start_rate(has_history, targets, np.zeros((0, 2), int)) == 0.0
     # Every validation end new, none in the targets: capped below 1.
     assert tasks.cold_start_rate(has_history, targets[:2], np.array([[3, 4]])) == 0.99
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(decoder="dot"), "--pair-features=history needs an MLP decoder"),
+    (dict(target_fraction=0.0), "needs --target-fraction > 0"),
+    (dict(dyglib_setting="inductive"), "--dyglib-setting needs --eval-protocol=dyglib"),
+    (dict(eval_protocol="dyglib", dyglib_negatives="sideways"),
+     "--dyglib-negatives must be one of random, historical, inductive"),
+])
+def test_link_flag_combinations_that_mean_nothing_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        config.resolve(config.RunConfig(task="link", **fields))
+
+
+def test_test_history_holds_the_validation_events_and_validation_only_training(arrivals_split):
+    cfg = config.resolve(config.RunConfig(task="link", dataset="synthetic-arrivals",
+                                          method="dense", epochs=1, progress=False))
+    problem = tasks.get("link").prepare(cfg)
+    split = problem.split
+    for part, events in (("val", len(split.train_index)),
+                         ("test", len(split.train_index) + len(split.val_index))):
+        assert float(np.asarray(problem.history(part).node_events).sum()) == 2 * events
+    assert float(np.asarray(problem.history("train").node_events).sum()) == (
+        2 * len(split.history_index))
+    # The test's graph holds every validation pair; the validation's none of the new ones.
+    test_keys = _keys(np.stack([problem.eval_graphs["test"].senders,
+                                problem.eval_graphs["test"].receivers], 1), split.num_nodes)
+    val_keys = _keys(np.stack([problem.eval_graphs["val"].senders,
+                               problem.eval_graphs["val"].receivers], 1), split.num_nodes)
+    # (graphs are symmetric: a validation pair is new when neither direction trained)
+    train_both = _keys(np.concatenate([split.train_edges, split.train_edges[:, ::-1]]),
+                       split.num_nodes)
+    new_in_val = _keys(split.val_edges, split.num_nodes) - train_both
+    assert new_in_val and new_in_val <= test_keys and not new_in_val & val_keys

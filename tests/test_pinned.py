@@ -4,7 +4,9 @@ the package was reorganised into config / tasks / registry / one fit loop.
 ``golden/`` holds what ``experiments/node_class.py --method=gmp --epochs=20`` and
 ``experiments/sweep.py --task=node --model=gcn --methods=dense,rigl --sparsities=0.9 --seeds=2
 --epochs=5`` wrote then. Fields added since (link-only config fields, empty link columns) are
-not part of the comparison; every pinned field must match.
+not part of the comparison; every pinned field must match. One intended change since: RigL's
+seed-1 row moved when sparse starts began keeping each thinned layer at its dense norm
+(``masks.apply_norm_preserving``); the dense rows and RigL's seed 0 stayed bit for bit.
 """
 import json
 import math

@@ -57,10 +57,18 @@ def test_layer_sparsity_is_exact_and_embedding_stays_dense(method, request):
     sizes = {p: leaf.size for p, leaf in _paths(params).items()}
     assert "encoder/embedding" not in rec["layer_sparsity"]
     assert set(rec["layer_sparsity"]) == {p for p in sizes if p.endswith("kernel")}
+    # Link GNNs spread the sparsity by ERK: the [64, 1] output layer stays dense, the others
+    # are pruned to ERK's exact keep counts, 90% of the kernels' weights in all.
+    assert config.resolve(cfg).distribution == "erk"
+    expected = sparsity.masks.layer_sparsity(sparsity.masks.init(
+        0, params, 0.9, distribution="erk", filter_fn=tasks.weight_matrices))
+    assert rec["layer_sparsity"]["decoder/mlp/layers/1/kernel"] == 0.0
     for path, s in rec["layer_sparsity"].items():
-        n = sizes[path]
-        keep = max(1, min(n, int(np.round(n * 0.1))))
-        assert s == pytest.approx(1 - keep / n, abs=1e-7), path
+        assert s == pytest.approx(expected[path], abs=1e-7), path
+    kept = sum(sizes[p] * (1 - s) for p, s in rec["layer_sparsity"].items())
+    # Each layer's count is rounded: at most one weight per layer off 10% overall.
+    assert kept == pytest.approx(0.1 * sum(sizes[p] for p in rec["layer_sparsity"]),
+                                 abs=len(rec["layer_sparsity"]))
 
 
 def test_static_training_flops_equal_three_sparse_forwards_per_step():
@@ -70,7 +78,8 @@ def test_static_training_flops_equal_three_sparse_forwards_per_step():
     problem = tasks.get("link").prepare(cfg)
     model = tasks.get("link").build_model(problem, 0)
     _, params = train.split_model(model)
-    masks = sparsity.masks.init(0, params, 0.75, filter_fn=tasks.weight_matrices)
+    masks = sparsity.masks.init(0, params, 0.75, distribution=cfg.distribution,
+                                filter_fn=tasks.weight_matrices)
     step = flops.forward(model, (problem.graph, 2 * problem.batch_size), masks).total
     assert rec["flops"]["training"] == pytest.approx(3 * step * problem.total_steps, rel=1e-6)
     dense_step = flops.forward(model, (problem.graph, 2 * problem.batch_size)).total
@@ -85,6 +94,9 @@ def test_resolve_fills_paper_defaults_for_the_mlp():
     assert (node.epochs, node.lr, node.optimizer, node.batch_size, node.dropout) == (
         40, 0.1, "adam", 128, 0.1)
     assert (link.rho, node.rho) == (0.01, 0.02)
+    # The paper's uniform per-layer sparsity, except link GNNs (ERK, see config.py).
+    gcn_node = config.resolve(config.RunConfig(task="node", model="gcn"))
+    assert (link.distribution, node.distribution, gcn_node.distribution) == ("uniform",) * 3
     # The link MLP reads the pair input; --decoder=mlp_concat is the paper's concatenation.
     assert (link.decoder, link.features) == ("mlp_pair", "walks+struct")
 

@@ -676,3 +676,19 @@ def test_masks_of_another_shape_name_the_leaf():
     with pytest.raises(ValueError, match=r"'a/kernel' has shape \(1, 4\) but the parameter "
                                          r"has shape \(8, 4\)"):
         sparsity.masks.apply(params, masks)
+
+
+def test_apply_norm_preserving_keeps_each_thinned_matrix_at_its_dense_norm():
+    k = jax.random.split(jax.random.key(0), 3)
+    params = {"w": jax.random.normal(k[0], (64, 32)), "dense": jax.random.normal(k[1], (8, 8)),
+              "gate": jnp.ones(10), "empty": jax.random.normal(k[2], (4, 4))}
+    mask = jax.random.uniform(k[0], (64, 32)) < 0.1
+    m = {"w": mask, "dense": jnp.ones((8, 8), bool),
+         "gate": jnp.arange(10) < 5, "empty": jnp.zeros((4, 4), bool)}
+    out = masks.apply_norm_preserving(params, m)
+    plain = masks.apply(params, m)
+    assert not np.any(np.asarray(out["w"])[~np.asarray(mask)])           # still exactly sparse
+    np.testing.assert_allclose(jnp.linalg.norm(out["w"]), jnp.linalg.norm(params["w"]),
+                               rtol=1e-5)
+    for name in ("dense", "gate", "empty"):  # all-True, 1-D and nothing kept: as apply
+        np.testing.assert_array_equal(out[name], plain[name])
