@@ -109,7 +109,8 @@ def test_an_epoch_keeps_the_step_budget_of_every_training_pair():
                                           progress=False))
     task = tasks.get("link")
     problem = task.prepare(cfg)
-    assert problem.steps_per_epoch == len(problem.split.train_edges) // cfg.batch_size
+    assert problem.steps_per_epoch == max(tasks.MIN_STEPS_PER_EPOCH,
+                                          len(problem.split.train_edges) // cfg.batch_size)
     assert len(problem.split.target_edges) < problem.steps_per_epoch * cfg.batch_size
     bound, params = train.split_model(task.build_model(problem, 0))
     tx = runs.build_optimizer(problem)

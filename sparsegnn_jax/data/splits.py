@@ -152,9 +152,7 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
     if not 0.0 <= target_fraction < 1.0:
         raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
     check_num_nodes(ds.num_nodes)
-    src = np.asarray(ds.senders, dtype=np.int32)
-    dst = np.asarray(ds.receivers, dtype=np.int32)
-    n = src.size
+    n = np.asarray(ds.senders).size
     if ds.num_nodes < 2:
         # No pair (src != dst) exists to sample as a negative, nor a link to predict.
         raise ValueError(f"dataset {ds.name!r} has {ds.num_nodes} node"

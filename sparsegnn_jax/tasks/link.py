@@ -1,14 +1,7 @@
-"""The two tasks: temporal link prediction and node classification.
-
-A task turns a resolved :class:`~sparsegnn_jax.config.RunConfig` into a :class:`Problem` (data,
-graph, split, the epoch's inputs), builds the model, makes the epoch function, evaluates, and
-says what one step's forward pass sees (for FLOPs). Everything that differs between the tasks
-lives here; runs and sweeps call :func:`get` and never switch on the task name.
-"""
+"""Temporal link prediction: chronological (or DyGLib's) split, pairs scored by an encoder and
+a decoder that also reads each pair's history."""
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from typing import Any, Callable
 
 import jax
@@ -17,168 +10,12 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import baselines, graphs, metrics, models, train, walks
+from sparsegnn_jax import baselines, graphs, metrics, models, streaming, train, walks
 from sparsegnn_jax import features as features_lib
 from sparsegnn_jax import history as history_lib
-from sparsegnn_jax import streaming
 from sparsegnn_jax.config import RunConfig
 
-
-@dataclasses.dataclass
-class Problem:
-    """The data side of a run, shared by every seed and sparsity of a sweep."""
-
-    cfg: RunConfig
-    graph: Any                 # the message-passing graph (jraph.GraphsTuple)
-    features: np.ndarray | None
-    num_nodes: int
-    batch_size: int | None
-    steps_per_epoch: int
-    inputs: Any                # what the epoch reads: train.LinkInputs / train.NodeInputs
-    split: Any
-    info: dict                 # data sizes for the record
-    labels: np.ndarray | None = None
-    num_classes: int = 0
-    # Link prediction, per part ("val", "test"): the message-passing graph of what is known
-    # then (every training edge; and the validation edges for the test), the fixed pairs
-    # (pos, neg), which nodes have history then, the baselines' metrics on the same pairs and
-    # history {name: metrics}, and the pair histories ("train" too; None without
-    # --pair-features=history).
-    eval_graphs: dict | None = None
-    eval_pairs: dict | None = None
-    seen_nodes: dict | None = None
-    baselines: dict | None = None
-    histories: dict | None = None
-    # Streaming evaluation (--eval-protocol=dyglib): {part: streaming.Stream} and
-    # inputs_at(known) -> (graph, history) of a prefix of the stream.
-    streams: dict | None = None
-    stream_inputs: Callable | None = None
-    # The input row of a node without history (link ``--model=mlp``): what such a node reads,
-    # and the share of rows replaced by it while training (``cold_start_rate``).
-    cold_row: np.ndarray | None = None
-    cold_start: float = 0.0
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.cfg.epochs
-
-    def history(self, part: str):
-        """The ``history.PairHistory`` known when ``part`` is predicted, or None."""
-        return None if self.histories is None else self.histories[part]
-
-
-def weight_matrices(path: str, leaf) -> bool:
-    """Prunable leaves of the experiments: every weight matrix, not the node-embedding table.
-
-    A lookup table costs no FLOPs, so pruning it saves nothing the paper counts.
-    """
-    return leaf.ndim >= 2 and not path.rsplit("/", 1)[-1] == "embedding"
-
-
-def prunable_params(path: str, leaf) -> bool:
-    """What the methods prune: every weight matrix (:func:`weight_matrices`) and the encoder's
-    edge-weight leaf (``models.Encoder(num_edges=...)``, present only with ``--edge-sparsity``).
-    """
-    return weight_matrices(path, leaf) or models.is_edge_weight(path)
-
-
-def edge_saliency(bound, params, graph, labels, train_index) -> jax.Array:
-    """How much removing each edge would raise a trained node classifier's loss, to first order.
-
-    The loss is the cross-entropy over every node, against the true label on the training
-    nodes and against the model's own prediction elsewhere, so every edge is scored, not only
-    the edges within reach of a labelled node. An edge's score is ``-dL/dg`` for its gate ``g``
-    at 1 (``g -> 0`` removes it): the first-order loss increase of its removal (the Taylor
-    criterion of Molchanov et al., ICLR 2017, on edges). No validation or test label is read.
-
-    Args:
-      bound: the node classifier (``train.split_model``) with an ``encoder/edge_weight`` leaf.
-      params: its parameters, trained (e.g. the dense run of ``--init-from``).
-      graph: the message-passing graph.
-      labels: ``[N]`` int labels (only the training nodes' are read).
-      train_index: the training nodes.
-
-    Returns:
-      float32 ``[E]`` scores of the leaf's edges; higher means keep.
-    """
-    train_index = jnp.asarray(train_index)
-    own = jnp.argmax(bound(params, graph), axis=-1)
-    targets = own.at[train_index].set(jnp.asarray(labels)[train_index])
-
-    def loss(edge_weight):
-        p = dict(params, encoder=dict(params["encoder"], **{models.EDGE_WEIGHT: edge_weight}))
-        log_probs = jax.nn.log_softmax(bound(p, graph))
-        return -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
-
-    return -jax.grad(loss)(params["encoder"][models.EDGE_WEIGHT])
-
-
-def edge_leaf_size(cfg: RunConfig, graph) -> int | None:
-    """The encoder's ``num_edges`` when ``cfg.edge_sparsity`` is set, else None (no edge leaf):
-    the edges of the message-passing ``graph`` between two distinct nodes, which the tasks store
-    before the self loops (``graphs.self_loops_last``). Self loops stay outside the leaf: pruning
-    one would take a node's own input away, not a message between nodes.
-
-    Raises:
-      ValueError: a self loop stored before another edge.
-    """
-    if cfg.edge_sparsity is None:
-        return None
-    loops = np.asarray(graph.senders) == np.asarray(graph.receivers)
-    size = int(np.sum(~loops))
-    if np.any(loops[:size]):
-        raise ValueError("edge_leaf_size: the graph stores a self loop before another edge; "
-                         "reorder it with graphs.self_loops_last")
-    return size
-
-
-def row_normalise(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to sum 1 (Kipf & Welling's bag-of-words preprocessing); zero rows stay 0."""
-    features = np.asarray(features, np.float32)
-    sums = np.abs(features).sum(axis=1, keepdims=True)
-    return features / np.where(sums == 0, 1.0, sums)
-
-
-def walk_features(ds, dim: int, edge_index=None, epochs: int = 1) -> np.ndarray:
-    """The paper's node inputs: skip-gram embeddings of (temporal) random walks, cached on disk.
-
-    ``edge_index`` restricts the walks to those edges (the training edges for link prediction,
-    so no future link shapes the embeddings); ``epochs`` are skip-gram's passes over the walk
-    pairs. The walk seed is fixed per dataset, so the seeds of a sweep differ in model init,
-    masks and data order, not in their inputs.
-    """
-    idx = slice(None) if edge_index is None else edge_index
-    times = None if ds.times is None else np.asarray(ds.times)[idx]
-    return walks.node_embeddings(0, np.asarray(ds.senders)[idx], np.asarray(ds.receivers)[idx],
-                                 ds.num_nodes, times, dim=dim, epochs=epochs)
-
-
-def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rngs,
-            input_dropout: bool = False, num_edges: int | None = None) -> nnx.Module:
-    """A message-passing encoder over ``cfg.features`` (link) or the dataset's features.
-
-    Featureless graphs get a learnable embedding table (``ids``) whose nodes without edges
-    share one learnt row, structural features of the graph (``struct``), or both.
-    ``num_edges`` (:func:`edge_leaf_size`) adds the learnable edge-weight leaf.
-    """
-    opts: dict[str, Any] = {}
-    if num_edges is not None:
-        opts["num_edges"] = num_edges
-    if input_dropout and in_dim is not None:
-        opts["input_dropout"] = cfg.dropout  # Kipf & Welling drop the input features too
-    if cfg.features == "ids+struct":
-        # graph.nodes = [structure | has-history flag] beside the id table.
-        opts.update(num_nodes=num_nodes, cold_start=True,
-                    node_features=len(features_lib.STRUCTURE_COLUMNS))
-        in_dim = cfg.hidden
-    elif cfg.features == "ids":
-        opts.update(num_nodes=num_nodes, cold_start=True)  # graph.nodes = [has-history flag]
-        in_dim = cfg.hidden
-    elif in_dim is None:
-        in_dim = cfg.hidden
-        opts["num_nodes"] = num_nodes
-    return models.build(cfg.model, in_dim, cfg.hidden, out_dim, num_layers=cfg.num_layers,
-                        rngs=rngs, dropout=cfg.dropout, **opts)
+from .common import Problem, dataset_of, edge_leaf_size, encoder, walk_features
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
@@ -206,13 +43,9 @@ def _distinct_pairs(senders, receivers, num_nodes: int) -> tuple[np.ndarray, np.
     return (codes // num_nodes).astype(np.int32), (codes % num_nodes).astype(np.int32)
 
 
-def _dataset(cfg: RunConfig):
-    ds = sg_data.load(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
-    features = None if ds.features is None else row_normalise(ds.features)
-    return ds, features
-
-
 EVAL_SEED = 0
+#: Fewest optimizer steps of a link epoch (the targets are cycled with fresh negatives).
+MIN_STEPS_PER_EPOCH = 16
 
 
 def cold_start_rate(has_history: np.ndarray, targets: np.ndarray,
@@ -261,14 +94,6 @@ def check_link_graph(ds) -> None:
                          "negative)")
 
 
-def warn_if_edgeless(ds) -> None:
-    """Warns when no edge joins two distinct nodes: message passing then sees each node alone."""
-    if not np.any(np.asarray(ds.senders) != np.asarray(ds.receivers)):
-        warnings.warn(f"dataset {ds.name!r} has no edge between two distinct nodes "
-                      f"({ds.num_edges} edges, all self-loops): a message-passing model sees "
-                      "each node alone", stacklevel=2)
-
-
 def _grouped_auc_ap(seen_pair: np.ndarray) -> Callable:
     """Baseline metrics on all pairs and on the ``seen`` / ``new`` groups of pairs."""
 
@@ -307,7 +132,7 @@ class LinkTask:
     scores_pairs = True  # takes the link flags (decoder, targets, features, protocol, ...)
 
     def prepare(self, cfg: RunConfig) -> Problem:
-        ds, _ = _dataset(cfg)
+        ds, _ = dataset_of(cfg)
         check_link_graph(ds)
         streams = None
         if cfg.eval_protocol == "dyglib":
@@ -351,8 +176,11 @@ class LinkTask:
         targets = jnp.asarray(split.target_edges)
         batch_size = min(cfg.batch_size, int(targets.shape[0]))
         # An epoch keeps the step budget of one pass over every training pair: holding targets
-        # out must not shrink training five-fold (it cycles through the targets instead).
-        steps_per_epoch = max(1, len(split.train_edges) // batch_size)
+        # out must not shrink training five-fold (it cycles through the targets instead). And
+        # at least MIN_STEPS_PER_EPOCH: a repetitive graph has few distinct pairs (Enron: 125k
+        # events, 3k pairs, one step an epoch), and 20 steps in all left models still
+        # improving at the last epoch; RigL, starting sparse, furthest behind.
+        steps_per_epoch = max(MIN_STEPS_PER_EPOCH, len(split.train_edges) // batch_size)
         negative_nodes = (np.flatnonzero(history_degree > 0)
                           if cfg.train_negatives == "history" else np.arange(n))
         if negative_nodes.size < 2:
@@ -530,89 +358,3 @@ class LinkTask:
         """
         test_pairs = sum(len(x) for x in problem.eval_pairs["test"])
         return ((problem.graph, 2 * problem.batch_size), (problem.eval_graphs["test"], test_pairs))
-
-
-class NodeTask:
-    """Node classification on a labelled graph (full-batch GNNs, minibatched paper MLP)."""
-
-    name = "node"
-    default_dataset = "synthetic-sbm"
-    script = "node_class"
-    title = "node classification"
-    scores_pairs = False
-
-    def prepare(self, cfg: RunConfig) -> Problem:
-        ds, features = _dataset(cfg)
-        if ds.labels is None:
-            raise ValueError(f"--dataset={cfg.dataset!r} has no node labels; "
-                             "node classification needs a labelled dataset")
-        warn_if_edgeless(ds)
-        split = ds.split if ds.split is not None else sg_data.node_split(ds.labels, cfg.seed)
-        if cfg.model == "mlp":
-            features = walk_features(ds, cfg.embedding_dim)
-        n = ds.num_nodes
-        graph = graphs.from_edges(ds.senders, ds.receivers, n, node_features=features,
-                                  symmetric=True, self_loops=True, edge_weights=ds.edge_weights)
-        if cfg.edge_sparsity is not None:
-            graph = graphs.self_loops_last(graph)  # outside the edge weights (edge_leaf_size)
-        if models.sparse_inputs.should_be_sparse(features):
-            # Bag-of-words inputs: the first layer then multiplies their nonzeros only.
-            graph = graph._replace(nodes=models.sparse_inputs.from_dense(features))
-        train_idx = jnp.asarray(split.train)
-        steps_per_epoch = train.node_steps_per_epoch(int(train_idx.shape[0]), cfg.batch_size)
-        inputs = train.NodeInputs(graph, jnp.asarray(ds.labels), train_idx)
-        info = dict(num_nodes=n, num_classes=ds.num_classes, train_nodes=len(split.train),
-                    val_nodes=len(split.val), test_nodes=len(split.test),
-                    steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
-        return Problem(cfg, graph, features, n, cfg.batch_size, steps_per_epoch, inputs, split,
-                       info, labels=ds.labels, num_classes=ds.num_classes)
-
-    def build_model(self, problem: Problem, seed: int) -> nnx.Module:
-        cfg, features = problem.cfg, problem.features
-        rngs = nnx.Rngs(seed)
-        in_dim = None if features is None else features.shape[1]
-        c = problem.num_classes
-        if cfg.model == "mlp":
-            return models.NodeClassifier(models.Identity(), models.paper_node_mlp(
-                rngs, num_classes=c, in_dim=in_dim))
-        return models.NodeClassifier(
-            encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
-                    num_edges=edge_leaf_size(cfg, problem.graph)), None)
-
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
-        return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
-
-    def validation_score(self, problem: Problem, bound) -> None:
-        """Node runs report their last epoch (the papers' protocol): no selection."""
-        return None
-
-    def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
-        split = problem.split
-        idx = split.val if which == "val" else split.test
-        return train.evaluate_node(bound, params, problem.graph, problem.labels, idx,
-                                   problem.num_classes)
-
-    def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
-        """What one training step's and the test set's forward passes see.
-
-        Message passing sees the whole graph; the MLP on embeddings only its minibatch rows.
-        """
-        graph = problem.graph
-        if problem.cfg.model != "mlp" or problem.steps_per_epoch <= 1:
-            return graph, graph
-        b = problem.batch_size
-        rows = graphs.from_edges(np.zeros(0, np.int32), np.zeros(0, np.int32), b,
-                                 node_features=np.zeros((b, problem.features.shape[1]), np.float32),
-                                 symmetric=False, self_loops=False)
-        return rows, graph
-
-
-TASKS = {"link": LinkTask(), "node": NodeTask()}
-
-
-def get(name: str):
-    """The task object called ``name`` ("link" or "node")."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {name!r}") from None
