@@ -1,9 +1,11 @@
 """Re-runs one row of each results folder with the folder's own command and compares.
 
 A results folder's ``sweep_meta.json`` holds the command that wrote its ``results.csv``. This
-script re-runs that command restricted to one method, one sparsity and seed 0 (the first row
-of the CSV whose method prunes, else the first row) in a temporary folder and compares the
-test metrics with the stored row, so a folder made by older code is caught.
+script re-runs that command restricted to one method and one sparsity (the first row of the
+CSV whose method prunes, else the first row), with the command's seeds - one vmapped group,
+as the sweep trained it: a group of another size rounds its batched matmuls differently, and
+RigL's mask updates amplify that - in a temporary folder, and compares seed 0's test metrics
+with the stored row, so a folder made by older code is caught.
 
     python experiments/check_results.py docs/results/link_*/ docs/results/temporal_benchmarks/*/
 
@@ -23,7 +25,7 @@ from sparsegnn_jax import sweeps
 
 COMPARED = ("test_roc_auc", "test_ap", "test_accuracy", "achieved_sparsity")
 # Flags that choose the grid; the check replaces them with one cell of it.
-_GRID_FLAGS = ("--methods", "--sparsities", "--seeds", "--out", "--no-progress")
+_GRID_FLAGS = ("--methods", "--sparsities", "--out", "--no-progress")
 
 
 def row_to_check(rows: list[dict]) -> dict:
@@ -41,7 +43,7 @@ def check_folder(folder: pathlib.Path, tolerance: float) -> list[str]:
             if not a.startswith(_GRID_FLAGS)]
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "experiments/sweep.py", *argv, f"--methods={row['method']}",
-               f"--sparsities={row['sparsity']}", "--seeds=1", f"--out={out}", "--no-progress"]
+               f"--sparsities={row['sparsity']}", f"--out={out}", "--no-progress"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         again = [r for r in sweeps.read_csv(pathlib.Path(out) / "results.csv")
                  if r["method"] == row["method"] and r["seed"] == "0"][0]
