@@ -340,31 +340,21 @@ def _check_link(cfg: RunConfig) -> None:
     if cfg.features not in known:
         raise ValueError(f"--features must be one of {', '.join(known)} for --model={cfg.model}, "
                          f"got {cfg.features!r}")
-    if cfg.train_negatives not in TRAIN_NEGATIVES:
-        raise ValueError(f"--train-negatives must be one of {', '.join(TRAIN_NEGATIVES)}, "
-                         f"got {cfg.train_negatives!r}")
-    if cfg.eval_protocol not in EVAL_PROTOCOLS:
-        raise ValueError(f"--eval-protocol must be one of {', '.join(EVAL_PROTOCOLS)}, "
-                         f"got {cfg.eval_protocol!r}")
-    if cfg.select not in SELECTIONS:
-        raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
-    dyglib_options = ("dyglib_setting", "dyglib_negatives")
-    if cfg.eval_protocol != "dyglib":
-        for name in dyglib_options:
-            if getattr(cfg, name) is not None:
-                raise ValueError(f"{flag(name)} needs --eval-protocol=dyglib")
-    else:
+    if cfg.eval_protocol == "dyglib":
         cfg.dyglib_setting = cfg.dyglib_setting or "transductive"
         cfg.dyglib_negatives = cfg.dyglib_negatives or "random"
-        if cfg.dyglib_setting not in DYGLIB_SETTINGS:
-            raise ValueError(f"--dyglib-setting must be one of {', '.join(DYGLIB_SETTINGS)}, "
-                             f"got {cfg.dyglib_setting!r}")
-        if cfg.dyglib_negatives not in DYGLIB_NEGATIVES:
-            raise ValueError(f"--dyglib-negatives must be one of "
-                             f"{', '.join(DYGLIB_NEGATIVES)}, got {cfg.dyglib_negatives!r}")
-    if cfg.pair_features not in PAIR_FEATURES:
-        raise ValueError(f"--pair-features must be one of {', '.join(PAIR_FEATURES)}, "
-                         f"got {cfg.pair_features!r}")
+    else:
+        for name in ("dyglib_setting", "dyglib_negatives"):
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{flag(name)} needs --eval-protocol=dyglib")
+    choices = dict(train_negatives=TRAIN_NEGATIVES, eval_protocol=EVAL_PROTOCOLS,
+                   select=SELECTIONS, pair_features=PAIR_FEATURES)
+    if cfg.eval_protocol == "dyglib":
+        choices |= dict(dyglib_setting=DYGLIB_SETTINGS, dyglib_negatives=DYGLIB_NEGATIVES)
+    for name, known_values in choices.items():
+        if getattr(cfg, name) not in known_values:
+            raise ValueError(f"{flag(name)} must be one of {', '.join(known_values)}, "
+                             f"got {getattr(cfg, name)!r}")
     if cfg.pair_features == "history":
         if cfg.decoder == "dot":
             raise ValueError("--pair-features=history needs an MLP decoder (--decoder=dot has "
