@@ -195,10 +195,11 @@ def add_import_flag(parser: argparse.ArgumentParser) -> None:
     full parse accepts it; :func:`start` acts on it before that parse)."""
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
-        help="a module of your own to import first (repeatable): a module name, or the path "
-             "of a .py file; the methods, datasets and FLOP counters it registers are then "
-             "valid flag values. Installed plug-ins (entry points of the group "
-             f"{ENTRY_POINT_GROUP}) are loaded always, unless {DISABLE_VARIABLE}=1")
+        help="a module of your own to import first (repeatable): a module name (from the "
+             "installed packages or the current folder) or the path of a .py file; the "
+             "methods and datasets it registers are then valid --method / --dataset values, "
+             "its FLOP counters count its layers. Installed plug-ins (entry points of the "
+             f"group {ENTRY_POINT_GROUP}) are loaded always, unless {DISABLE_VARIABLE}=1")
 
 
 def imports_in(argv: Sequence[str]) -> list[str]:
