@@ -127,3 +127,16 @@ def test_the_counter_counts_the_layers_aggregation_and_its_linear(extension):
     # The kernel's path is the one masks name it by: its density scales only the product.
     half = sg.flops.forward(layer, graph, densities={"linear/kernel": 0.5})
     assert half.total == e * 24 + n * 24 * 8 + n * 8
+
+
+def test_a_module_name_is_found_in_the_folder_the_script_runs_from(tmp_path, cli_env):
+    # `python experiments/node_class.py` puts experiments/, not the current folder, on the
+    # path; --import=my_extension still finds the user's module there. The run stops at the
+    # first check after the flags (no training): the names were accepted.
+    shutil.copy(EXAMPLE, tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "node_class.py"), "--import=my_extension",
+         "--method=mine", "--dataset=mine", "--epochs=0", f"--out={tmp_path / 'out'}"],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "error: --epochs must be positive, got 0\n"
