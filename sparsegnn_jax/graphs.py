@@ -9,12 +9,12 @@ of its kept edges inside ``jit``, so that aggregation costs only the kept edges.
 """
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import jraph
-from jax.experimental import sparse
 import numpy as np
 
 __all__ = [
@@ -452,7 +452,10 @@ def pad_to_bucket(
       ValueError: buckets smaller than the graph, or sparse (BCOO) node features (pad them
         dense first).
     """
-    if isinstance(graph.nodes, sparse.BCOO):
+    # A BCOO exists only once jax.experimental.sparse is imported (on first use, by
+    # models.sparse_inputs: the import costs about 0.2 s), so a dense run never imports it here.
+    sparse = sys.modules.get("jax.experimental.sparse")
+    if sparse is not None and isinstance(graph.nodes, sparse.BCOO):
         raise ValueError("pad_to_bucket: graph.nodes is a sparse BCOO matrix; pass dense features")
     n = num_nodes_of(graph)
     e = int(np.asarray(graph.senders).shape[0])
