@@ -4,6 +4,7 @@ Typical use::
 
     ds = sparsegnn_jax.data.load("email-eu-temporal")          # root from $SPARSEGNN_DATA
     split = sparsegnn_jax.data.temporal_link_split(ds)
+    split = sparsegnn_jax.data.random_link_split(ds, seed=0)  # a graph without times
     dyg = sparsegnn_jax.data.dyglib_split(sparsegnn_jax.data.load("enron"))  # DyGLib's protocol
     keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
     neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
@@ -37,10 +38,12 @@ from .parsers import (
 )
 from .splits import (
     EVAL_PROTOCOLS,
+    LINK_SPLITS,
     MAX_NODES,
     LinkSplit,
     NodeSplit,
     check_num_nodes,
+    choose_split,
     edge_keys,
     evaluation_pairs,
     known_pairs,
@@ -48,6 +51,7 @@ from .splits import (
     find_pairs,
     node_split,
     pair_codes,
+    random_link_split,
     random_pairs,
     sample_negatives,
     temporal_link_split,
@@ -60,6 +64,7 @@ __all__ = [
     "DYGLIB_HEADER",
     "DyGLibSplit",
     "EVAL_PROTOCOLS",
+    "LINK_SPLITS",
     "Dataset",
     "EdgeList",
     "LinkSplit",
@@ -71,6 +76,7 @@ __all__ = [
     "UnsafePickleError",
     "available",
     "check_num_nodes",
+    "choose_split",
     "data_root",
     "dyglib_split",
     "edge_keys",
@@ -91,6 +97,7 @@ __all__ = [
     "parse_letter_labels",
     "pair_codes",
     "parse_node_labels",
+    "random_link_split",
     "random_pairs",
     "read_text",
     "register",
