@@ -6,9 +6,11 @@ Typical use::
     split = sparsegnn_jax.data.temporal_link_split(ds)
     split = sparsegnn_jax.data.random_link_split(ds, seed=0)  # a graph without times
     dyg = sparsegnn_jax.data.dyglib_split(sparsegnn_jax.data.load("enron"))  # DyGLib's protocol
+    own = sparsegnn_jax.data.from_networkx(G, labels="club")   # also from_scipy, from_arrays
     keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
     neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
 """
+from .convert import from_arrays, from_networkx, from_pyg, from_scipy
 from .dataset import Dataset
 from .datasets import DATASET_FILES, available, data_root, load, register
 from .dyglib import (
@@ -87,6 +89,10 @@ __all__ = [
     "known_pairs",
     "link_split_of",
     "find_pairs",
+    "from_arrays",
+    "from_networkx",
+    "from_pyg",
+    "from_scipy",
     "load",
     "load_pickle",
     "load_planetoid",
