@@ -50,6 +50,7 @@ def parse_args(argv=None):
     cli.add_schedule_flags(p)
     p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
                    help="link evaluation: uniform (default) or dyglib (DyGLib's protocol)")
+    cli.add_split_flag(p)
     p.add_argument("--dyglib-setting", default=None, choices=config.DYGLIB_SETTINGS)
     p.add_argument("--dyglib-negatives", default=None, choices=config.DYGLIB_NEGATIVES)
     p.add_argument("--data-root", default=None)
@@ -167,7 +168,8 @@ def _sweep(args, argv) -> int:
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
             penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,
             rho=args.rho, initial_step_size=args.initial_step_size,
-            eval_protocol=args.eval_protocol, dyglib_setting=args.dyglib_setting,
+            eval_protocol=args.eval_protocol, split=args.split,
+            dyglib_setting=args.dyglib_setting,
             dyglib_negatives=args.dyglib_negatives, data_root=args.data_root, devices=distributed.mesh_size(args.devices),
             progress=not args.no_progress and main_process))
         out = files.output_dir(args.out, "--out")

@@ -1,4 +1,6 @@
-"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction.
+"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction;
+``from_networkx``, ``from_scipy``, ``from_arrays`` and ``from_pyg`` turn your own graph into a
+``data.Dataset`` (see ``data.convert``).
 
 Graphs are built on the host with NumPy (edge lists are small, and deduplication is a sort) and
 handed to models as a single ``jraph.GraphsTuple`` holding ``jnp`` arrays. Padding to power-of-two
@@ -17,12 +19,19 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+# Your own graph as a Dataset (the tasks' input), here beside the other constructors.
+from sparsegnn_jax.data.convert import from_arrays, from_networkx, from_pyg, from_scipy
+
 __all__ = [
     "PaddedGraph",
     "compact_edges",
     "degrees",
     "edge_weights_of",
+    "from_arrays",
     "from_edges",
+    "from_networkx",
+    "from_pyg",
+    "from_scipy",
     "gcn_norm_weights",
     "next_power_of_two",
     "node_features_shape",
