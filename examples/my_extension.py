@@ -103,10 +103,9 @@ class NeighbourSum(nnx.Module):
 def count_neighbour_sum(module, path, inputs, tally):
     """FLOPs of :class:`NeighbourSum`: one add per edge and input feature for the sum (fixed:
     it does not shrink with the weights' density), then its Linear, counted by the library's
-    own counter. ``inputs`` is an ``sg.flops.counting.InputSizes`` (sizes, not the graph)."""
+    own counter. ``inputs`` is an ``sg.flops.InputSizes`` (sizes, not the graph)."""
     tally.add(path, inputs.num_edges * inputs.width)
-    sg.flops.counting.count(module.linear, sg.flops.counting.join_path(path, "linear"),
-                            inputs, tally)
+    sg.flops.count(module.linear, sg.flops.join_path(path, "linear"), inputs, tally)
 
 
 sg.flops.register_counter(NeighbourSum, count_neighbour_sum)

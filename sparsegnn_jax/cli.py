@@ -128,8 +128,9 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_link_eval_flags(p: argparse.ArgumentParser) -> None:
-    """Link prediction's evaluation protocol: ``--eval-protocol --dyglib-setting
-    --dyglib-negatives``."""
+    """Link prediction's split and evaluation protocol: ``--split --eval-protocol
+    --dyglib-setting --dyglib-negatives``."""
+    add_split_flag(p)
     p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
                    help="evaluation pairs: uniform (default) or dyglib (DyGLib's split, "
                         "negatives and streamed batches of 200, exactly)")
@@ -183,6 +184,14 @@ def use_compilation_cache(enabled: bool = True) -> pathlib.Path | None:
         jax.config.update("jax_compilation_cache_dir",
                           str(walks.default_cache_dir() / "jax"))
     return pathlib.Path(jax.config.jax_compilation_cache_dir)
+
+
+def add_split_flag(p: argparse.ArgumentParser) -> None:
+    """``--split``: how link prediction cuts a graph's edges (run and sweep CLIs)."""
+    p.add_argument("--split", default=None, choices=config.LINK_SPLITS,
+                   help="link train / val / test split: temporal (by time) or random (seeded, "
+                        "by node pair); default temporal when the graph has timestamps, "
+                        "random when it has none")
 
 
 def add_schedule_flags(p: argparse.ArgumentParser) -> None:

@@ -170,7 +170,8 @@ def _sweep(args, argv) -> int:
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
             penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,
             rho=args.rho, initial_step_size=args.initial_step_size,
-            eval_protocol=args.eval_protocol, dyglib_setting=args.dyglib_setting,
+            eval_protocol=args.eval_protocol, split=args.split,
+            dyglib_setting=args.dyglib_setting,
             dyglib_negatives=args.dyglib_negatives, data_root=args.data_root, devices=distributed.mesh_size(args.devices),
             progress=not args.no_progress and main_process))
         out = files.output_dir(args.out, "--out")
