@@ -134,8 +134,12 @@ def fit(epoch_fn: Callable, state: TrainState, inputs, epochs: int, *, start: in
         state, loss = epoch_fn(state, inputs)
         for hook in hooks:
             hook(epoch + 1, state, loss)
+        # Every process reads the loss, bar or not: a loss split over processes (a sweep's run
+        # axis) is all-gathered, a collective; on process 0 alone (the only one with a bar) it
+        # would meet the other processes' next collective instead and abort the run.
+        shown = distributed.gather(loss)
         if progress is not None:
-            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
+            bar.set_postfix(loss=f"{float(np.mean(np.asarray(shown))):.4f}")
     return state, loss
 
 

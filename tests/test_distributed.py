@@ -10,7 +10,9 @@ One launch of two processes (a mesh of their two CPU devices, gloo collectives) 
 The one-device references run in the same launch, after the collective part, without a mesh:
 process 1 trains the reference of the data-parallel training while process 0 runs the
 unsharded sweep (reusing the problem it prepared and the evaluation it compiled for the sharded
-sweep). A slow test also splits the sweep over four emulated devices of one process. The sweeps
+sweep). A slow test also splits the sweep over four emulated devices of one process, and one
+runs ``experiments/sweep.py`` on two processes (method groups of 1 and 3 runs, process 0's
+progress bar on) against the same command on one, CSV row for row. The sweeps
 are slow tests (they run in CI): without them the default run starts the two processes, trains
 across them and checks the checkpoint refusal, at a third of the launch's time.
 
@@ -21,6 +23,7 @@ several processes.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -212,6 +215,47 @@ def test_sweep_over_four_devices_gives_the_unsharded_rows(launches):
 def test_checkpoints_refuse_several_processes(launches):
     assert launches["checkpoint:2"] == ("checkpoints (--checkpoint-every, --resume) are not "
                                         "supported with several processes")
+
+
+def _sweep_cli(out, *flags) -> list[str]:
+    """``experiments/sweep.py`` on method groups of 1 (dense) and 3 runs (static, RigL): none
+    divides two processes, so every group is padded. With the progress bar (process 0's)."""
+    return [sys.executable, str(REPO / "experiments" / "sweep.py"), "--model=mlp",
+            "--methods=dense,static,rigl", "--sparsities=0.5,0.75,0.9", "--seeds=1",
+            "--epochs=2", f"--out={out}", *flags]
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_sweep_cli_over_two_processes_writes_the_single_process_csv(tmp_path, cli_env):
+    # Process 0 alone shows a progress bar: reading its loss must not be a collective the other
+    # process never joins (it was: gloo aborted with "Received data size doesn't match").
+    coordinator = f"127.0.0.1:{free_port()}"
+    commands = [_sweep_cli(tmp_path / "two", f"--coordinator={coordinator}",
+                           "--num-processes=2", f"--process-id={i}", "--peer-timeout=300")
+                for i in range(2)] + [_sweep_cli(tmp_path / "one")]
+    procs = [subprocess.Popen(c, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for c in commands]
+    for done in finish_all(procs, TIMEOUT):
+        assert done.returncode == 0, done.stderr[-3000:]
+    two, one = _csv_rows(tmp_path / "two" / "results.csv"), _csv_rows(tmp_path / "one" /
+                                                                        "results.csv")
+    assert [(r["method"], r["sparsity"]) for r in one] == [("dense", "0.0")] + [
+        (m, s) for m in ("static", "rigl") for s in ("0.5", "0.75", "0.9")]
+    assert len(two) == len(one)
+    for row, ref in zip(two, one):
+        assert row.keys() == ref.keys()
+        for key in ref.keys() - {"wall_time_s"}:
+            try:
+                expected = float(ref[key])
+            except ValueError:
+                assert row[key] == ref[key], key
+                continue
+            assert float(row[key]) == pytest.approx(expected, rel=1e-5, abs=1e-7), key
 
 
 @pytest.mark.slow
