@@ -4,8 +4,9 @@ model; writes ``results.csv``, one JSON record per run and ``sweep_meta.json``.
     python experiments/sweep.py --dataset=email-eu-temporal --model=mlp
     python experiments/sweep.py --task=node --dataset=drosophila-left --model=mlp --seeds=3
 
-Each method's (sparsity, seed) runs train as one vmapped program, split over ``--devices``
-(of one host, or of every process of a ``--coordinator`` launch). Rows are written atomically
+Each method's (sparsity, seed) runs share one compiled program: vmapped (split over
+``--devices``, of one host or of every process of a ``--coordinator`` launch) or one after
+another (``--batching``; by default sequential on CPU, vmapped on accelerators). Rows are written atomically
 after every method, by process 0 only; a restarted sweep skips the runs already in results.csv.
 The flags a sweep shares with a single run (dataset, model, method options, epochs, link
 evaluation, data root, devices, output, plug-ins, compilation cache, processes) are defined in
@@ -52,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_method_flags(p)
     cli.add_schedule_flags(p)
     cli.add_link_eval_flags(p)
+    p.add_argument("--batching", default="auto", choices=sweeps.BATCHINGS,
+                   help="how a method's runs train: vmap (one vmapped program), sequential "
+                        "(one after another, one compiled epoch for all) or auto (default: "
+                        "sequential on CPU, vmap on GPU / TPU or when split over --devices)")
     p.add_argument("--sequential", action="store_true",
-                   help="train runs one after another instead of vmapped (for comparison)")
+                   help="the same as --batching=sequential")
     cli.add_runtime_flags(p, out="runs/sweep", out_help="folder for results.csv, records/ and "
                                                         "sweep_meta.json (default runs/sweep)",
                           devices_help="devices the runs of a method are split over (default "
@@ -163,6 +168,9 @@ def _sweep(args, argv) -> int:
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
         seeds = list(range(args.seeds))
+        if args.sequential and args.batching not in ("auto", "sequential"):
+            raise ValueError(f"--sequential contradicts --batching={args.batching}")
+        batching = "sequential" if args.sequential else args.batching
         base = config.resolve(config.RunConfig(
             task=args.task, dataset=dataset, model=args.model, method=methods[0],
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
@@ -199,7 +207,7 @@ def _sweep(args, argv) -> int:
             todo_sparsities = sorted({s for s, _ in todo})
             problem = problem or tasks.get(args.task).prepare(cfg)
             t0 = time.perf_counter()
-            records = sweeps.run_group(cfg, todo_sparsities, seeds, vmapped=not args.sequential,
+            records = sweeps.run_group(cfg, todo_sparsities, seeds, batching=batching,
                                        problem=dataclasses.replace(problem, cfg=cfg))
             if not main_process:  # process 0 writes the results of all processes
                 continue
@@ -211,7 +219,8 @@ def _sweep(args, argv) -> int:
                 rows.append(sweeps.csv_row(rec))
                 files.write_json_atomic(out / "records" / record_name(rec), rec)
             sweeps.write_csv(csv_path, rows)
-            print(f"{name}: {len(records)} runs in {time.perf_counter() - t0:.1f}s")
+            print(f"{name}: {len(records)} runs in {time.perf_counter() - t0:.1f}s "
+                  f"({records[0]['batching']})")
         total = time.perf_counter() - start
         command = " ".join(["python", "experiments/sweep.py"] + (argv or sys.argv[1:]))
         if main_process:

@@ -1,10 +1,18 @@
-"""Sweeps over methods x sparsities x seeds, each method's runs trained as one vmapped program.
+"""Sweeps over methods x sparsities x seeds, each method's runs trained by one compiled program.
 
 Runs of one method and model that differ only in sparsity or seed share the data, the graph and
-the compiled program: parameters, optimizer state and masks carry a leading run axis, the keep
-counts of each run are computed (from a traced sparsity) at init, and one ``jax.vmap``-ed epoch
-trains them all. ``run_group(..., vmapped=False)`` trains the same runs one after another with
-the same functions; both give the same metrics.
+the compiled programs: the keep counts of each run are computed (from a traced sparsity) at init
+and live in the state, so one update function serves every run of the group. Two batchings:
+
+* ``"vmap"``: parameters, optimizer state and masks carry leading run axes and one
+  ``jax.vmap``-ed epoch trains them all (split over ``cfg.devices``, possibly of several
+  processes). Best where a batched step costs little more than one (GPU, TPU).
+* ``"sequential"``: the runs train one after another with one compiled init (sparsity and seed
+  key as arguments) and one compiled epoch for all of them. Best on CPU, where a vmapped step
+  of N runs costs more than N separate steps (batched matmuls; ``benchmarks/RESULTS.md``).
+
+``"auto"`` (the default, :func:`choose_batching`) takes the sequential one on CPU and the vmapped
+one elsewhere or when the runs are split over several devices. Both give the same metrics.
 """
 from __future__ import annotations
 
@@ -40,8 +48,38 @@ def _index(tree, i: int):
     return jax.tree.map(lambda x: x[i], tree)
 
 
+#: Values of ``run_group(batching=...)`` and of ``sweep.py --batching``.
+BATCHINGS = ("auto", "vmap", "sequential")
+
+
+def choose_batching(batching: str = "auto", devices: int = 1,
+                    backend: str | None = None) -> str:
+    """``"vmap"`` or ``"sequential"``: how a group's runs train.
+
+    ``"auto"`` takes the sequential batching on CPU, where a vmapped step of N runs costs more
+    than N single steps, and the vmapped one on accelerators and whenever the runs are split
+    over several devices (the run axis is what is split).
+
+    Args:
+      batching: one of :data:`BATCHINGS`; ``"vmap"`` and ``"sequential"`` are returned as is.
+      devices: the devices the group's runs are split over (``cfg.devices``).
+      backend: JAX's platform name (default: ``jax.default_backend()``).
+
+    Raises:
+      ValueError: an unknown ``batching``.
+    """
+    if batching not in BATCHINGS:
+        raise ValueError(f"--batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
+    if batching != "auto":
+        return batching
+    if devices > 1:
+        return "vmap"
+    return "sequential" if (backend or jax.default_backend()) == "cpu" else "vmap"
+
+
 def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequence[int], *,
-              vmapped: bool = True, problem: tasks.Problem | None = None) -> list[dict]:
+              batching: str = "auto", vmapped: bool | None = None,
+              problem: tasks.Problem | None = None) -> list[dict]:
     """Trains every (sparsity, seed) of ``cfg.method`` and returns one results record per run.
 
     Args:
@@ -49,18 +87,26 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
       sparsities: sparsities to train (ignored for a method without sparsity, e.g. ``dense``,
         which runs once per seed).
       seeds: seeds (model init, masks, data order).
-      vmapped: train all runs as one vmapped program (default) or one after another.
+      batching: ``"vmap"`` (all runs as one vmapped program), ``"sequential"`` (one after
+        another, one compiled epoch for all) or ``"auto"`` (see :func:`choose_batching`).
+      vmapped: the older spelling: True for ``"vmap"``, False for ``"sequential"``; overrides
+        ``batching`` when given.
       problem: a prepared problem to reuse (its data must match ``cfg``).
 
     Returns:
-      A list of records as ``runs.run`` returns them; ``wall_time_s`` is the group's wall time
-      divided by its number of runs. With ``cfg.devices > 1`` the vmapped runs are split over
-      that many devices (of every process); processes other than 0 return an empty list.
+      A list of records as ``runs.run`` returns them, each with ``"batching"`` (the one that
+      ran); ``wall_time_s`` is the group's wall time divided by its number of runs. With
+      ``cfg.devices > 1`` the vmapped runs are split over that many devices (of every
+      process); processes other than 0 return an empty list.
 
     Raises:
       FloatingPointError: a run's loss or parameters became NaN / Inf (the message names it).
+      ValueError: an unknown ``batching``.
     """
     cfg = config.resolve(cfg)
+    if vmapped is not None:
+        batching = "vmap" if vmapped else "sequential"
+    batching = choose_batching(batching, cfg.devices)
     if not sparsity.registry.get(cfg.method).sparse:
         sparsities = [0.0]
     combos = [(float(s), int(seed)) for s in sparsities for seed in seeds]
@@ -70,7 +116,7 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
     models = {seed: task.build_model(problem, seed) for seed in seeds}
     bound, _ = train.split_model(models[seeds[0]])
     param_list = [train.split_model(models[seed])[1] for _, seed in combos]
-    train_runs = _train_vmapped if vmapped else _train_sequential
+    train_runs = _train_vmapped if batching == "vmap" else _train_sequential
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     states, losses, selections = train_runs(problem, bound, param_list, combos, score)
     if not distributed.is_main_process():
@@ -91,7 +137,7 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
         flops = runs.flops_summary(run_problem, models[seed], masks,
                                    sparsity.get_trace(state.opt_state))
         records.append(runs.record(run_cfg, elapsed, float(losses[i]), val, test, masks, flops,
-                                   problem, **extra))
+                                   problem, **extra) | {"batching": batching})
     return records
 
 
@@ -190,21 +236,28 @@ def _train_vmapped(problem, bound, param_list, combos, score=None):
 
 
 def _train_sequential(problem, bound, param_list, combos, score=None):
+    """The runs one after another, each compiled program shared by all of them.
+
+    Compiling per run (a new ``jax.jit`` of an epoch closing over the run's sparsity and key)
+    cost more than training a short run. Here the sparsity and the key are arguments of one
+    jitted init, and the keep counts they give live in the state, so the update function of a
+    group-wide optimizer - the vmapped path's - serves every run from one compiled epoch.
+    """
     cfg = problem.cfg
-    task = tasks.get(cfg.task)
-    states, losses, selections = [], [], []
+    init = jax.jit(lambda p, s, k: train.init_state(p, runs.build_optimizer(problem, s, k), k))
+    epoch = jax.jit(tasks.get(cfg.task).make_epoch(problem, bound, runs.build_optimizer(problem)))
     score = None if score is None else jax.jit(score)
+    states, losses, selections = [], [], []
     for params, (s, seed) in zip(param_list, combos):
         key = jax.random.key(seed)
-        tx = runs.build_optimizer(problem, s, key)
-        state = train.init_state(params, tx, key)
+        # float32, as the vmapped init's sparsity axis: both paths compute the same keep counts.
+        state = init(params, jnp.asarray(s, jnp.float32), key)
         hooks = [train.finite_guard(cfg.method, _run_names([(s, seed)]))]
         if score is not None:
             hooks.append(train.BestOnValidation(
                 score, train.no_selection(state.params),
                 runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
-        state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx)), state,
-                                problem.inputs, cfg.epochs, hooks=hooks)
+        state, loss = train.fit(epoch, state, problem.inputs, cfg.epochs, hooks=hooks)
         states.append(state)
         losses.append(float(loss))
         selections.append(None if score is None else hooks[-1].selection)

@@ -6,6 +6,7 @@ conftest.py.
 """
 from __future__ import annotations
 
+import csv
 import pathlib
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from sparsegnn_jax import graphs, models
@@ -26,6 +28,30 @@ TIMEOUT = 600  # seconds; a hung subprocess fails its test instead of hanging CI
 # The experiment scripts, run as a user runs them.
 
 SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
+
+
+def read_csv_rows(path) -> list[dict]:
+    """The rows of a results CSV, every cell as text."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_csv_rows_agree(rows, expected, atol_of=lambda column: None) -> None:
+    """Same number of rows and columns; every cell but the wall time equal as text or, when a
+    number, within ``atol_of(column)`` when that gives one, else within rel 1e-5 (abs 1e-7)."""
+    assert len(rows) == len(expected)
+    for row, ref in zip(rows, expected):
+        assert row.keys() == ref.keys()
+        for key in ref.keys() - {"wall_time_s"}:
+            try:
+                want = float(ref[key])
+            except ValueError:
+                assert row[key] == ref[key], key
+                continue
+            atol = atol_of(key)
+            close = (pytest.approx(want, abs=atol) if atol is not None
+                     else pytest.approx(want, rel=1e-5, abs=1e-7))
+            assert float(row[key]) == close, (key, row, ref)
 
 
 def script_command(task: str, flags: list[str], out) -> list[str]:
