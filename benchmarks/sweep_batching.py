@@ -4,7 +4,8 @@ per run (the sequential path before it compiled once).
 
 Usage::
 
-    SPARSEGNN_DATA=/work/shared/datasets python benchmarks/sweep_batching.py [--quick] [--json PATH]
+    SPARSEGNN_DATA=/work/shared/datasets python benchmarks/sweep_batching.py [--quick]
+        [--training-only] [--json PATH]
 
 The group is the paper's 36-run sweep: the link MLP with RigL (update every 50 steps) at 12
 sparsities x 3 seeds, 6 epochs (``--quick``: 2 sparsities x 2 seeds, 1 epoch), on
@@ -13,6 +14,9 @@ email-eu-temporal with ``SPARSEGNN_DATA`` set, else synthetic-temporal. Each var
 training, evaluation and FLOPs of every run, on one prepared problem. A one-run group first
 compiles what every variant shares (evaluation, validation score), so each variant pays only
 for its own training programs. ``benchmarks/run.py --only sweep`` runs this too.
+
+``--training-only`` times the training stage alone (init, compilation, epochs with the
+best-validation hook), without the per-run evaluation all variants share.
 
 Targets (36 runs, on CPU): sequential >= 3x faster than the per-run compiling path, and no
 slower than the vmapped one.
@@ -59,8 +63,37 @@ def _train_compiling_per_run(problem, bound, param_list, combos, score=None):
     return states, losses, (None if score is None else selections)
 
 
-def measure(quick: bool = False, data_root: str | None = None) -> dict:
-    """Wall seconds of the group per variant, their ratios and whether the runs agree."""
+def measure_training(quick: bool = False, data_root: str | None = None) -> dict:
+    """Wall seconds of the group's training alone (init, compilation, epochs with the
+    validation-score hook) per variant, without the per-run evaluation that every variant
+    shares: what the batching changes. Variants take turns on one prepared problem."""
+    cfg, problem, sparsities, seeds = _group(quick, data_root)
+    task = tasks.get("link")
+    models = {seed: task.build_model(problem, seed) for seed in seeds}
+    bound, _ = train.split_model(models[seeds[0]])
+    combos = [(float(s), seed) for s in sparsities for seed in seeds]
+    params = [train.split_model(models[seed])[1] for _, seed in combos]
+    score = task.validation_score(problem, bound)
+    trainers = {"vmap": sweeps._train_vmapped, "sequential": sweeps._train_sequential,
+                "sequential_compiling_per_run": _train_compiling_per_run}
+    times = {}
+    for name, trainer in trainers.items():
+        start = time.perf_counter()
+        jax.block_until_ready(trainer(problem, bound, params, combos, score)[0])
+        times[name] = time.perf_counter() - start
+        print(f"  training, {name:30s} {times[name]:8.1f} s", flush=True)
+    figures = {"runs": len(combos), "steps_per_run": problem.total_steps, "seconds": times,
+               "sequential_vs_compiling_per_run": (times["sequential_compiling_per_run"]
+                                                   / times["sequential"]),
+               "sequential_vs_vmap": times["vmap"] / times["sequential"]}
+    print(f"  training: sequential {figures['sequential_vs_compiling_per_run']:.2f}x the "
+          f"per-run compiling path, {figures['sequential_vs_vmap']:.2f}x the vmapped one",
+          flush=True)
+    return figures
+
+
+def _group(quick, data_root):
+    """The config, prepared problem, sparsities and seeds of the benchmark's group."""
     dataset = "email-eu-temporal" if data_root else "synthetic-temporal"
     cfg = config.resolve(config.RunConfig(
         task="link", dataset=dataset, model="mlp", method="rigl", epochs=1 if quick else 6,
@@ -71,6 +104,15 @@ def measure(quick: bool = False, data_root: str | None = None) -> dict:
     print(f"{n} runs ({len(sparsities)} sparsities x {len(seeds)} seeds) of RigL "
           f"(dT={UPDATE_EVERY}) on the paper link MLP, {problem.total_steps} steps each, "
           f"batch {cfg.batch_size}, {dataset}, backend {jax.default_backend()}", flush=True)
+    return cfg, problem, sparsities, seeds
+
+
+def measure(quick: bool = False, data_root: str | None = None) -> dict:
+    """Wall seconds of the group per variant (evaluation included), the training stage's
+    seconds within it, their ratios and whether the runs agree."""
+    cfg, problem, sparsities, seeds = _group(quick, data_root)
+    n, dataset = len(sparsities) * len(seeds), cfg.dataset
+    # A one-run group compiles what every variant shares (evaluation, validation score).
     sweeps.run_group(cfg, sparsities[:1], seeds[:1], batching="sequential", problem=problem)
     times, training, records = {}, {}, {}
     originals = {"vmap": sweeps._train_vmapped, "sequential": sweeps._train_sequential}
@@ -126,9 +168,12 @@ def measure(quick: bool = False, data_root: str | None = None) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 sparsities x 2 seeds, 1 epoch")
+    p.add_argument("--training-only", action="store_true",
+                   help="time the training stage alone (no per-run evaluation)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    figures = measure(args.quick, os.environ.get("SPARSEGNN_DATA"))
+    figures = (measure_training if args.training_only else measure)(
+        args.quick, os.environ.get("SPARSEGNN_DATA"))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

@@ -182,6 +182,19 @@ def test_link_evaluation_in_chunks_equals_one_chunk():
     assert whole["mrr"] == pytest.approx(float(mrr)) and whole["hits@3"] == float(hits)
 
 
+def test_validation_score_is_the_roc_auc_of_the_evaluation_on_the_same_pairs():
+    # The score reads the pairs' history features computed once ahead; the evaluation
+    # computes them chunk by chunk. Both are the model's validation ROC-AUC.
+    cfg = config.resolve(config.RunConfig(task="link", model="mlp", epochs=1, progress=False))
+    assert cfg.pair_features == "history"
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    bound, params = train.split_model(task.build_model(problem, 0))
+    score = float(jax.jit(task.validation_score(problem, bound))(params))
+    assert score == pytest.approx(task.evaluate(problem, bound, params, "val")["roc_auc"],
+                                  abs=1e-6)
+
+
 _LATE_AND_NEW = """0 1 1
 1 2 2
 2 0 3

@@ -354,10 +354,13 @@ class LinkTask:
         pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
         graph, history = problem.eval_graphs["val"], problem.history("val")
+        # The pairs' history features do not depend on the params: computed here once, not at
+        # every epoch of every run (they cost more than the MLP's scoring itself).
+        features = train.pair_inputs(history, pairs).get("pair_features")
 
         def score(params):
             return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs,
-                                                             history=history), labels)
+                                                             pair_features=features), labels)
 
         return score
 
