@@ -110,7 +110,9 @@ class Encoder(nnx.Module):
 
     Input features are ``graph.nodes`` (``[N, in_dim]``, dense or a BCOO matrix, see
     ``sparse_inputs``), or a learnable embedding table when
-    ``num_nodes`` is given, optionally followed by ``structural_features`` columns.
+    ``num_nodes`` is given, optionally followed by ``structural_features`` columns. On a
+    sampled block (``sampling.sample_block``: ``graphs.node_ids_of`` gives its nodes' global
+    ids) the table's rows of those ids are read; ``structural_features`` are then the block's.
 
     Params: ``layers/<i>/...`` per layer, ``embedding [num_nodes, in_dim]`` with a table, and
     ``edge_weight [num_edges]`` with ``num_edges``.
@@ -221,10 +223,15 @@ class Encoder(nnx.Module):
         parts = []
         if self.embedding is not None:
             table = self.embedding[...]
-            rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
-            if rows < self.num_nodes:
-                raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
-            table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
+            ids = _graphs.node_ids_of(graph)
+            if ids is not None:  # a sampled block: the rows of its nodes' global ids
+                table = table[ids]
+                rows = int(ids.shape[0])
+            else:
+                rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
+                if rows < self.num_nodes:
+                    raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
+                table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
             if self.cold_start is not None:
                 history = (has_edges(graph, rows) if graph.nodes is None
                            else graph.nodes[:, self.node_features] > 0)
