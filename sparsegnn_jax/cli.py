@@ -56,6 +56,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=None, choices=("sgd", "adam"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--fanout", default=None, metavar="F1,F2",
+                   help="train on neighbour-sampled mini-batches: in-edges sampled per node at "
+                        "each hop, one per layer (e.g. 15,10); default: the whole graph")
     if spec.scores_pairs:
         p.add_argument("--decoder", default=None, choices=config.DECODERS,
                        help="pair decoder: GNNs default mlp_hadamard; mlp defaults to mlp_pair "

@@ -20,6 +20,7 @@ from sparsegnn_jax import (
     distributed,
     graphs,
     models,
+    sampled,
     sparsity,
     tasks,
     train,
@@ -391,8 +392,8 @@ def run(cfg: config.RunConfig) -> dict:
             cfg.checkpoint_dir, cfg.epochs, cfg.checkpoint_every,
             {"config": dataclasses.asdict(cfg)},
             extra=None if selector is None else (lambda: selector.selection)))
-    state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
-                            cfg.epochs, start=first_epoch, hooks=hooks,
+    state, loss = train.fit(sampled.compiled(task.make_epoch(problem, bound, tx, mesh)), state,
+                            inputs, cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
     # Evaluation reads this process's copy (the same on every process).
     state, loss = distributed.gather((state, loss))

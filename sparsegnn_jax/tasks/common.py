@@ -10,7 +10,7 @@ from flax import nnx
 
 from sparsegnn_jax import data as sg_data
 from sparsegnn_jax import features as features_lib
-from sparsegnn_jax import models, walks
+from sparsegnn_jax import models, sampled, sampling, walks
 from sparsegnn_jax.config import RunConfig
 
 
@@ -47,6 +47,8 @@ class Problem:
     # and the share of rows replaced by it while training (``cold_start_rate``).
     cold_row: np.ndarray | None = None
     cold_start: float = 0.0
+    # With --fanout: the sampled.BlockSource training steps draw their blocks from.
+    blocks: Any = None
 
     @property
     def total_steps(self) -> int:
@@ -138,6 +140,20 @@ def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rn
         opts["num_nodes"] = num_nodes
     return models.build(cfg.model, in_dim, cfg.hidden, out_dim, num_layers=cfg.num_layers,
                         rngs=rngs, dropout=cfg.dropout, **opts)
+
+
+def block_source(cfg: RunConfig, graph, num_seeds: int, node_rows) -> Any:
+    """The ``sampled.BlockSource`` of a run with ``--fanout`` (None without): blocks of at most
+    ``num_seeds`` seeds of the message-passing ``graph``, ``node_rows`` gathered into them."""
+    if cfg.fanout is None:
+        return None
+    return sampled.BlockSource(graph, sampling.parse_fanouts(cfg.fanout), num_seeds,
+                               None if node_rows is None else np.asarray(node_rows))
+
+
+def training_mode(blocks) -> dict:
+    """The record's ``training_mode`` (and with sampling its fan-outs and block sizes)."""
+    return {"training_mode": "full_graph"} if blocks is None else blocks.info()
 
 
 def dataset_of(cfg: RunConfig):

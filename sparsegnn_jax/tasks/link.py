@@ -10,12 +10,13 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import baselines, graphs, metrics, models, streaming, train, walks
+from sparsegnn_jax import baselines, graphs, metrics, models, sampled, streaming, train, walks
 from sparsegnn_jax import features as features_lib
 from sparsegnn_jax import history as history_lib
 from sparsegnn_jax.config import RunConfig
 
-from .common import Problem, dataset_of, edge_leaf_size, encoder, walk_features
+from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, training_mode,
+                     walk_features)
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
@@ -233,12 +234,15 @@ class LinkTask:
                     new_node_share_test=float(1.0 - seen["test"][test_pos].all(axis=1).mean()),
                     cold_start_rate=cold_start,
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
+        # A step's seeds: both ends of its batch_size positives and as many negatives.
+        blocks = block_source(cfg, graph["train"], 4 * batch_size, rows["train"])
+        info |= training_mode(blocks)
         return Problem(cfg, graph["train"], rows["train"], n, batch_size, steps_per_epoch,
                        inputs, split, info, labels=ds.labels, num_classes=ds.num_classes,
                        eval_graphs={p: graph[p] for p in ("val", "test")},
                        eval_pairs=eval_pairs, seen_nodes=seen, baselines=base,
                        histories=histories, streams=streams, stream_inputs=stream_inputs,
-                       cold_row=cold_row, cold_start=cold_start)
+                       cold_row=cold_row, cold_start=cold_start, blocks=blocks)
 
     def _stream_inputs(self, cfg: RunConfig, ds, train_graph, has_history, history_index,
                        all_known, scale: float, histories) -> Callable:
@@ -336,6 +340,10 @@ class LinkTask:
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
     def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
+        if problem.blocks is not None:
+            return sampled.make_sampled_link_epoch(bound, tx, problem.batch_size,
+                                                   problem.num_nodes, problem.blocks,
+                                                   steps=problem.steps_per_epoch)
         return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh,
                                      steps=problem.steps_per_epoch)
 
@@ -368,4 +376,7 @@ class LinkTask:
         graph; inference scores the test pairs over the whole training graph.
         """
         test_pairs = sum(len(x) for x in problem.eval_pairs["test"])
+        if problem.blocks is not None:  # a sampled step encodes its padded block
+            return ((problem.blocks.template(), 2 * problem.batch_size),
+                    (problem.eval_graphs["test"], test_pairs))
         return ((problem.graph, 2 * problem.batch_size), (problem.eval_graphs["test"], test_pairs))
