@@ -11,7 +11,9 @@ its seed and a resumed run samples what the uninterrupted run sampled.
 """
 from __future__ import annotations
 
+import functools
 import threading
+import weakref
 from typing import Callable, Sequence
 
 import jax
@@ -85,15 +87,24 @@ def _run(blocks: BlockSource, step: Callable, state, seeds_of: Sequence, extra: 
     return state, jnp.mean(jnp.stack(losses))
 
 
-def make_sampled_node_epoch(bound: train.BoundModel, tx: optax.GradientTransformation,
-                            batch_size: int | None, blocks: BlockSource) -> Callable:
-    """``epoch(state, inputs: train.NodeInputs) -> (state, mean_loss)`` on sampled blocks.
+def _once_per_model(build: Callable) -> Callable:
+    """``build(bound, tx)`` memoised while ``bound`` lives: every epoch function of a run (a
+    benchmark's, a resumed run's) reuses one compiled step, and a finished run's model is not
+    kept alive by the cache (it can hold a graph-sized embedding table)."""
+    cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    The training nodes form minibatches exactly as in ``train.make_node_epoch`` (same keys:
-    with fan-outs covering every degree and no dropout both train alike); each step's block
-    has the batch's nodes as seeds and the loss is read at them.
-    """
+    @functools.wraps(build)
+    def cached(bound, tx):
+        steps = cache.setdefault(bound, {})
+        if tx not in steps:
+            steps[tx] = build(bound, tx)
+        return steps[tx]
 
+    return cached
+
+
+@_once_per_model
+def _node_step(bound: train.BoundModel, tx) -> Callable:
     @jax.jit
     def step(state, graph, seed_index, labels):
         key, drop_key = jax.random.split(state.key)
@@ -103,6 +114,43 @@ def make_sampled_node_epoch(bound: train.BoundModel, tx: optax.GradientTransform
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         return train.optimizer_step(state, tx, loss_fn, key)
+
+    return step
+
+
+@_once_per_model
+def _link_step(bound: train.BoundModel, tx) -> Callable:
+    @jax.jit
+    def step(state, graph, seed_index, pairs, drop_key, history):
+        local = seed_index.reshape(-1, 2)
+        half = pairs.shape[0] // 2
+        labels = jnp.concatenate([jnp.ones(half), jnp.zeros(pairs.shape[0] - half)])
+        enc_key, dec_key = jax.random.split(drop_key)  # as models.LinkPredictor splits it
+
+        def loss_fn(p):
+            module = bound.module(p)
+            z = module.encode(graph, enc_key)
+            logits = module.decode(z, local, dec_key, **train.pair_inputs(history, pairs))
+            return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+        return train.optimizer_step(state, tx, loss_fn, state.key)
+
+    return step
+
+
+_draw = jax.jit(train.link_epoch_batches, static_argnums=(2, 3, 4))
+
+
+def make_sampled_node_epoch(bound: train.BoundModel, tx: optax.GradientTransformation,
+                            batch_size: int | None, blocks: BlockSource) -> Callable:
+    """``epoch(state, inputs: train.NodeInputs) -> (state, mean_loss)`` on sampled blocks.
+
+    The training nodes form minibatches exactly as in ``train.make_node_epoch`` (same keys:
+    with fan-outs covering every degree and no dropout both train alike); each step's block
+    has the batch's nodes as seeds and the loss is read at them.
+    """
+
+    step = _node_step(bound, tx)
 
     def epoch(state: train.TrainState, inputs: train.NodeInputs):
         train_idx = np.asarray(inputs.train_idx)
@@ -133,26 +181,12 @@ def make_sampled_link_epoch(bound: train.BoundModel, tx: optax.GradientTransform
     seeds. The encoder runs on the block, the decoder on the pairs' local ids, and the pair
     history features (``inputs.history``) on their global ids.
     """
-    draw = jax.jit(train.link_epoch_batches, static_argnums=(2, 3, 4))
 
-    @jax.jit
-    def step(state, graph, seed_index, pairs, drop_key, history):
-        local = seed_index.reshape(-1, 2)
-        half = pairs.shape[0] // 2
-        labels = jnp.concatenate([jnp.ones(half), jnp.zeros(pairs.shape[0] - half)])
-        enc_key, dec_key = jax.random.split(drop_key)  # as models.LinkPredictor splits it
-
-        def loss_fn(p):
-            module = bound.module(p)
-            z = module.encode(graph, enc_key)
-            logits = module.decode(z, local, dec_key, **train.pair_inputs(history, pairs))
-            return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-
-        return train.optimizer_step(state, tx, loss_fn, state.key)
+    step = _link_step(bound, tx)
 
     def epoch(state: train.TrainState, inputs: train.LinkInputs):
         sample_seed = _sample_seed(state.key)
-        key, batches = draw(state.key, inputs, batch_size, num_nodes, steps)
+        key, batches = _draw(state.key, inputs, batch_size, num_nodes, steps)
         pairs = np.concatenate([np.asarray(batches.positives), np.asarray(batches.negatives)],
                                axis=1)  # [S, 2B, 2]: positives first
         seeds = pairs.reshape(pairs.shape[0], -1)
