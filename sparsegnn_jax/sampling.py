@@ -33,7 +33,7 @@ import numpy as np
 
 from sparsegnn_jax import graphs
 
-__all__ = ["Block", "BlockSizes", "NeighbourCSR", "Prefetcher", "block_sizes", "csr_of",
+__all__ = ["Block", "BlockSizes", "BlockTooSmall", "NeighbourCSR", "Prefetcher", "block_sizes", "csr_of",
            "parse_fanouts", "sample_block", "sample_neighbours", "template_block"]
 
 
@@ -165,6 +165,16 @@ def block_sizes(num_seeds: int, fanouts: Sequence[int], num_nodes: int) -> Block
     return BlockSizes(total_nodes + 1, total_edges + total_nodes + 1)
 
 
+class BlockTooSmall(ValueError):
+    """A sampled block needs more than the padded sizes: ``nodes`` / ``edges`` it needs."""
+
+    def __init__(self, nodes: int, edges: int, sizes: BlockSizes):
+        super().__init__(f"sample_block: the block needs {nodes} nodes (one is the padding "
+                         f"node) and {edges} edges, more than the padded {sizes.nodes} / "
+                         f"{sizes.edges}; size it with block_sizes")
+        self.nodes, self.edges = nodes, edges
+
+
 class Block(NamedTuple):
     """A sampled, padded block (host arrays); ``graph`` is what the models take."""
 
@@ -229,23 +239,19 @@ def sample_block(csr: NeighbourCSR, seeds, fanouts: Sequence[int], rng: np.rando
         seed_index = local[seeds]
     finally:
         local[np.concatenate(ids)] = -1
-    if count + 1 > sizes.nodes:
-        raise ValueError(f"sample_block: {count} nodes do not fit in a block of {sizes.nodes} "
-                         "(one is the padding node); size it with block_sizes")
     # Self loops: a sampled node keeps its own; a node of the last hop gets its degree, so
-    # GCN's normalisation sees the full graph's degree there too.
-    is_expanded = np.zeros(count, bool)
-    is_expanded[np.arange(expanded.size)] = True  # expanded nodes are the first local ids
-    loop_w = np.where(is_expanded, csr.loop_weight[all_ids], csr.degree[all_ids])
+    # GCN's normalisation sees the full graph's degree there too. Expanded nodes are the
+    # first local ids.
+    loop_w = np.where(np.arange(count) < expanded.size, csr.loop_weight[all_ids],
+                      csr.degree[all_ids])
     has_loop = loop_w != 0
     loops = np.flatnonzero(has_loop).astype(np.int32)
+    num_edges = sum(p.size for p in src_parts) + loops.size
+    if count + 1 > sizes.nodes or num_edges > sizes.edges:
+        raise BlockTooSmall(count + 1, num_edges, sizes)
     src = np.concatenate(src_parts + [loops])
     dst = np.concatenate(dst_parts + [loops])
     w = np.concatenate(w_parts + [loop_w[has_loop].astype(np.float32)])
-    num_edges = src.size
-    if num_edges > sizes.edges:
-        raise ValueError(f"sample_block: {num_edges} edges do not fit in a block of "
-                         f"{sizes.edges}; size it with block_sizes")
     pad = sizes.nodes - 1
     senders = np.full(sizes.edges, pad, np.int32)
     receivers = np.full(sizes.edges, pad, np.int32)

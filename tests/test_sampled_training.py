@@ -9,7 +9,8 @@ import optax
 import pytest
 from flax import nnx
 
-from sparsegnn_jax import config, data, graphs, history, models, runs, sampled, tasks, train
+from sparsegnn_jax import (config, data, graphs, history, models, runs, sampled, sampling, tasks,
+                           train)
 from sparsegnn_jax.tasks import link_decoder
 
 
@@ -130,3 +131,15 @@ def test_link_run_trains_on_blocks():
 def test_bad_fanout_flags_are_refused(fields, match):
     with pytest.raises(ValueError, match=match):
         config.resolve(config.RunConfig(task="node", **fields))
+
+
+def test_block_source_pads_to_trial_sizes_and_grows_when_a_block_does_not_fit():
+    _, _, g = small_graph(200, e=1500)
+    blocks = sampled.BlockSource(g, (5, 5), 8)
+    assert blocks.sizes.nodes <= blocks.bound.nodes and blocks.sizes.edges <= blocks.bound.edges
+    blocks.sizes = sampling.BlockSizes(4, 4)  # too small for any block of 8 seeds
+    block = blocks.block(np.arange(8), [1, 2])
+    assert blocks.sizes.nodes > 4 and block.graph.senders.shape == (blocks.sizes.edges,)
+    again = sampled.BlockSource(g, (5, 5), 8).block(np.arange(8), [1, 2])
+    np.testing.assert_array_equal(block.graph.globals[graphs.NODE_IDS][: block.num_nodes],
+                                  again.graph.globals[graphs.NODE_IDS][: again.num_nodes])
