@@ -62,6 +62,11 @@ class MethodSpec:
       dense_gradient_steps: ``dense_gradient_steps(kwargs, steps) -> float``: how many steps of
         a run of ``steps`` compute the dense weight gradient (RigL's regrowth) instead of the
         sparse one; each costs ``f_D - f_S`` more than a sparse step.
+      dense_gradient_at: ``dense_gradient_at(kwargs, step) -> bool`` (jnp-traceable in
+        ``step``): whether the ``update`` at ``step`` reads the gradient of pruned weights (a
+        RigL mask update). Compacted training (``compaction``) computes those steps on the
+        whole graph; a method with :attr:`dense_gradient_steps` but without this predicate
+        trains on the masked graph throughout.
       flops_requires: factory arguments ``flops.training`` needs given explicitly to count a
         run (their factory defaults would be a guess about the run, e.g. RigL's dT).
       check: ``check(kwargs, steps)`` raises ValueError when the arguments cannot describe a run
@@ -81,6 +86,7 @@ class MethodSpec:
     options: tuple[str, ...] = ()
     sparsity_at: Callable[[Mapping[str, Any], Any, Any], Any] = _final_sparsity
     dense_gradient_steps: Callable[[Mapping[str, Any], int], float] = _no_dense_gradients
+    dense_gradient_at: Callable[[Mapping[str, Any], Any], Any] | None = None
     flops_requires: tuple[str, ...] = ()
     check: Callable[[Mapping[str, Any], int], None] = _no_check
     sparse: bool = True
@@ -91,6 +97,15 @@ class MethodSpec:
     def accepted_kwargs(self) -> list[str]:
         """The factory's keyword arguments (everything but ``inner``)."""
         return [p for p in inspect.signature(self.factory).parameters if p != "inner"]
+
+    def dense_gradient_predicate(self, kwargs: Mapping[str, Any]) -> Callable | None:
+        """``step -> bool``: whether the step reads the gradient of pruned weights, for the
+        factory arguments ``kwargs``; None when the method does not say (then any step may)."""
+        if self.dense_gradient_at is not None:
+            return lambda step: self.dense_gradient_at(kwargs, step)
+        if self.dense_gradient_steps is _no_dense_gradients:
+            return lambda step: step < 0  # never, as a traced bool
+        return None
 
     def takes_initial_scores(self) -> bool:
         """Whether the method starts from a mask chosen by ``scores`` (its factory takes them:
@@ -311,6 +326,14 @@ def _rigl_dense_gradient_steps(kwargs, steps: int) -> float:
     return updating / (kwargs.get("update_every", 100) + 1.0)
 
 
+def _rigl_dense_gradient_at(kwargs, step):
+    """RigL's mask-update steps (``dst.rigl``'s schedule): ``t > 0``, ``t % dT == 0``, up to
+    ``end_step``."""
+    due = (step > 0) & (step % kwargs.get("update_every", 100) == 0)
+    end_step = kwargs.get("end_step")
+    return due if end_step is None else due & (step <= end_step)
+
+
 _DST_OPTIONS = ("update_every", "drop_fraction", "end_fraction")
 
 # Registration order is the order of tables and plots.
@@ -330,6 +353,7 @@ register(MethodSpec("set", sparse_evolutionary, "SET", plan=_dst_plan, options=_
                     needs_key=True, aliases=("sparse_evolutionary", "set_")))
 register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
                     dense_gradient_steps=_rigl_dense_gradient_steps,
+                    dense_gradient_at=_rigl_dense_gradient_at,
                     flops_requires=("update_every",)))
 # Static masks and one-shot pruning are reference points, run on request.
 register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps=False,

@@ -335,9 +335,9 @@ class LinkTask:
                       num_edges=edge_leaf_size(cfg, problem.graph))
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
         return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh,
-                                     steps=problem.steps_per_epoch)
+                                     steps=problem.steps_per_epoch, compaction=compaction)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         if problem.streams is not None:

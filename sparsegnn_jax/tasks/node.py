@@ -102,8 +102,8 @@ class NodeTask:
             encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
                     num_edges=edge_leaf_size(cfg, problem.graph)), None)
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
-        return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
+        return train.make_node_epoch(bound, tx, problem.batch_size, mesh, compaction)
 
     def validation_score(self, problem: Problem, bound) -> None:
         """Node runs report their last epoch (the papers' protocol): no selection."""
