@@ -365,7 +365,7 @@ def run(cfg: config.RunConfig) -> dict:
     state = train.init_state(params, tx, jax.random.key(cfg.seed), rescale=not cfg.init_from)
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     selector = (None if score is None else train.BestOnValidation(
-        jax.jit(score), train.no_selection(state.params),
+        tasks.jit_with_inputs(score), train.no_selection(state.params),
         first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
     first_epoch, stored_loss = 0, float("nan")
     if cfg.checkpoint_dir and jax.process_count() > 1:

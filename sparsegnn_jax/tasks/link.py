@@ -15,7 +15,7 @@ from sparsegnn_jax import features as features_lib
 from sparsegnn_jax import history as history_lib
 from sparsegnn_jax.config import RunConfig
 
-from .common import Problem, dataset_of, edge_leaf_size, encoder, walk_features
+from .common import Problem, WithInputs, dataset_of, edge_leaf_size, encoder, walk_features
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
@@ -349,17 +349,20 @@ class LinkTask:
                                    history=problem.history(which))
 
     def validation_score(self, problem: Problem, bound) -> Callable:
-        """``score(params) -> validation ROC-AUC`` (jit-able, vmappable over params)."""
+        """``score(params) -> validation ROC-AUC`` (vmappable over params), a
+        ``WithInputs``: jit it with ``jit_with_inputs``, which passes the validation graph
+        and pairs as arguments (not constants of the program)."""
         pos, neg = problem.eval_pairs["val"]
         pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
-        graph, history = problem.eval_graphs["val"], problem.history("val")
+        inputs = (problem.eval_graphs["val"], pairs, labels, problem.history("val"))
 
-        def score(params):
+        def score(params, inputs):
+            graph, pairs, labels, history = inputs
             return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs,
                                                              history=history), labels)
 
-        return score
+        return WithInputs(score, inputs)
 
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.
