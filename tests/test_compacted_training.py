@@ -141,3 +141,33 @@ def test_plan_is_none_where_nothing_is_compacted():
 def test_unknown_compact_edges_value_is_refused():
     with pytest.raises(ValueError, match="compact-edges"):
         _cfg("static", compact_edges="always")
+
+
+def test_run_records_its_mode_and_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path,
+                                                                            monkeypatch):
+    base = dict(task="node", dataset="synthetic-sbm", model="gcn", method="rigl", sparsity=0.5,
+                edge_sparsity=EDGE_SPARSITY, epochs=6, update_every=2, hidden=16,
+                progress=False)
+    full = runs.run(config.RunConfig(**base))
+    off = runs.run(config.RunConfig(**base, compact_edges="off"))
+    assert (full["training_mode"], off["training_mode"]) == ("compacted", "masked")
+    assert full["test"]["accuracy"] == pytest.approx(off["test"]["accuracy"], abs=1e-6)
+    assert full["final_train_loss"] == pytest.approx(off["final_train_loss"], rel=1e-5)
+    # Interrupted in epoch 3 (after the checkpoint of epoch 2); the resumed run compacts its
+    # restored masks anew and ends where the uninterrupted one did.
+    ckpt = dict(checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+
+    def stop_in_epoch_3(method, names=None):
+        def hook(epochs_done, state, loss):
+            if epochs_done == 3:
+                raise KeyboardInterrupt
+        return hook
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "finite_guard", stop_in_epoch_3)
+        with pytest.raises(KeyboardInterrupt):
+            runs.run(config.RunConfig(**base, **ckpt))
+    resumed = runs.run(config.RunConfig(**base, **ckpt, resume=True))
+    assert resumed["training_mode"] == "compacted"
+    assert resumed["final_train_loss"] == full["final_train_loss"]
+    assert resumed["test"] == full["test"]
