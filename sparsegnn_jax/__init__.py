@@ -9,8 +9,9 @@ and regrow methods as optax transformations and their ``registry``, ``flops`` (a
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
 loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
-(several processes and devices: JAX's runtime, meshes, gathering) and ``report`` (results tables
-and plots of sweep CSVs).
+(several processes and devices: JAX's runtime, meshes, gathering), ``report`` (results tables
+and plots of sweep CSVs) and ``plugins`` (loading modules of your own that register methods,
+datasets and FLOP counters: ``--import`` and the ``sparsegnn_jax.plugins`` entry points).
 """
 from sparsegnn_jax import (
     baselines,
@@ -24,6 +25,7 @@ from sparsegnn_jax import (
     history,
     metrics,
     models,
+    plugins,
     report,
     runs,
     streaming,
@@ -63,9 +65,9 @@ __version__ = "0.1.0"
 __all__ = [
     "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "method_errors", "metrics",
-    "models", "one_shot", "param_sparsity", "registry", "report", "rigl", "runs", "schedules",
-    "set_", "slr", "snip",
+    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "method_errors",
+    "metrics", "models", "one_shot", "param_sparsity", "plugins", "registry", "report", "rigl",
+    "runs", "schedules", "set_", "slr", "snip",
     "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",
     "tasks",
     "train", "walks",

@@ -15,12 +15,16 @@ import warnings
 
 import jax
 
-from sparsegnn_jax import config, distributed, files, runs, tasks, walks
+from sparsegnn_jax import config, distributed, files, plugins, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
-    """The flags of ``experiments/link_pred.py`` (task "link") or ``node_class.py`` ("node")."""
+    """The flags of ``experiments/link_pred.py`` (task "link") or ``node_class.py`` ("node").
+
+    Method and dataset names come from the registries as they are when it is called: build it
+    after the plug-ins are loaded (:func:`sparsegnn_jax.plugins.start`).
+    """
     spec = tasks.get(task)
     default_dataset = spec.default_dataset
     p = argparse.ArgumentParser(
@@ -28,9 +32,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         description=(f"Train a (sparse) GNN for {spec.title}. Unset hyper-parameters take the "
                      "paper's values for --model=mlp and Kipf & Welling's for message-passing "
                      "models."))
-    p.add_argument("--dataset", default=default_dataset,
-                   help=f"dataset name or file:PATH (default {default_dataset})")
-    p.add_argument("--model", default="gcn", choices=config.MODELS)
+    add_dataset_flag(p, default_dataset, f"dataset name or file:PATH (default {default_dataset})")
+    add_model_flag(p, "gcn")
     p.add_argument("--method", default="rigl", choices=(*registry.names(), *registry.aliases()))
     p.add_argument("--sparsity", type=float, default=0.9,
                    help="sparsity of the weight matrices (default 0.9)")
@@ -38,26 +41,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
                         "graph is fixed, no edge weights)")
-    p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
-                   help="static / SET / RigL with --edge-sparsity: which edges the initial "
-                        "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
-                        "low-degree nodes first; random: uniform; saliency, node task with "
-                        "--init-from: those whose removal would raise the dense model's loss "
-                        "most)")
-    p.add_argument("--distribution", default=None,
-                   help="uniform | uniform_dense_first | erk | er (default: uniform, the "
-                        "paper's; erk for link prediction with a GNN)")
-    p.add_argument("--update-every", type=int, default=None,
-                   help="mask-update period dT (RigL / SET) or multiplier period (ADMM / SLR)")
-    p.add_argument("--drop-fraction", type=float, default=None,
-                   help="initial RigL / SET drop fraction, cosine-decayed (default: paper's 0.5)")
+    add_method_flags(p)
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
     add_schedule_flags(p)
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="start from the parameters of a --method=dense run's checkpoint "
                         "folder (same task, dataset and model) instead of a fresh init")
-    p.add_argument("--epochs", type=int, default=None)
+    add_epochs_flag(p)
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--num-layers", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -79,16 +70,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument("--train-negatives", default=None, choices=config.TRAIN_NEGATIVES,
                        help="training negatives from all nodes (uniform, default) or from "
                             "nodes with history")
-        p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
-                       help="evaluation pairs: uniform (default) or dyglib (DyGLib's split, "
-                            "negatives and streamed batches of 200, exactly)")
-        p.add_argument("--dyglib-setting", default=None, choices=config.DYGLIB_SETTINGS,
-                       help="with --eval-protocol=dyglib: transductive (default) or "
-                            "inductive (events touching a node unseen in training)")
-        p.add_argument("--dyglib-negatives", default=None,
-                       choices=config.DYGLIB_NEGATIVES,
-                       help="with --eval-protocol=dyglib: DyGLib's negative sampling "
-                            "strategy, random (default), historical or inductive")
+        add_link_eval_flags(p)
         p.add_argument("--pair-features", default=None, choices=config.PAIR_FEATURES,
                        help="the decoder also reads each pair's event history known at "
                             "prediction time (history, default) or not (none)")
@@ -96,21 +78,82 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                        help="report the best validation ROC-AUC epoch (best_val, default) or "
                             "the last")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", type=int, default=1,
-                   help="data-parallel devices: minibatches are split over them")
-    p.add_argument("--data-root", default=None,
-                   help="folder of the real datasets (default: $SPARSEGNN_DATA)")
-    p.add_argument("--out", default="runs", help="folder for the results JSON (default runs/)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="save the training state every N epochs (and at the end)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint folder (default: <out>/<run name>.ckpt when checkpointing)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint of this run")
+    add_runtime_flags(p, out="runs", out_help="folder for the results JSON (default runs/)",
+                      devices_help="data-parallel devices: minibatches are split over them")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags shared by the run and sweep command lines (sparsegnn_jax.sweep_cli): defined once here.
+
+
+def add_dataset_flag(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--dataset``: a registered name (built-in or a plug-in's) or ``file:PATH``."""
+    p.add_argument("--dataset", default=default, help=help)
+
+
+def add_model_flag(p: argparse.ArgumentParser, default: str) -> None:
+    """``--model``: one of the built-in models."""
+    p.add_argument("--model", default=default, choices=config.MODELS)
+
+
+def add_epochs_flag(p: argparse.ArgumentParser) -> None:
+    """``--epochs`` (default: the model's and task's, see ``config.resolve``)."""
+    p.add_argument("--epochs", type=int, default=None)
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """How a method prunes and regrows, beside its name and sparsity: ``--edge-scores
+    --distribution --update-every --drop-fraction``."""
+    p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
+                   help="static / SET / RigL with edge sparsity: which edges the initial "
+                        "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
+                        "low-degree nodes first; random: uniform; saliency, node task with "
+                        "--init-from: those whose removal would raise the dense model's loss "
+                        "most); the other methods ignore it")
+    p.add_argument("--distribution", default=None,
+                   help="uniform | uniform_dense_first | erk | er (default: uniform, the "
+                        "paper's; erk for link prediction with a GNN)")
+    p.add_argument("--update-every", type=int, default=None,
+                   help="mask-update period dT (RigL / SET) or multiplier period (ADMM / SLR)")
+    p.add_argument("--drop-fraction", type=float, default=None,
+                   help="initial RigL / SET drop fraction, cosine-decayed (default: the "
+                        "paper's 0.5, decayed to 0.005)")
+
+
+def add_link_eval_flags(p: argparse.ArgumentParser) -> None:
+    """Link prediction's split and evaluation protocol: ``--split --eval-protocol
+    --dyglib-setting --dyglib-negatives``."""
+    add_split_flag(p)
+    p.add_argument("--eval-protocol", default=None, choices=config.EVAL_PROTOCOLS,
+                   help="evaluation pairs: uniform (default) or dyglib (DyGLib's split, "
+                        "negatives and streamed batches of 200, exactly)")
+    p.add_argument("--dyglib-setting", default=None, choices=config.DYGLIB_SETTINGS,
+                   help="with --eval-protocol=dyglib: transductive (default) or "
+                        "inductive (events touching a node unseen in training)")
+    p.add_argument("--dyglib-negatives", default=None, choices=config.DYGLIB_NEGATIVES,
+                   help="with --eval-protocol=dyglib: DyGLib's negative sampling "
+                        "strategy, random (default), historical or inductive")
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, *, out: str, out_help: str,
+                      devices_help: str) -> None:
+    """Where data comes from and results go, and how the process runs: ``--data-root
+    --devices --out --no-progress --no-compilation-cache --import``, the multi-process flags."""
+    p.add_argument("--data-root", default=None,
+                   help="folder of the real datasets (default: $SPARSEGNN_DATA)")
+    p.add_argument("--devices", type=int, default=1, help=devices_help)
+    p.add_argument("--out", default=out, help=out_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_compilation_cache_flag(p)
+    plugins.add_import_flag(p)
     distributed.add_flags(p)
-    return p
 
 
 # Longest dataset part of a run name: a file name may have 255 bytes, and the JSON's temp
@@ -141,6 +184,14 @@ def use_compilation_cache(enabled: bool = True) -> pathlib.Path | None:
         jax.config.update("jax_compilation_cache_dir",
                           str(walks.default_cache_dir() / "jax"))
     return pathlib.Path(jax.config.jax_compilation_cache_dir)
+
+
+def add_split_flag(p: argparse.ArgumentParser) -> None:
+    """``--split``: how link prediction cuts a graph's edges (run and sweep CLIs)."""
+    p.add_argument("--split", default=None, choices=config.LINK_SPLITS,
+                   help="link train / val / test split: temporal (by time) or random (seeded, "
+                        "by node pair); default temporal when the graph has timestamps, "
+                        "random when it has none")
 
 
 def add_schedule_flags(p: argparse.ArgumentParser) -> None:
@@ -181,7 +232,7 @@ DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "peer_timeout
 
 def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("out", "no_progress", "no_compilation_cache")
+              if k not in ("out", "no_progress", "no_compilation_cache", "imports")
               and k not in DISTRIBUTED_FLAGS}
     fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
     # 0 (the default) means no edge weights at all, so such a run is the run it always was.
@@ -223,15 +274,38 @@ def main(task: str, argv: list[str] | None = None) -> int:
       argv: the flags (default ``sys.argv[1:]``).
 
     Returns:
-      The exit code: 0 on success, 2 for bad input (flags, files, data) or a graph too large
-      for the device's memory, 3 for a non-finite loss, 4 when another process of a
-      multi-process run failed, 130 when interrupted. Errors print one ``error: ...`` line on
-      stderr. Only process 0 writes and prints.
+      The exit code: 0 on success, 2 for bad input (flags, files, data, a plug-in or
+      ``--import`` module that fails) or a graph too large for the device's memory, 3 for a
+      non-finite loss, 4 when another process of a multi-process run failed, 130 when
+      interrupted. Errors print one ``error: ...`` line on stderr. Only process 0 writes and
+      prints.
     """
-    args = build_parser(task).parse_args(argv)
-    use_compilation_cache(not args.no_compilation_cache)
+    argv = sys.argv[1:] if argv is None else list(argv)
     with warning_lines():
+        failed = start(argv)
+        if failed:
+            return failed
+        args = build_parser(task).parse_args(argv)
         return _run_and_report(task, args)
+
+
+def start(argv: list[str]) -> int:
+    """What every experiment command line does before parsing its flags: the compilation
+    cache (unless ``--no-compilation-cache``), then the installed plug-ins and the ``--import``
+    modules (:func:`sparsegnn_jax.plugins.start`), whose names the full parser then accepts.
+
+    Returns:
+      0, or 2 after printing one ``error:`` line when a plug-in or module failed.
+    """
+    # Before any plug-in runs: code at import time may compile, and JAX fixes its cache then.
+    pre = argparse.ArgumentParser(add_help=False)
+    add_compilation_cache_flag(pre)
+    use_compilation_cache(not pre.parse_known_args(argv)[0].no_compilation_cache)
+    failed = plugins.start(argv)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_and_report(task: str, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 
 from sparsegnn_jax.data.dyglib import NEGATIVE_STRATEGIES as DYGLIB_NEGATIVES
-from sparsegnn_jax.data.splits import EVAL_PROTOCOLS
+from sparsegnn_jax.data.splits import EVAL_PROTOCOLS, LINK_SPLITS
 from sparsegnn_jax.sparsity import distributions, registry
 
 TASKS = ("link", "node")
@@ -59,6 +59,9 @@ class RunConfig:
     features: str | None = None            # GNN node inputs: ids | struct | ids+struct
     train_negatives: str | None = None     # uniform | history: where training negatives come from
     eval_protocol: str | None = None       # uniform (data.evaluation_pairs) | dyglib (data.dyglib)
+    # random | temporal (data.choose_split): None is temporal on a graph with timestamps and
+    # random without; the record's data.split says which was used.
+    split: str | None = None
     pair_features: str | None = None       # history | none: the decoder's per-pair inputs
     dyglib_setting: str | None = None      # transductive | inductive (--eval-protocol=dyglib)
     dyglib_negatives: str | None = None    # random | historical | inductive (DyGLib's)
@@ -112,7 +115,7 @@ class ModelDefaults:
 _LINK_ONLY = "link prediction only"
 _NODE_FIXED = dict(target_fraction=_LINK_ONLY, features=_LINK_ONLY, train_negatives=_LINK_ONLY,
                    eval_protocol=_LINK_ONLY, select=_LINK_ONLY, pair_features=_LINK_ONLY,
-                   dyglib_setting=_LINK_ONLY, dyglib_negatives=_LINK_ONLY)
+                   dyglib_setting=_LINK_ONLY, dyglib_negatives=_LINK_ONLY, split=_LINK_ONLY)
 # Link prediction on temporal graphs (any model): the latest 20% of the training edges are the
 # training targets, unseen by message passing, so new nodes' links are learnt, not ruled out;
 # the parameters of the best validation ROC-AUC epoch are kept; the decoder reads each pair's
@@ -347,6 +350,11 @@ def _check_link(cfg: RunConfig) -> None:
         for name in ("dyglib_setting", "dyglib_negatives"):
             if getattr(cfg, name) is not None:
                 raise ValueError(f"{flag(name)} needs --eval-protocol=dyglib")
+    if cfg.split is not None and cfg.split not in LINK_SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(LINK_SPLITS)}, got {cfg.split!r}")
+    if cfg.eval_protocol == "dyglib" and cfg.split == "random":
+        raise ValueError("--split=random has no effect with --eval-protocol=dyglib (DyGLib's "
+                         "split is by time); leave --split unset")
     choices = dict(train_negatives=TRAIN_NEGATIVES, eval_protocol=EVAL_PROTOCOLS,
                    select=SELECTIONS, pair_features=PAIR_FEATURES)
     if cfg.eval_protocol == "dyglib":

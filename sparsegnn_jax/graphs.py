@@ -1,4 +1,6 @@
-"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction.
+"""Graph construction, GCN normalisation, padding to size buckets and edge-mask compaction;
+``from_networkx``, ``from_scipy``, ``from_arrays`` and ``from_pyg`` turn your own graph into a
+``data.Dataset`` (see ``data.convert``).
 
 Graphs are built on the host with NumPy (edge lists are small, and deduplication is a sort) and
 handed to models as a single ``jraph.GraphsTuple`` holding ``jnp`` arrays. Padding to power-of-two
@@ -9,20 +11,27 @@ of its kept edges inside ``jit``, so that aggregation costs only the kept edges.
 """
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import jraph
-from jax.experimental import sparse
 import numpy as np
+
+# Your own graph as a Dataset (the tasks' input), here beside the other constructors.
+from sparsegnn_jax.data.convert import from_arrays, from_networkx, from_pyg, from_scipy
 
 __all__ = [
     "PaddedGraph",
     "compact_edges",
     "degrees",
     "edge_weights_of",
+    "from_arrays",
     "from_edges",
+    "from_networkx",
+    "from_pyg",
+    "from_scipy",
     "gcn_norm_weights",
     "next_power_of_two",
     "node_features_shape",
@@ -452,7 +461,10 @@ def pad_to_bucket(
       ValueError: buckets smaller than the graph, or sparse (BCOO) node features (pad them
         dense first).
     """
-    if isinstance(graph.nodes, sparse.BCOO):
+    # A BCOO exists only once jax.experimental.sparse is imported (on first use, by
+    # models.sparse_inputs: the import costs about 0.2 s), so a dense run never imports it here.
+    sparse = sys.modules.get("jax.experimental.sparse")
+    if sparse is not None and isinstance(graph.nodes, sparse.BCOO):
         raise ValueError("pad_to_bucket: graph.nodes is a sparse BCOO matrix; pass dense features")
     n = num_nodes_of(graph)
     e = int(np.asarray(graph.senders).shape[0])

@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from sparsegnn_jax import config, runs, sweeps
+from sparsegnn_jax import config, plugins, runs, sweeps
 from sparsegnn_jax.sparsity import registry
 
 __all__ = [
@@ -749,6 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--density-steps", type=int, default=1000,
                    help="step budget of the density figure (default 1000)")
     p.add_argument("--no-plots", action="store_true", help="only write results.md")
+    plugins.add_import_flag(p)
     return p
 
 
@@ -761,8 +762,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       0 when done, also when results.md was written but matplotlib is missing (the plots are
       skipped with one ``warning:`` line on stderr); 2 on bad input (one ``error:`` line), or
-      when only plots were asked for and matplotlib is missing.
+      when only plots were asked for and matplotlib is missing, or a plug-in or ``--import``
+      module failed.
     """
+    # Plug-ins first: the labels and order of their methods come from the registry.
+    failed = plugins.start(argv)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     out = pathlib.Path(args.out)
     density_methods = [m.strip() for m in args.density_methods.split(",") if m.strip()]

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 import optax
-import tqdm.auto
 from flax import nnx
 
 from sparsegnn_jax import checkpoint, distributed, history as history_lib, metrics, sparsity
@@ -150,6 +149,9 @@ def progress_bar(iterable, desc: str | None):
     """A tqdm bar over ``iterable`` titled ``desc``; the iterable itself when ``desc`` is None."""
     if desc is None:
         return iterable
+    # Imported on first use: runs without a bar (sweeps, tests, benchmarks) need not load it.
+    import tqdm.auto
+
     return tqdm.auto.tqdm(iterable, desc=desc, leave=False)
 
 

@@ -85,6 +85,20 @@ def random_graph(seed=0, n=N, m=30, features=F, symmetric=False, self_loops=Fals
                              self_loops=self_loops, edge_weights=w)
 
 
+def ring_of_communities(communities=8, size=50, p_in=0.2, p_ring=0.01, seed=0):
+    """``(senders, receivers, num_nodes)`` of communities of ``size`` nodes, dense inside and
+    joined in a ring, each undirected edge once (u < v) and sorted by node id - the order
+    networkx and SciPy list a graph's edges in. Node ``i`` is in community ``i // size``."""
+    rng = np.random.default_rng(seed)
+    n = communities * size
+    block = np.arange(n) // size
+    iu, ju = np.triu_indices(n, k=1)
+    ring = (block[ju] - block[iu]) % communities == 1
+    keep = rng.random(iu.size) < np.where(block[iu] == block[ju], p_in,
+                                          np.where(ring, p_ring, 0.0))
+    return iu[keep].astype(np.int32), ju[keep].astype(np.int32), n
+
+
 def random_keep(num_edges, fraction=0.5, seed=3):
     """A bool [num_edges] mask dropping about ``fraction`` of the edges at random."""
     return np.random.default_rng(seed).random(num_edges) >= fraction

@@ -27,7 +27,18 @@ from helpers import (
 )
 
 import sparsegnn_jax.sparsity as sp
-from sparsegnn_jax import cli, config, flops, graphs, models, report, runs, sweeps, tasks
+from sparsegnn_jax import (
+    cli,
+    config,
+    flops,
+    graphs,
+    models,
+    report,
+    runs,
+    sweep_cli,
+    sweeps,
+    tasks,
+)
 from sparsegnn_jax.sparsity import distributions, masks, registry, schedules
 from sparsegnn_jax.sparsity.trees import flatten_with_paths, prunable_flags
 
@@ -320,7 +331,7 @@ def test_sweep_edge_sparsity_axis(tmp_path):
 @pytest.mark.parametrize("flag, want", [("0", [None]), ("0,0.5,0.9", [0.0, 0.5, 0.9]),
                                         ("0.5,0.5", [0.5])])
 def test_sweep_edge_grid(flag, want):
-    assert sweep_script().parse_edge_grid(flag) == want
+    assert sweep_cli.parse_edge_grid(flag) == want
 
 
 def test_sweep_rejects_a_bad_edge_grid(tmp_path, capsys, no_data_loading):

@@ -1,10 +1,13 @@
-"""Temporal link prediction: held-out targets, cold start, evaluation protocols, selection."""
+"""Temporal link prediction: held-out targets, cold start, evaluation protocols, selection,
+splits."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import build_encoder, random_graph
+from helpers import build_encoder, random_graph, ring_of_communities
 
 from sparsegnn_jax import config, data, metrics, models, runs, tasks, train
 
@@ -298,3 +301,61 @@ def test_test_history_holds_the_validation_events_and_validation_only_training(a
                        split.num_nodes)
     new_in_val = _keys(split.val_edges, split.num_nodes) - train_both
     assert new_in_val and new_in_val <= test_keys and not new_in_val & val_keys
+
+
+# ----------------------------------------------------------------------------- --split
+
+
+def _sorted_static_edge_list(path):
+    """A 2-column edge list (no times), sorted by node id as networkx and SciPy list edges."""
+    src, dst, n = ring_of_communities(communities=6, size=30, p_in=0.25, p_ring=0.02)
+    path.write_text("".join(f"{u} {v}\n" for u, v in zip(src, dst)))
+    return n
+
+
+def test_a_graph_without_times_is_split_at_random_by_default(tmp_path):
+    path = tmp_path / "sorted.txt"
+    _sorted_static_edge_list(path)
+    task = tasks.get("link")
+    cfg = config.resolve(config.RunConfig(task="link", method="dense", dataset=f"file:{path}",
+                                          progress=False))
+    problem = task.prepare(cfg)
+    assert problem.info["split"] == "random"
+    # Test links touching a node without a training edge: few under the random split ...
+    assert problem.info["new_node_share_test"] < 0.05
+    # ... most of them in stored order, which --split=temporal asks for, with a warning.
+    with pytest.warns(UserWarning, match="no timestamps"):
+        ordered = task.prepare(config.resolve(dataclasses.replace(cfg, split="temporal")))
+    assert ordered.info["split"] == "temporal"
+    assert ordered.info["new_node_share_test"] > 0.5
+    # The split is seeded per dataset: another run seed is scored on the same pairs.
+    other_seed = task.prepare(config.resolve(dataclasses.replace(cfg, seed=1)))
+    for part in ("val", "test"):
+        for a, b in zip(problem.eval_pairs[part], other_seed.eval_pairs[part]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_graph_with_times_is_split_by_time_by_default():
+    cfg = config.resolve(config.RunConfig(task="link", method="dense", epochs=1,
+                                          progress=False))
+    assert tasks.get("link").prepare(cfg).info["split"] == "temporal"
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    (dict(split="chronological"), "--split must be one of random, temporal"),
+    (dict(split="random", eval_protocol="dyglib"), "--split=random has no effect with "
+                                                  "--eval-protocol=dyglib"),
+    (dict(task="node", split="random"), "--split has no effect"),
+])
+def test_bad_split_settings_are_refused(fields, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        config.resolve(config.RunConfig(**({"task": "link", "method": "dense"} | fields)))
+
+
+def test_split_flag_of_the_link_cli_only():
+    from sparsegnn_jax import cli
+    args = cli.build_parser("link").parse_args(["--split=random"])
+    assert cli.config_from_args("link", args).split == "random"
+    assert cli.config_from_args("link", cli.build_parser("link").parse_args([])).split is None
+    with pytest.raises(SystemExit):
+        cli.build_parser("node").parse_args(["--split=random"])

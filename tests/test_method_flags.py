@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsegnn_jax import checkpoint, cli, config, runs, sparsity, tasks, train
+from sparsegnn_jax import checkpoint, cli, config, runs, sparsity, sweep_cli, tasks, train
 from sparsegnn_jax.sparsity import distributions
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ("encoder/layers/0/kernel", "encoder/layers/1/kernel")
 # A tiny node run on the embedded synthetic graph (one full-batch step per epoch).
 TINY = ["--hidden=4", "--no-progress"]
@@ -170,18 +167,13 @@ def test_erk_keep_counts_in_a_vmapped_init_match_separate_runs():
 
 
 def test_sweep_meta_keeps_every_command(tmp_path):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import sweep
-    finally:
-        sys.path.pop(0)
     path = tmp_path / "sweep_meta.json"
-    first = sweep.sweep_meta(path, "python experiments/sweep.py --methods=rigl", 10.0)
+    first = sweep_cli.sweep_meta(path, "python experiments/sweep.py --methods=rigl", 10.0)
     assert first == {"command": "python experiments/sweep.py --methods=rigl", "wall_time_s": 10.0}
     path.write_text(json.dumps(first))
-    both = sweep.sweep_meta(path, "python experiments/sweep.py --methods=slr", 5.0)
+    both = sweep_cli.sweep_meta(path, "python experiments/sweep.py --methods=slr", 5.0)
     assert [e["command"][-4:] for e in both["commands"]] == ["rigl", "=slr"]
     path.write_text(json.dumps(both))
-    again = sweep.sweep_meta(path, "python experiments/sweep.py --methods=rigl", 7.0)
+    again = sweep_cli.sweep_meta(path, "python experiments/sweep.py --methods=rigl", 7.0)
     assert [(e["command"][-4:], e["wall_time_s"]) for e in again["commands"]] == [
         ("=slr", 5.0), ("rigl", 7.0)]

@@ -79,6 +79,8 @@ def test_sweep_cli_rows_restart_and_table(tmp_path, capsys):
     (["--methods=rigl,nope"], r"unknown method 'nope' in --methods"),
     (["--seeds=0"], r"--seeds must be positive, got 0"),
     (["--epochs=0"], r"--epochs must be positive, got 0"),
+    (["--split=random", "--eval-protocol=dyglib"],
+     r"--split=random has no effect with --eval-protocol=dyglib"),
     (["--out={a_file}"], r"--out='.*a_file' is not a usable folder: File exists"),
     (["--out={a_file}/sub"], r"--out='.*a_file/sub' is not a usable folder: Not a directory"),
 ])

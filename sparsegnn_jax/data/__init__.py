@@ -4,10 +4,13 @@ Typical use::
 
     ds = sparsegnn_jax.data.load("email-eu-temporal")          # root from $SPARSEGNN_DATA
     split = sparsegnn_jax.data.temporal_link_split(ds)
+    split = sparsegnn_jax.data.random_link_split(ds, seed=0)  # a graph without times
     dyg = sparsegnn_jax.data.dyglib_split(sparsegnn_jax.data.load("enron"))  # DyGLib's protocol
+    own = sparsegnn_jax.data.from_networkx(G, labels="club")   # also from_scipy, from_arrays
     keys = sparsegnn_jax.data.edge_keys(split.all_edges, ds.num_nodes)
     neg = sparsegnn_jax.data.sample_negatives(key, ds.num_nodes, 1024, keys)
 """
+from .convert import from_arrays, from_networkx, from_pyg, from_scipy
 from .dataset import Dataset
 from .datasets import DATASET_FILES, available, data_root, load, register
 from .dyglib import (
@@ -37,10 +40,12 @@ from .parsers import (
 )
 from .splits import (
     EVAL_PROTOCOLS,
+    LINK_SPLITS,
     MAX_NODES,
     LinkSplit,
     NodeSplit,
     check_num_nodes,
+    choose_split,
     edge_keys,
     evaluation_pairs,
     known_pairs,
@@ -48,6 +53,7 @@ from .splits import (
     find_pairs,
     node_split,
     pair_codes,
+    random_link_split,
     random_pairs,
     sample_negatives,
     temporal_link_split,
@@ -60,6 +66,7 @@ __all__ = [
     "DYGLIB_HEADER",
     "DyGLibSplit",
     "EVAL_PROTOCOLS",
+    "LINK_SPLITS",
     "Dataset",
     "EdgeList",
     "LinkSplit",
@@ -71,6 +78,7 @@ __all__ = [
     "UnsafePickleError",
     "available",
     "check_num_nodes",
+    "choose_split",
     "data_root",
     "dyglib_split",
     "edge_keys",
@@ -81,6 +89,10 @@ __all__ = [
     "known_pairs",
     "link_split_of",
     "find_pairs",
+    "from_arrays",
+    "from_networkx",
+    "from_pyg",
+    "from_scipy",
     "load",
     "load_pickle",
     "load_planetoid",
@@ -91,6 +103,7 @@ __all__ = [
     "parse_letter_labels",
     "pair_codes",
     "parse_node_labels",
+    "random_link_split",
     "random_pairs",
     "read_text",
     "register",

@@ -25,7 +25,8 @@ class Dataset:
       num_classes: number of classes (0 without labels).
       split: NodeSplit; Planetoid's standard split, a stratified ``node_split(labels, seed)``
         for other labelled datasets, None without labels.
-      node_ids: [N] int64 original id of each node (the remapping), or None.
+      node_ids: [N] original id of each node (the remapping): int64, or an object array of
+        networkx node ids that are not all integers; or None.
       class_names: original label names by class id, or None.
     """
 

@@ -1,6 +1,7 @@
 """The registry of named datasets and :func:`load`."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from typing import Callable
@@ -41,15 +42,26 @@ _Loader = Callable[[pathlib.Path | None, int], Dataset]
 _REGISTRY: dict[str, tuple[_Loader, bool]] = {}
 
 
-def register(name: str, loader: _Loader, needs_files: bool = True) -> None:
-    """Add a named dataset.
+def register(name: str, loader: _Loader | Dataset, needs_files: bool = True) -> None:
+    """Add a named dataset: a ``--dataset`` value for :func:`load`, ``runs.run`` and the
+    experiment scripts.
 
     Args:
       name: the name for :func:`load`.
       loader: ``loader(root, seed) -> Dataset``; root is the resolved data root (None when
-        ``needs_files`` is False).
+        ``needs_files`` is False). Or a :class:`Dataset` itself (e.g. from
+        ``graphs.from_networkx``): it is loaded under ``name``, needing no files.
       needs_files: whether the loader reads files under the data root.
+
+    Raises:
+      ValueError: ``name`` is empty, not a string or starts with ``file:``.
     """
+    if not isinstance(name, str) or not name or name.startswith("file:"):
+        raise ValueError(f"dataset name must be a non-empty string not starting with 'file:', "
+                         f"got {name!r}")
+    if isinstance(loader, Dataset):
+        named = dataclasses.replace(loader, name=name)
+        loader, needs_files = (lambda root, seed: named), False
     _REGISTRY[name] = (loader, needs_files)
 
 

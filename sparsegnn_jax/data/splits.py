@@ -1,8 +1,10 @@
-"""Train/val/test splits: chronological link splits, negative sampling, stratified node splits."""
+"""Train/val/test splits: chronological and random link splits, negative sampling, stratified
+node splits."""
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,9 @@ __all__ = [
     "NodeSplit",
     "LinkSplit",
     "temporal_link_split",
+    "random_link_split",
+    "choose_split",
+    "LINK_SPLITS",
     "link_split_of",
     "edge_keys",
     "pair_codes",
@@ -39,7 +44,8 @@ class NodeSplit:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinkSplit:
-    """A chronological link-prediction split.
+    """A link-prediction split, chronological or random (then "time order" below is the
+    split's shuffled order).
 
     Attributes:
       num_nodes: number of nodes N.
@@ -121,6 +127,34 @@ def _min_edges(train: float, val: float, start: int, limit: int = 1_000_000) -> 
     return None
 
 
+def _check_link_split_args(ds, train: float, val: float, target_fraction: float) -> None:
+    """The checks every link split makes first (see :func:`temporal_link_split`)."""
+    if not (0.0 < train < 1.0) or not (0.0 <= val < 1.0) or train + val > 1.0 + 1e-9:
+        raise ValueError(f"need 0 < train < 1, 0 <= val < 1 and train + val <= 1; "
+                         f"got train={train}, val={val}")
+    if not 0.0 <= target_fraction < 1.0:
+        raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
+    check_num_nodes(ds.num_nodes)
+    if ds.num_nodes < 2:
+        # No pair (src != dst) exists to sample as a negative, nor a link to predict.
+        raise ValueError(f"dataset {ds.name!r} has {ds.num_nodes} node"
+                         f"{'' if ds.num_nodes == 1 else 's'}: link prediction needs at "
+                         "least 2 nodes")
+
+
+def _check_parts(ds, n: int, train: float, val: float, what: str, how: str) -> None:
+    """Raises when ``n`` items (edges, or distinct pairs) leave a part asked for empty."""
+    empty = _empty_parts(n, train, val)
+    if empty:
+        need = _min_edges(train, val, start=n + 1)
+        need_text = f"; need at least {need} {what}" if need else ""
+        raise ValueError(
+            f"dataset {ds.name!r} has {n} {what if n != 1 else what[:-1]}: too few to split "
+            f"{how} into train/val/test = {train:g}/{val:g}/{1 - train - val:g} "
+            f"(the {' and '.join(empty)} part{'' if len(empty) == 1 else 's'} would be "
+            f"empty){need_text}")
+
+
 def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
                         target_fraction: float = 0.0) -> LinkSplit:
     """Split a dataset's edges chronologically into train / val / test.
@@ -146,32 +180,85 @@ def temporal_link_split(ds, train: float = 0.7, val: float = 0.1,
         so few edges that a part with a positive fraction would be empty (e.g. 3 edges with
         the default fractions leave no validation edge; 4 is the minimum).
     """
-    if not (0.0 < train < 1.0) or not (0.0 <= val < 1.0) or train + val > 1.0 + 1e-9:
-        raise ValueError(f"need 0 < train < 1, 0 <= val < 1 and train + val <= 1; "
-                         f"got train={train}, val={val}")
-    if not 0.0 <= target_fraction < 1.0:
-        raise ValueError(f"--target-fraction must be in [0, 1), got {target_fraction}")
-    check_num_nodes(ds.num_nodes)
+    _check_link_split_args(ds, train, val, target_fraction)
     n = np.asarray(ds.senders).size
-    if ds.num_nodes < 2:
-        # No pair (src != dst) exists to sample as a negative, nor a link to predict.
-        raise ValueError(f"dataset {ds.name!r} has {ds.num_nodes} node"
-                         f"{'' if ds.num_nodes == 1 else 's'}: link prediction needs at "
-                         "least 2 nodes")
-    empty = _empty_parts(n, train, val)
-    if empty:
-        need = _min_edges(train, val, start=n + 1)
-        need_text = f"; need at least {need} edges" if need else ""
-        raise ValueError(
-            f"dataset {ds.name!r} has {n} edge{'' if n == 1 else 's'}: too few to split "
-            f"chronologically into train/val/test = {train:g}/{val:g}/{1 - train - val:g} "
-            f"(the {' and '.join(empty)} part{'' if len(empty) == 1 else 's'} would be "
-            f"empty){need_text}")
+    _check_parts(ds, n, train, val, "edges", "chronologically")
     times = None if ds.times is None else np.asarray(ds.times, dtype=np.int64)
     order = np.arange(n) if times is None else np.argsort(times, kind="stable")
     n_train, n_val = _cut_sizes(n, train, val)
     return link_split_of(ds, order[:n_train], order[n_train:n_train + n_val],
                          order[n_train + n_val:], target_fraction)
+
+
+def random_link_split(ds, seed: int = 0, train: float = 0.7, val: float = 0.1,
+                      target_fraction: float = 0.0) -> LinkSplit:
+    """Split a graph's node pairs at random into train / val / test (graphs without times).
+
+    The distinct undirected pairs ``{u, v}`` are shuffled (seeded) and cut ``train`` / ``val``
+    / rest by count; every event of a pair (repeats, both directions) goes to its pair's part,
+    so no test link is in the training graph, which the tasks make symmetric. Within a part,
+    events follow the shuffled order, which stands for time: the training targets
+    (``target_fraction``, the "latest" training events) are random pairs too.
+
+    A static graph's stored edge order usually follows node ids (networkx, SciPy, sorted
+    edge lists); cut chronologically, every test link then lies among the last nodes, most of
+    them without a training edge. This split spreads the parts over the whole graph.
+
+    Args:
+      ds: a Dataset (``num_nodes``, ``senders``, ``receivers``; ``times`` are ignored).
+      seed: seed of the shuffle (same seed, same split).
+      train, val, target_fraction: as :func:`temporal_link_split`, but ``train`` and ``val``
+        count distinct undirected pairs.
+
+    Returns:
+      LinkSplit (``*_times`` hold the dataset's times of the parts' pairs, if any).
+
+    Raises:
+      ValueError: as :func:`temporal_link_split` (too few distinct pairs for a part), or a
+        negative or non-integer seed.
+    """
+    seed = check_seed(seed)
+    _check_link_split_args(ds, train, val, target_fraction)
+    src = np.asarray(ds.senders, np.int64)
+    dst = np.asarray(ds.receivers, np.int64)
+    pairs, pair_of = np.unique(pair_codes(np.minimum(src, dst), np.maximum(src, dst),
+                                          ds.num_nodes), return_inverse=True)
+    _check_parts(ds, pairs.size, train, val, "distinct pairs", "at random")
+    rank = np.empty(pairs.size, np.int64)
+    rank[np.random.default_rng(seed).permutation(pairs.size)] = np.arange(pairs.size)
+    event_rank = rank[pair_of.reshape(-1)]
+    order = np.lexsort((np.arange(src.size), event_rank))  # by pair rank, then stored order
+    n_train, n_val = _cut_sizes(pairs.size, train, val)
+    ranks = event_rank[order]
+    first_val, first_test = np.searchsorted(ranks, [n_train, n_train + n_val])
+    return link_split_of(ds, order[:first_val], order[first_val:first_test],
+                         order[first_test:], target_fraction)
+
+
+#: Link splits: ``temporal`` (:func:`temporal_link_split`) and ``random``
+#: (:func:`random_link_split`).
+LINK_SPLITS = ("random", "temporal")
+
+
+def choose_split(ds, split: str | None = None) -> str:
+    """The link split a run uses: ``split`` if given, else ``"temporal"`` when the dataset
+    has timestamps and ``"random"`` when it has none.
+
+    ``"temporal"`` on a graph without timestamps cuts it in its stored edge order, which the
+    caller asked for (e.g. an edge list written in time order), with a warning: a graph's
+    stored order is often by node id.
+
+    Raises:
+      ValueError: ``split`` is not one of :data:`LINK_SPLITS` (naming ``--split``).
+    """
+    if split is None:
+        return "temporal" if ds.times is not None else "random"
+    if split not in LINK_SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(LINK_SPLITS)}, got {split!r}")
+    if split == "temporal" and ds.times is None:
+        warnings.warn(f"dataset {ds.name!r} has no timestamps: --split=temporal cuts its edges "
+                      "in their stored order (--split=random shuffles them)", stacklevel=2)
+    return split
 
 
 def link_split_of(ds, train_index, val_index, test_index,

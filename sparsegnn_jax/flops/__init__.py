@@ -46,18 +46,32 @@ softmax). :class:`FlopsReport` stores both parts, so one dense report gives the 
 density (:func:`at_densities`), which is what :func:`training` integrates over a run.
 
 Modules: :mod:`.formulas` (closed-form per-layer counts), :mod:`.report` (:class:`FlopsReport`
-and its affine algebra), :mod:`.counting` (counting a model: one counter per layer type,
-:func:`register_counter` for layers of your own), :mod:`.training_runs` (totals of training
-runs per method).
+and its affine algebra), :mod:`.counting` (counting a model: one counter per module type,
+:func:`register_counter` for modules of your own, :class:`InputSizes` what a counter sees),
+:mod:`.forward_pass` (:func:`forward` and :func:`inference` on given inputs and masks),
+:mod:`.xla` (XLA's count of the same pass, :func:`xla_forward`, to check against),
+:mod:`.training_runs` (totals of training runs per method).
+
+Completeness: a module type with neither a counter nor a declaration as a container is named in
+an :class:`UncountedModuleWarning` (``strict=True``: :class:`UncountedModuleError`), so a count
+never silently leaves out what such a module computes; ``forward(..., check=True)`` also
+compares the dense count with XLA's and warns (:class:`FlopsMismatchWarning`) beyond a stated
+tolerance.
 """
 from __future__ import annotations
 
 from sparsegnn_jax.flops.counting import (
-    forward,
-    inference,
-    mask_densities,
+    FlopsTally,
+    InputSizes,
+    LayerCounter,
+    UncountedModuleError,
+    UncountedModuleWarning,
+    count,
+    count_children,
+    join_path,
     register_counter,
 )
+from sparsegnn_jax.flops.forward_pass import forward, inference, mask_densities
 from sparsegnn_jax.flops import formulas
 from sparsegnn_jax.flops.formulas import (
     gat_layer_flops,
@@ -68,6 +82,7 @@ from sparsegnn_jax.flops.formulas import (
     sage_layer_flops,
 )
 from sparsegnn_jax.flops.report import FlopsReport, at_densities
+from sparsegnn_jax.flops.xla import FlopsMismatchWarning, xla_forward
 # The module is not named `training`: the function re-exported here would then shadow it
 # (`import sparsegnn_jax.flops.training as m` would give the function).
 from sparsegnn_jax.flops.training_runs import (
@@ -77,14 +92,24 @@ from sparsegnn_jax.flops.training_runs import (
 )
 
 __all__ = [
+    "FlopsMismatchWarning",
     "FlopsReport",
+    "FlopsTally",
+    "InputSizes",
+    "LayerCounter",
+    "UncountedModuleError",
+    "UncountedModuleWarning",
     *formulas.__all__,
     "forward",
     "inference",
     "at_densities",
+    "count",
+    "count_children",
+    "join_path",
     "mask_densities",
     "register_counter",
     "rigl_step_flops",
     "training",
     "training_from_trace",
+    "xla_forward",
 ]

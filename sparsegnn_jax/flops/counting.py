@@ -1,24 +1,28 @@
 """Forward FLOPs of a Flax NNX model, counted from its weight shapes and mask densities.
 
 A table maps module types to *counters*; :func:`count` looks a module's type up along its MRO
-(so subclasses inherit their base's counter) and walks into the children of modules it has no
-counter for (containers: ``Encoder``, ``MLP``, ``nnx.List``, ...). Built-in layers are listed in
-``_COUNTERS`` below; :func:`register_counter` adds a layer type of your own.
+(so subclasses inherit their base's counter). Built-in layers are listed in ``_COUNTERS`` below,
+with the library's containers (``MLP``, ``NodeClassifier``, ``nnx.List``, ...) counted by
+:func:`count_children`: a container's own code does no arithmetic, its children's FLOPs are its
+FLOPs. :func:`register_counter` adds a module type of your own.
+
+A module type with no counter is reported, not guessed at: its children are still counted, but
+whatever its own code computes (an aggregation written inline in ``__call__``) is not, so
+``flops.forward`` warns (:class:`UncountedModuleWarning`), or raises with ``strict=True``
+(:class:`UncountedModuleError`), naming its path and type.
 
 A counter is ``counter(module, path, inputs, tally) -> None``: it adds the module's FLOPs for
-inputs of sizes ``inputs`` (:class:`InputSizes`) to ``tally`` (:class:`FlopsTally`) under the
-module path ``path``, and calls :func:`count` on any children it wants counted.
+inputs of sizes ``inputs`` (:class:`InputSizes`; sizes only, never the graph or the arrays) to
+``tally`` (:class:`FlopsTally`) under the module path ``path``, and calls :func:`count` (or
+:func:`count_children`) on any children it wants counted.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Optional
 
-import jax
-import jraph
 import numpy as np
 from flax import nnx
 
-from sparsegnn_jax import graphs as _graphs
 from sparsegnn_jax import models
 from sparsegnn_jax.flops.formulas import (
     gat_layer_flops,
@@ -27,34 +31,47 @@ from sparsegnn_jax.flops.formulas import (
     linear_flops,
     sage_layer_flops,
 )
-from sparsegnn_jax.flops.report import FlopsReport
-from sparsegnn_jax.sparsity import masks as masks_lib
 
 __all__ = [
     "InputSizes",
     "FlopsTally",
     "LayerCounter",
+    "UncountedModuleError",
+    "UncountedModuleWarning",
     "join_path",
     "register_counter",
     "counter_for",
     "count",
     "count_children",
-    "mask_densities",
-    "forward",
-    "inference",
 ]
 
 
 class InputSizes(NamedTuple):
-    """Sizes a forward pass depends on: rows of dense layers, graph sizes, pairs scored."""
+    """The sizes a counter sees: what a forward pass's FLOPs depend on, not the inputs.
 
-    rows: int          # rows seen by dense layers at this point (nodes, batch, or pairs)
-    num_nodes: int     # N of the graph (0 without a graph)
-    num_edges: int     # stored edges E of the graph, padding and self loops included
-    num_pairs: int     # P pairs scored by a link decoder (0 when none)
-    width: int         # feature width of the graph's nodes / the batch (0 if unknown)
-    edge_leaf: str = ""    # path of the encoder's edge-weight leaf gating the edges ("" none)
-    gated_edges: int = 0   # how many of the E edges that leaf gates (its first entries)
+    ``flops.forward`` reads them from its ``graph_or_batch`` once; a counter passes them (or a
+    ``_replace``-d copy, e.g. other ``rows`` for a decoder's layers) down to its children.
+
+    Attributes:
+      rows: rows seen by dense layers at this point: the graph's nodes, the batch rows, or the
+        scored pairs inside a link predictor's decoder.
+      num_nodes: ``N``, nodes of the graph (0 without a graph).
+      num_edges: ``E``, stored edges of the graph (``len(graph.senders)``: padding and self
+        loops included).
+      num_pairs: ``P``, pairs scored by a link decoder (0 when none).
+      width: feature width of the graph's nodes or of the batch (0 if unknown); inside a link
+        predictor's decoder, the encoder's output width.
+      edge_leaf: path of the encoder's edge-weight leaf gating the edges ("" when none).
+      gated_edges: how many of the ``E`` edges that leaf gates (its first entries).
+    """
+
+    rows: int
+    num_nodes: int
+    num_edges: int
+    num_pairs: int
+    width: int
+    edge_leaf: str = ""
+    gated_edges: int = 0
 
 
 class FlopsTally:
@@ -64,12 +81,17 @@ class FlopsTally:
       densities: ``{weight path: density}``; weights without an entry are dense.
       per_layer: ``{module path: FLOPs}`` at those densities.
       weight_flops: ``{weight path: dense FLOPs}``.
+      uncounted: ``"path (type)"`` of the modules no counter knows (:func:`count` lists them).
+      counted_outside: ``"path (type)"`` of the modules counted by a counter registered with
+        :func:`register_counter` (named first when the count disagrees with XLA's).
     """
 
     def __init__(self, densities: Mapping[str, float]):
         self.densities = densities
         self.per_layer: dict[str, float] = {}
         self.weight_flops: dict[str, float] = {}
+        self.uncounted: list[str] = []
+        self.counted_outside: list[str] = []
 
     def density(self, path: str) -> float:
         """Density of the weight at ``path`` (1.0 when it has no entry)."""
@@ -94,8 +116,20 @@ class FlopsTally:
 LayerCounter = Callable[[nnx.Module, str, InputSizes, FlopsTally], None]
 
 
+class UncountedModuleWarning(UserWarning):
+    """A module type with no FLOP counter: its own operations are missing from the count."""
+
+
+class UncountedModuleError(TypeError):
+    """``flops.forward`` with ``strict=True`` met a module type with no FLOP counter."""
+
+
 def join_path(*parts) -> str:
-    """``"/"``-joined path of the non-empty ``parts`` (the top-level module's path is ``""``)."""
+    """``"/"``-joined path of the non-empty ``parts`` (the top-level module's path is ``""``).
+
+    ``join_path(path, "kernel")`` names a counter's weight as the masks name it
+    (``"layers/0/kernel"``); ``join_path("", "lin1")`` is ``"lin1"``.
+    """
     return "/".join(str(p) for p in parts if p != "")
 
 
@@ -226,9 +260,21 @@ def _count_mlp_decoder(decoder, path: str, inp: InputSizes, tally: FlopsTally) -
     count_children(decoder, path, inp, tally)
 
 
-# The one place that says how each layer type is counted. Types without an entry (containers:
-# Encoder, NodeClassifier, MLP, nnx.List, Identity, ...) are walked into: their children see the
-# same rows; embedding tables and other leaves cost no arithmetic.
+def count_children(module, path: str, inp: InputSizes, tally: FlopsTally) -> None:
+    """Counts every child module of ``module`` on the same inputs.
+
+    As a counter (``register_counter(T, count_children)``) it declares ``T`` a module whose own
+    code does no arithmetic: a container of counted modules, a lookup, a dropout.
+    """
+    for key, child in nnx.iter_children(module):
+        if isinstance(child, nnx.Module):
+            count(child, join_path(path, key), inp, tally)
+
+
+# The one place that says how each module type is counted. Containers and modules whose own code
+# does no arithmetic by the convention (identity, lookups, dropout) are walked into with
+# count_children: their children see the same rows. A type with no entry is reported
+# (UncountedModuleWarning), its children still counted.
 _COUNTERS: dict[type, LayerCounter] = {
     models.Encoder: _count_encoder,
     models.GCNConv: _count_gcn,
@@ -240,20 +286,52 @@ _COUNTERS: dict[type, LayerCounter] = {
     models.LinkPredictor: _count_link_predictor,
     models.DotDecoder: _count_dot_decoder,
     models.MLPDecoder: _count_mlp_decoder,
+    models.MLP: count_children,
+    models.NodeClassifier: count_children,
+    models.Identity: count_children,
+    models.ColdStartDropout: count_children,
+    nnx.List: count_children,
+    nnx.Dict: count_children,
+    nnx.Sequential: count_children,
+    nnx.Dropout: count_children,
+    nnx.Embed: count_children,
 }
+# The library's own entries, to tell them from counters registered by users.
+_LIBRARY_COUNTERS = dict(_COUNTERS)
 
 
 def register_counter(layer_type: type, counter: LayerCounter) -> None:
     """Counts modules of ``layer_type`` (and its subclasses) with ``counter`` from now on.
 
-    Replaces any counter registered for exactly that type, the library's included.
+    Replaces any counter registered for exactly that type, the library's included. Without one,
+    ``flops.forward`` warns about (or, ``strict=True``, refuses) a module of a type it does not
+    know, since whatever that module's own code computes would be missing from the count.
 
-    Args:
-      layer_type: an ``nnx.Module`` subclass.
-      counter: ``counter(module, path, inputs, tally)``: adds the module's FLOPs with
-        ``tally.add(path, fixed_flops, {weight path: dense flops})`` (weight paths as
-        :func:`mask_densities` names them, e.g. ``join_path(path, "kernel")``), and calls
-        :func:`count` on children it wants counted.
+    The counter is called as ``counter(module, path, inputs, tally)`` with
+
+    - ``module``: the module instance (read its weight shapes, e.g.
+      ``module.lin1.kernel.shape``, and its settings);
+    - ``path``: its module path in the model, ``"/"``-joined (``""`` for the top level);
+    - ``inputs``: an :class:`InputSizes` - sizes, not the graph: ``inputs.num_nodes``,
+      ``inputs.num_edges``, ``inputs.rows``, ``inputs.num_pairs``, ``inputs.width``;
+    - ``tally``: the :class:`FlopsTally` to add to.
+
+    It adds the module's own FLOPs with ``tally.add(name, fixed_flops, {weight path: dense
+    flops})``, where ``name`` is the per-layer entry (``path``, or ``join_path(path, "agg")``
+    for a part of it), ``fixed_flops`` what does not shrink with sparsity (aggregation, biases)
+    and each weight path (``join_path(path, "kernel")``, as :func:`mask_densities` names it)
+    maps to the FLOPs of its products when dense; and it counts the children it wants counted
+    with :func:`count_children` (all of them) or :func:`count` (one, possibly with other
+    ``inputs``). ``register_counter(T, count_children)`` declares ``T`` a container whose own
+    code does no arithmetic. Example (a model whose ``__call__`` sums neighbour messages between
+    two ``nnx.Linear``)::
+
+        def count_sum_gnn(module, path, inputs, tally):
+            hidden = module.lin1.out_features
+            tally.add(join_path(path, "aggregate"), inputs.num_edges * hidden)  # an add per edge
+            count_children(module, path, inputs, tally)  # lin1, lin2: the library's counter
+
+        register_counter(SumGNN, count_sum_gnn)
 
     Raises:
       TypeError: ``layer_type`` is not a class or ``counter`` is not callable.
@@ -265,24 +343,28 @@ def register_counter(layer_type: type, counter: LayerCounter) -> None:
     _COUNTERS[layer_type] = counter
 
 
-def counter_for(module_type: type) -> LayerCounter:
-    """The counter of the nearest class in ``module_type``'s MRO that has one, else
-    :func:`count_children`."""
+def _registered(module_type: type) -> tuple[Optional[type], Optional[LayerCounter]]:
+    """The nearest class in ``module_type``'s MRO with a counter, and that counter."""
     for cls in module_type.__mro__:
         if cls in _COUNTERS:
-            return _COUNTERS[cls]
-    return count_children
+            return cls, _COUNTERS[cls]
+    return None, None
 
 
-def count_children(module, path: str, inp: InputSizes, tally: FlopsTally) -> None:
-    """Counts every child module of ``module`` on the same inputs."""
-    for key, child in nnx.iter_children(module):
-        if isinstance(child, nnx.Module):
-            count(child, join_path(path, key), inp, tally)
+def counter_for(module_type: type) -> Optional[LayerCounter]:
+    """The counter of the nearest class in ``module_type``'s MRO that has one, else None."""
+    return _registered(module_type)[1]
+
+
+def _describe(module, path: str) -> str:
+    return f"{path or '<top level>'} ({type(module).__module__}.{type(module).__qualname__})"
 
 
 def count(module, path: str, inp: InputSizes, tally: FlopsTally) -> None:
     """Adds the FLOPs of ``module`` applied to inputs of sizes ``inp`` to ``tally``.
+
+    A module whose type has no counter is listed in ``tally.uncounted`` and its children are
+    counted (``flops.forward`` then warns or raises).
 
     Raises:
       ValueError: a message-passing layer is given inputs without a graph.
@@ -291,146 +373,11 @@ def count(module, path: str, inp: InputSizes, tally: FlopsTally) -> None:
         raise ValueError(f"forward: the message-passing layer {type(module).__name__} at "
                          f"{path or 'the top level'!r} needs a jraph.GraphsTuple input, got a "
                          "batch without a graph")
-    counter_for(type(module))(module, path, inp, tally)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs and masks.
-
-
-def _parse_inputs(graph_or_batch) -> InputSizes:
-    """Sizes of ``graph_or_batch``: a GraphsTuple, (graph, pairs), an array batch or an int."""
-    pairs = 0
-    data = graph_or_batch
-    if isinstance(data, tuple) and not isinstance(data, jraph.GraphsTuple):
-        if len(data) != 2:
-            raise ValueError(f"forward: `graph_or_batch` tuple must be (graph, pairs), got "
-                             f"{len(data)} items")
-        data, pair_arg = data
-        pairs = int(pair_arg) if isinstance(pair_arg, (int, np.integer)) else int(
-            np.shape(pair_arg)[0])
-    if isinstance(data, jraph.GraphsTuple):
-        if data.nodes is not None:
-            # The dense shape also for sparse features: FLOPs are analytic over dense inputs.
-            shape = _graphs.node_features_shape(data)
-            n, width = int(shape[0]), int(shape[-1]) if len(shape) > 1 else 1
-        else:
-            n, width = int(np.sum(np.asarray(data.n_node))), 0
-        e = int(np.shape(data.senders)[0])
-        return InputSizes(rows=n, num_nodes=n, num_edges=e, num_pairs=pairs, width=width)
-    if isinstance(data, (int, np.integer)):
-        return InputSizes(rows=int(data), num_nodes=0, num_edges=0, num_pairs=pairs, width=0)
-    shape = np.shape(data)
-    if len(shape) < 1:
-        raise ValueError(f"forward: `graph_or_batch` must be a GraphsTuple, (graph, pairs), an "
-                         f"array [batch, features] or an int batch size; got {type(data).__name__}")
-    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-    return InputSizes(rows=rows, num_nodes=0, num_edges=0, num_pairs=pairs, width=int(shape[-1]))
-
-
-def _prunable_leaves(tree) -> list[tuple[str, object]]:
-    """``(path, leaf)`` of the leaves ``masks.layer_sparsity`` reports, named as it names them,
-    and of encoders' edge-weight leaves."""
-    out = []
-    for keypath, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        path = masks_lib.path_str(keypath)
-        if masks_lib.default_filter("", leaf) or models.is_edge_weight(path):
-            out.append((path, leaf))
-    return out
-
-
-def mask_densities(masks) -> dict[str, float]:
-    """``{weight path: density}`` of every mask leaf with ndim >= 2 and of every encoder's
-    edge-weight leaf (its density scales the aggregation over the edges it gates).
-
-    Args:
-      masks: a masks pytree (same structure as the params of ``nnx.split(model, nnx.Param,
-        ...)``, bool leaves), an nnx State, a Linen dict or a plain dict of arrays.
-
-    Returns:
-      Path strings joined by ``/`` (``"layers/0/kernel"``, as ``masks.layer_sparsity`` names
-      them) mapped to the fraction of True entries.
-    """
-    # The exact float64 fraction, not 1 - masks.layer_sparsity(...): that sparsity is a float32
-    # quotient, and 1 minus it differs from the fraction in the last bits for most layer sizes
-    # (200 of 200 random masks measured), which would move every recorded FLOPs number.
-    return {path: float(np.asarray(leaf).astype(bool).mean())
-            for path, leaf in _prunable_leaves(masks)}
-
-
-def _param_paths(model) -> list[str]:
-    """Paths of every >= 2-D ``nnx.Param`` of ``model`` (the prunable weights by default) and
-    of its edge-weight leaves."""
-    _, params, _ = nnx.split(model, nnx.Param, ...)
-    return [path for path, _ in _prunable_leaves(params)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Forward and inference FLOPs.
-
-
-def forward(model, graph_or_batch, masks=None, *, densities=None) -> FlopsReport:
-    """Forward FLOPs of ``model`` on ``graph_or_batch``, per layer and in total.
-
-    Walks the NNX module tree: GCN / SAGE / GAT / GIN layers count their products and message
-    aggregation on the graph's ``N`` nodes and ``E`` stored edges (an ``Encoder`` with an
-    edge-weight leaf: the per-edge terms of the edges it gates scale with the leaf's density,
-    in every layer, and are reported as that leaf's ``weight_flops``); ``Linear`` layers (of MLPs,
-    node heads and link decoders) count ``rows`` products plus bias adds, where rows are the
-    graph's nodes, the batch rows, or the scored pairs inside a ``LinkPredictor``'s decoder.
-    Layer types of your own are counted by a :func:`register_counter` counter. See
-    :mod:`sparsegnn_jax.flops` for the convention.
-
-    Args:
-      model: a Flax NNX module built from the library's layers (``sg.models.build(...)``, ``MLP``,
-        ``LinkPredictor``, ``NodeClassifier``, a single layer, or any container of them).
-      graph_or_batch: a ``jraph.GraphsTuple`` (message passing, node classification); a tuple
-        ``(graph, pairs)`` with ``pairs`` ``[P, 2]`` or an int ``P`` (link prediction); an array
-        ``[batch, features]`` or an int batch size (MLPs).
-      masks: a masks pytree with the structure of ``nnx.split(model, nnx.Param, ...)[1]``; each
-        weight then costs its mask's density times its dense cost. None: dense.
-      densities: alternatively ``{weight path: density}`` (e.g. ``masks.layer_sparsity``
-        converted to densities); weights without an entry are dense.
-
-    Returns:
-      :class:`FlopsReport` with ``per_layer`` keyed by module path (``"encoder/layers/0"``,
-      ``"layers/1"``, ``"decoder"``), ``total``, ``weight_flops`` and ``densities``.
-
-    Raises:
-      ValueError: masks or densities name weights the model does not have, or a LinkPredictor
-        is given no pairs.
-    """
-    if masks is not None and densities is not None:
-        raise ValueError("forward: pass `masks` or `densities`, not both")
-    dens = {} if masks is None else mask_densities(masks)
-    if densities is not None:
-        dens = {str(k): float(v) for k, v in densities.items()}
-    known = _param_paths(model)
-    unknown = sorted(set(dens) - set(known))
-    if unknown:
-        arg = "masks" if masks is not None else "densities"
-        raise ValueError(f"forward: `{arg}` names weights the model does not have: {unknown}; "
-                         f"model weights: {known}")
-    tally = FlopsTally(dens)
-    count(model, "", _parse_inputs(graph_or_batch), tally)
-    weight_flops = {p: tally.weight_flops.get(p, 0.0) for p in known}
-    weight_flops.update(tally.weight_flops)
-    used = {p: tally.density(p) for p in weight_flops}
-    per_layer = {name or type(model).__name__: f for name, f in tally.per_layer.items()}
-    return FlopsReport(per_layer=per_layer, total=float(sum(per_layer.values())),
-                       weight_flops=weight_flops, densities=used)
-
-
-def inference(model, graph_or_batch, masks=None, *, densities=None) -> float:
-    """Inference FLOPs: one forward pass of the (sparse) model on ``graph_or_batch``.
-
-    Pass one example (``x`` of shape ``[1, features]``, a batch size of 1, one graph, or
-    ``(graph, 1)`` for one scored pair on top of encoding the graph) for per-example FLOPs.
-
-    Args:
-      model, graph_or_batch, masks, densities: as for :func:`forward`.
-
-    Returns:
-      ``forward(...).total``.
-    """
-    return forward(model, graph_or_batch, masks, densities=densities).total
+    cls, counter = _registered(type(module))
+    if counter is None:
+        tally.uncounted.append(_describe(module, path))
+        count_children(module, path, inp, tally)
+        return
+    if _LIBRARY_COUNTERS.get(cls) is not counter:
+        tally.counted_outside.append(_describe(module, path))
+    counter(module, path, inp, tally)

@@ -24,12 +24,18 @@ class FlopsReport:
       weight_flops: ``{weight path: dense FLOPs}``: the FLOPs of the products with that weight
         matrix when it is dense (density 1). These are the terms that scale with density.
       densities: ``{weight path: density}`` used for this report (1.0 everywhere when dense).
+      uncounted: ``"path (type)"`` of the modules no counter knows: what their own code
+        computes is missing from ``total`` (``flops.forward`` warns about them).
+      xla_total: XLA's count of the same dense forward pass when ``flops.forward`` was asked
+        to check against it (``check=True``), else None.
     """
 
     per_layer: Mapping[str, float]
     total: float
     weight_flops: Mapping[str, float] = dataclasses.field(default_factory=dict)
     densities: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    uncounted: tuple[str, ...] = ()
+    xla_total: float | None = None
 
     @property
     def fixed(self) -> float:

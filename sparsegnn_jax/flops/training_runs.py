@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from sparsegnn_jax.flops.counting import forward
+from sparsegnn_jax.flops.forward_pass import forward
 from sparsegnn_jax.flops.report import affine_parts, at_densities, density_map
 from sparsegnn_jax.sparsity import registry
 

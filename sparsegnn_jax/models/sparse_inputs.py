@@ -18,12 +18,12 @@ vectorised gather / segment-sum alike), while a loop of small products keeps eac
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import sparse
 
 __all__ = ["MAX_DENSITY", "dropout_entries", "from_dense", "is_sparse", "matmul",
            "should_be_sparse", "to_dense"]
@@ -44,14 +44,28 @@ def should_be_sparse(features: Optional[np.ndarray]) -> bool:
     return bool(np.count_nonzero(features) <= MAX_DENSITY * np.size(features))
 
 
-def from_dense(features) -> sparse.BCOO:
+# jax.experimental.sparse is imported on first use: it imports scipy.linalg, about 0.2 s of
+# every `import sparsegnn_jax`, and dense features never need it.
+_SPARSE_MODULE = "jax.experimental.sparse"
+
+
+def _bcoo() -> type:
+    from jax.experimental import sparse  # first use: see _SPARSE_MODULE
+
+    return sparse.BCOO
+
+
+def from_dense(features) -> jax.experimental.sparse.BCOO:
     """``[N, F]`` float32 features as a BCOO matrix of their nonzeros, in row-major order."""
-    return sparse.BCOO.fromdense(jnp.asarray(features, jnp.float32))
+    return _bcoo().fromdense(jnp.asarray(features, jnp.float32))
 
 
 def is_sparse(x) -> bool:
     """Whether ``x`` is a BCOO matrix (sparse features) rather than a dense array."""
-    return isinstance(x, sparse.BCOO)
+    # No BCOO exists before its module is imported: asking sys.modules keeps dense runs from
+    # importing it.
+    module = sys.modules.get(_SPARSE_MODULE)
+    return module is not None and isinstance(x, module.BCOO)
 
 
 def to_dense(x) -> jax.Array:
@@ -59,7 +73,8 @@ def to_dense(x) -> jax.Array:
     return x.todense() if is_sparse(x) else x
 
 
-def dropout_entries(x: sparse.BCOO, rate: float, key: Optional[jax.Array]) -> sparse.BCOO:
+def dropout_entries(x: jax.experimental.sparse.BCOO, rate: float,
+                    key: Optional[jax.Array]) -> jax.experimental.sparse.BCOO:
     """Inverted dropout of the stored entries of ``x``; the identity when ``key`` is None or
     ``rate`` is 0.
 
@@ -72,7 +87,7 @@ def dropout_entries(x: sparse.BCOO, rate: float, key: Optional[jax.Array]) -> sp
         raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
     keep = jax.random.bernoulli(key, 1.0 - rate, x.data.shape)
     data = jnp.where(keep, x.data / (1.0 - rate), jnp.zeros_like(x.data))
-    return sparse.BCOO((data, x.indices), shape=x.shape, indices_sorted=x.indices_sorted,
+    return _bcoo()((data, x.indices), shape=x.shape, indices_sorted=x.indices_sorted,
                        unique_indices=x.unique_indices)
 
 

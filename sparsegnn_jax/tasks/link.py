@@ -1,5 +1,5 @@
-"""Temporal link prediction: chronological (or DyGLib's) split, pairs scored by an encoder and
-a decoder that also reads each pair's history."""
+"""Temporal link prediction: chronological (or DyGLib's, or for a graph without timestamps a
+random) split, pairs scored by an encoder and a decoder that also reads each pair's history."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -44,6 +44,8 @@ def _distinct_pairs(senders, receivers, num_nodes: int) -> tuple[np.ndarray, np.
 
 
 EVAL_SEED = 0
+#: Seed of the random link split of a graph without timestamps (``data.random_link_split``).
+SPLIT_SEED = 0
 #: Fewest optimizer steps of a link epoch (the targets are cycled with fresh negatives).
 MIN_STEPS_PER_EPOCH = 16
 
@@ -111,7 +113,8 @@ def _grouped_auc_ap(seen_pair: np.ndarray) -> Callable:
 
 
 class LinkTask:
-    """Temporal link prediction: chronological split, pairs scored by an encoder + decoder.
+    """Link prediction: chronological split (a seeded random one for a graph without
+    timestamps, ``--split``), pairs scored by an encoder + decoder.
 
     Training: the latest ``target_fraction`` of the training edges are the targets and the
     earlier ones the message-passing graph, so the model predicts links it cannot see and
@@ -141,8 +144,16 @@ class LinkTask:
                                           cfg.target_fraction)
             streams = streaming.dyglib_streams(ds, dyglib, cfg.dyglib_setting,
                                                cfg.dyglib_negatives)
+            how = "dyglib"
         else:
-            split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
+            how = sg_data.choose_split(ds, cfg.split)
+            if how == "random":
+                # Seeded per dataset, not per run: every seed and method of a sweep, and the
+                # baselines, see the same parts (as the evaluation pairs, EVAL_SEED).
+                split = sg_data.random_link_split(ds, seed=SPLIT_SEED,
+                                                  target_fraction=cfg.target_fraction)
+            else:
+                split = sg_data.temporal_link_split(ds, target_fraction=cfg.target_fraction)
         n = split.num_nodes
         src, dst = np.asarray(ds.senders), np.asarray(ds.receivers)
         times = None if ds.times is None else np.asarray(ds.times)
@@ -215,7 +226,7 @@ class LinkTask:
                                       eval_pairs["val"][0])
                       if cfg.model == "mlp" and cfg.features == "walks+struct" else 0.0)
         test_pos = eval_pairs["test"][0]
-        info = dict(num_nodes=n, train_edges=len(split.train_edges),
+        info = dict(num_nodes=n, split=how, train_edges=len(split.train_edges),
                     target_edges=len(split.target_edges),
                     history_edges=len(split.history_senders),
                     val_edges=len(eval_pairs["val"][0]), test_edges=len(test_pos),

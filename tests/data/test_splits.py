@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import ring_of_communities
 
 from sparsegnn_jax import data
 
@@ -226,3 +227,96 @@ def test_negative_seed_is_a_clear_error():
         data.load("synthetic-sbm", seed=-1)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         data.node_split(np.array([0, 1, 0, 1]), seed=-2)
+
+
+# ----------------------------------------------------------------------------- random split
+
+
+def _ring_of_communities():
+    """A static graph stored sorted by node id: a cut in edge order puts every late edge (the
+    highest node ids) into the test part."""
+    src, dst, n = ring_of_communities()
+    return data.Dataset("ring", n, src, dst)
+
+
+def _share_touching_untrained(split):
+    trained = np.zeros(split.num_nodes, bool)
+    trained[split.train_edges.ravel()] = True
+    return float(np.mean(~trained[split.test_edges].all(axis=1)))
+
+
+def test_random_link_split_spreads_the_test_edges_over_the_graph():
+    ds = _ring_of_communities()
+    in_order = data.temporal_link_split(ds)
+    shuffled = data.random_link_split(ds, seed=0)
+    # In edge order the test edges are all among the last communities, and most of their
+    # nodes have no training edge; a random split leaves almost none.
+    assert _share_touching_untrained(in_order) > 0.5
+    assert _share_touching_untrained(shuffled) < 0.02
+    assert np.unique(shuffled.test_edges // 50).size == 8  # every community holds test edges
+    # The same cut sizes as the chronological split: 70 / 10 / 20 of the edges.
+    for part in ("train_edges", "val_edges", "test_edges"):
+        assert len(getattr(shuffled, part)) == len(getattr(in_order, part))
+    every = np.concatenate([shuffled.train_index, shuffled.val_index, shuffled.test_index])
+    np.testing.assert_array_equal(np.sort(every), np.arange(ds.num_edges))
+
+
+def test_random_link_split_is_seeded():
+    ds = _ring_of_communities()
+    a, b = data.random_link_split(ds, seed=3), data.random_link_split(ds, seed=3)
+    for part in ("train_edges", "val_edges", "test_edges", "target_edges"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+    other = data.random_link_split(ds, seed=4)
+    assert not np.array_equal(a.test_edges, other.test_edges)
+
+
+def test_random_link_split_keeps_a_pairs_events_in_one_part():
+    # Both directions and repeats of a pair: in two parts, the test link would be in the
+    # training graph (the tasks make it symmetric) and trivially predicted.
+    rng = np.random.default_rng(0)
+    n = 60
+    u = rng.integers(0, n, 400)
+    v = (u + 1 + rng.integers(0, n - 1, 400)) % n
+    src = np.concatenate([u, v, u]).astype(np.int32)
+    dst = np.concatenate([v, u, v]).astype(np.int32)
+    split = data.random_link_split(data.Dataset("both-ways", n, src, dst), seed=1)
+
+    def pairs(edges):
+        return {(min(a, b), max(a, b)) for a, b in edges.tolist()}
+
+    train, val, test = (pairs(split.train_edges), pairs(split.val_edges),
+                        pairs(split.test_edges))
+    assert not (train & test) and not (train & val) and not (val & test)
+
+
+def test_random_link_split_targets_are_spread_too():
+    # The training targets (the last target_fraction of the training events) are random
+    # pairs as well, not the highest node ids.
+    ds = _ring_of_communities()
+    split = data.random_link_split(ds, seed=0, target_fraction=0.2)
+    assert np.unique(split.target_edges // 50).size == 8
+    assert len(split.target_edges) + len(split.history_senders) >= len(split.train_edges)
+
+
+def test_random_link_split_errors_name_the_argument():
+    ds = _ring_of_communities()
+    with pytest.raises(ValueError, match="seed"):
+        data.random_link_split(ds, seed=-1)
+    with pytest.raises(ValueError, match="target-fraction"):
+        data.random_link_split(ds, target_fraction=1.0)
+    tiny = data.Dataset("tiny", 4, np.array([0, 1, 2], np.int32), np.array([1, 2, 3], np.int32))
+    with pytest.raises(ValueError, match="too few"):
+        data.random_link_split(tiny)
+
+
+def test_choose_split_defaults_by_timestamps():
+    static = _ring_of_communities()
+    timed = _toy_temporal(range(10))
+    assert data.choose_split(static, None) == "random"
+    assert data.choose_split(timed, None) == "temporal"
+    assert data.choose_split(timed, "random") == "random"
+    # Asked for explicitly, a graph without times is cut in its stored order, with a warning.
+    with pytest.warns(UserWarning, match="no timestamps"):
+        assert data.choose_split(static, "temporal") == "temporal"
+    with pytest.raises(ValueError, match="--split"):
+        data.choose_split(static, "chronological")

@@ -8,7 +8,7 @@ from helpers import N, random_graph
 
 from sparsegnn_jax import config, graphs, models, tasks
 from sparsegnn_jax.config import RunConfig
-from sparsegnn_jax.flops import counting
+from sparsegnn_jax import flops
 from sparsegnn_jax.models import sparse_inputs
 
 WIDTH = 20
@@ -98,7 +98,7 @@ def test_sparse_nodes_keep_the_dense_shape_for_node_counts_and_flops():
     assert graphs.num_nodes_of(sparse) == N
     assert graphs.node_features_shape(sparse) == (N, WIDTH)
     model = _model("gcn")
-    assert counting.forward(model, sparse).total == counting.forward(model, dense).total
+    assert flops.forward(model, sparse).total == flops.forward(model, dense).total
     with pytest.raises(ValueError, match="sparse BCOO"):
         graphs.pad_to_bucket(sparse)
 
