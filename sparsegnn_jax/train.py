@@ -128,15 +128,21 @@ def fit(epoch_fn: Callable, state: TrainState, inputs, epochs: int, *, start: in
 
     Returns:
       The final state and the last epoch's loss (NaN when no epoch ran).
+
+    Raises:
+      sparsity.MethodError: a sparsity method's check failed in an epoch
+        (:func:`sparsity.method_errors`).
     """
     loss = jnp.full((), jnp.nan)
     bar = progress_bar(range(start, epochs), progress)
-    for epoch in bar:
-        state, loss = epoch_fn(state, inputs)
-        for hook in hooks:
-            hook(epoch + 1, state, loss)
-        if progress is not None:
-            bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
+    # A sparsity method's failed check inside the jitted epoch raises its own error.
+    with sparsity.method_errors():
+        for epoch in bar:
+            state, loss = epoch_fn(state, inputs)
+            for hook in hooks:
+                hook(epoch + 1, state, loss)
+            if progress is not None:
+                bar.set_postfix(loss=f"{float(jnp.mean(loss)):.4f}")
     return state, loss
 
 

@@ -20,6 +20,7 @@ from sparsegnn_jax.sparsity.admm import admm, slr
 from sparsegnn_jax.sparsity.dst import rigl, sparse_evolutionary
 from sparsegnn_jax.sparsity.pruning import dense, gradual_magnitude, one_shot, static_sparse
 from sparsegnn_jax.sparsity.schedules import cosine_drop, paper_drop
+from sparsegnn_jax.sparsity.snip import snip
 
 #: A method's plan: ``plan(options, total_steps, steps_per_epoch) -> factory keyword arguments``.
 #: ``options`` maps every name in :attr:`MethodSpec.options` to the run's value (``None``: unset)
@@ -196,7 +197,7 @@ def sparsifier(name: str, inner: optax.GradientTransformation,
 
     Args:
       name: a registered method (:func:`names`; the built-in ones are the CLI's --method values
-        ``dense, static, one_shot, gmp, admm, slr, set, rigl``) or an alias (the factories'
+        ``dense, static, one_shot, gmp, admm, slr, set, rigl, snip``) or an alias (the factories'
         names ``static_sparse``, ``gradual_magnitude``, ``sparse_evolutionary``, ``set_``).
       inner: the optimizer to wrap.
       **cfg: the method's keyword arguments (e.g. ``sparsity``, ``update_every``).
@@ -361,6 +362,9 @@ register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps
 register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
                     sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0)),
                     flops_requires=("prune_step",), in_sweeps=False, aliases=("oneshot",)))
+# SNIP prunes in the first update, from that step's (dense) gradients: step 0 runs dense.
+register(MethodSpec("snip", snip, "SNIP", sparsity_at=_pruned_after(lambda kw: 1),
+                    in_sweeps=False))
 
 #: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
 METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}
