@@ -41,6 +41,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
                         "graph is fixed, no edge weights)")
+    p.add_argument("--compact-edges", default="auto", choices=("auto", "off"),
+                   help="with --edge-sparsity: auto (default) passes messages over the kept "
+                        "edges only while the edge mask stays fixed (same parameters, less "
+                        "time); off always over the masked graph")
     add_method_flags(p)
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")

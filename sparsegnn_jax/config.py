@@ -83,6 +83,10 @@ class RunConfig:
     # task, with --init-from: tasks.edge_saliency of that dense model); None resolves to
     # "resistance" for those methods with edge weights and stays None otherwise.
     edge_scores: str | None = None
+    # With edge weights: "auto" trains on the compacted kept edges while the edge mask stays
+    # fixed (sparsegnn_jax.compaction; the same parameters as "off", which always trains on
+    # the masked graph). The record's training_mode says which ran.
+    compact_edges: str = "auto"
     init_from: str | None = None           # checkpoint folder of a dense run to start from
     # Message-passing models: "15,10" trains on neighbour-sampled blocks (sampling.py), in-edges
     # sampled per node at hop 1, 2, ... (one per layer); None trains on the whole graph.
@@ -199,6 +203,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)
+    if cfg.compact_edges not in ("auto", "off"):
+        raise ValueError(f"--compact-edges must be auto or off, got {cfg.compact_edges!r}")
     if cfg.edge_sparsity is not None:
         check_sparsity(cfg.edge_sparsity, "--edge-sparsity")
         if cfg.model == "mlp":

@@ -86,7 +86,7 @@ class BlockSource:
 
     def info(self) -> dict:
         """The record's description of sampled training."""
-        return {"training_mode": "sampled", "fanout": list(self.fanouts),
+        return {"fanout": list(self.fanouts),
                 "block_nodes": self.sizes.nodes, "block_edges": self.sizes.edges}
 
 

@@ -170,7 +170,7 @@ def _train_vmapped(problem, bound, param_list, combos, score=None):
     if score is not None:
         # One validation score per run: vmapped over the [sparsity, seed] axes of the params.
         selector = train.BestOnValidation(
-            jax.jit(jax.vmap(jax.vmap(score))),
+            tasks.jit_with_inputs(score, lambda f: jax.vmap(jax.vmap(f))),
             distributed.shard_runs(train.no_selection(state.params, padded), mesh),
             runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch))
         hooks.append(selector)
@@ -193,7 +193,7 @@ def _train_sequential(problem, bound, param_list, combos, score=None):
     cfg = problem.cfg
     task = tasks.get(cfg.task)
     states, losses, selections = [], [], []
-    score = None if score is None else jax.jit(score)
+    score = None if score is None else tasks.jit_with_inputs(score)
     for params, (s, seed) in zip(param_list, combos):
         key = jax.random.key(seed)
         tx = runs.build_optimizer(problem, s, key)

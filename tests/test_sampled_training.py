@@ -106,19 +106,19 @@ def test_node_run_records_sampled_mode_and_block_flops():
                            fanout="4, 3", progress=False)
     rec = runs.run(cfg)
     assert rec["config"]["fanout"] == "4,3"
-    assert rec["data"]["training_mode"] == "sampled" and rec["data"]["fanout"] == [4, 3]
+    assert rec["training_mode"] == "sampled" and rec["data"]["fanout"] == [4, 3]
     problem = tasks.get("node").prepare(config.resolve(cfg))
     step_graph, _ = tasks.get("node").flops_inputs(problem)
     assert step_graph.senders.shape == (rec["data"]["block_edges"],)
     full = runs.run(dataclasses.replace(cfg, fanout=None))
-    assert full["data"]["training_mode"] == "full_graph"
+    assert full["training_mode"] == "full_graph"
     assert rec["flops"]["forward_step_dense"] != full["flops"]["forward_step_dense"]
 
 
 def test_link_run_trains_on_blocks():
     rec = runs.run(config.RunConfig(task="link", method="rigl", epochs=1, fanout="5,5",
                                     progress=False))
-    assert rec["data"]["training_mode"] == "sampled"
+    assert rec["training_mode"] == "sampled"
     assert np.isfinite(rec["final_train_loss"]) and rec["test"]["roc_auc"] > 0.5
 
 

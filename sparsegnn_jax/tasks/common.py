@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -57,6 +58,50 @@ class Problem:
     def history(self, part: str):
         """The ``history.PairHistory`` known when ``part`` is predicted, or None."""
         return None if self.histories is None else self.histories[part]
+
+
+@dataclasses.dataclass(frozen=True)
+class WithInputs:
+    """``params -> fn(params, inputs)``: a function of the parameters whose data (graph, pairs,
+    labels, ...) stays an argument.
+
+    A plain closure over graph-sized arrays, once jitted, embeds them in the program as
+    constants: XLA then constant-folds whatever it computes from them alone (a GCN's degrees:
+    a scatter-add over every edge) at every compilation, a cost that grows with the graph.
+    :func:`jit_with_inputs` passes ``inputs`` to the compiled function instead.
+    """
+
+    fn: Callable   # fn(params, inputs)
+    inputs: Any    # a pytree of arrays
+
+    def __call__(self, params):
+        return self.fn(params, self.inputs)
+
+
+def jit_with_inputs(fn: Callable, transform: Callable = lambda f: f) -> Callable:
+    """``jax.jit(transform(fn))`` as a function of the params, with a :class:`WithInputs`'
+    data as arguments of the compiled function rather than constants in it.
+
+    Args:
+      fn: ``params -> value``, a :class:`WithInputs` or any callable (jitted as it is).
+      transform: applied to the params function before jitting (e.g. ``jax.vmap``s over run
+        axes of the params).
+
+    Returns:
+      ``params -> value``; its ``lower(params)`` gives the lowered program.
+    """
+    if not isinstance(fn, WithInputs):
+        return jax.jit(transform(fn))
+    jitted = jax.jit(lambda inputs, params: transform(lambda p: fn.fn(p, inputs))(params))
+
+    class Jitted:
+        def __call__(self, params):
+            return jitted(fn.inputs, params)
+
+        def lower(self, params):
+            return jitted.lower(fn.inputs, params)
+
+    return Jitted()
 
 
 def weight_matrices(path: str, leaf) -> bool:
@@ -151,9 +196,9 @@ def block_source(cfg: RunConfig, graph, num_seeds: int, node_rows) -> Any:
                                None if node_rows is None else np.asarray(node_rows))
 
 
-def training_mode(blocks) -> dict:
-    """The record's ``training_mode`` (and with sampling its fan-outs and block sizes)."""
-    return {"training_mode": "full_graph"} if blocks is None else blocks.info()
+def sampling_info(blocks) -> dict:
+    """The record's description of sampled training (fan-outs, block sizes); ``{}`` without."""
+    return {} if blocks is None else blocks.info()
 
 
 def dataset_of(cfg: RunConfig):

@@ -15,8 +15,8 @@ from sparsegnn_jax import features as features_lib
 from sparsegnn_jax import history as history_lib
 from sparsegnn_jax.config import RunConfig
 
-from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, training_mode,
-                     walk_features)
+from .common import (Problem, WithInputs, block_source, dataset_of, edge_leaf_size, encoder,
+                     sampling_info, walk_features)
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
@@ -236,7 +236,7 @@ class LinkTask:
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
         # A step's seeds: both ends of its batch_size positives and as many negatives.
         blocks = block_source(cfg, graph["train"], 4 * batch_size, rows["train"])
-        info |= training_mode(blocks)
+        info |= sampling_info(blocks)
         return Problem(cfg, graph["train"], rows["train"], n, batch_size, steps_per_epoch,
                        inputs, split, info, labels=ds.labels, num_classes=ds.num_classes,
                        eval_graphs={p: graph[p] for p in ("val", "test")},
@@ -339,13 +339,13 @@ class LinkTask:
                       num_edges=edge_leaf_size(cfg, problem.graph))
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
         if problem.blocks is not None:
             return sampled.make_sampled_link_epoch(bound, tx, problem.batch_size,
                                                    problem.num_nodes, problem.blocks,
                                                    steps=problem.steps_per_epoch)
         return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh,
-                                     steps=problem.steps_per_epoch)
+                                     steps=problem.steps_per_epoch, compaction=compaction)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         if problem.streams is not None:
@@ -357,17 +357,20 @@ class LinkTask:
                                    history=problem.history(which))
 
     def validation_score(self, problem: Problem, bound) -> Callable:
-        """``score(params) -> validation ROC-AUC`` (jit-able, vmappable over params)."""
+        """``score(params) -> validation ROC-AUC`` (vmappable over params), a
+        ``WithInputs``: jit it with ``jit_with_inputs``, which passes the validation graph
+        and pairs as arguments (not constants of the program)."""
         pos, neg = problem.eval_pairs["val"]
         pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
-        graph, history = problem.eval_graphs["val"], problem.history("val")
+        inputs = (problem.eval_graphs["val"], pairs, labels, problem.history("val"))
 
-        def score(params):
+        def score(params, inputs):
+            graph, pairs, labels, history = inputs
             return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs,
                                                              history=history), labels)
 
-        return score
+        return WithInputs(score, inputs)
 
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.

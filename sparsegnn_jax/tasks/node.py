@@ -13,7 +13,7 @@ from sparsegnn_jax import data as sg_data
 from sparsegnn_jax import graphs, models, sampled, train
 from sparsegnn_jax.config import RunConfig
 
-from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, training_mode,
+from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, sampling_info,
                      walk_features)
 
 
@@ -90,7 +90,7 @@ class NodeTask:
         info = dict(num_nodes=n, num_classes=ds.num_classes, train_nodes=len(split.train),
                     val_nodes=len(split.val), test_nodes=len(split.test),
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs,
-                    **training_mode(blocks))
+                    **sampling_info(blocks))
         return Problem(cfg, graph, features, n, cfg.batch_size, steps_per_epoch, inputs, split,
                        info, labels=ds.labels, num_classes=ds.num_classes, blocks=blocks)
 
@@ -106,10 +106,10 @@ class NodeTask:
             encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
                     num_edges=edge_leaf_size(cfg, problem.graph)), None)
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
         if problem.blocks is not None:
             return sampled.make_sampled_node_epoch(bound, tx, problem.batch_size, problem.blocks)
-        return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
+        return train.make_node_epoch(bound, tx, problem.batch_size, mesh, compaction)
 
     def validation_score(self, problem: Problem, bound) -> None:
         """Node runs report their last epoch (the papers' protocol): no selection."""
