@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import resource
-import subprocess
 import sys
 import time
 
@@ -90,7 +88,7 @@ def one_size(task_name: str, num_nodes: int, num_edges: int, fanout: str, max_st
 
     def epoch_of(k):
         small = dataclasses.replace(problem, steps_per_epoch=k)
-        if task_name == "node":  # the node epoch's steps come from its training nodes
+        if task_name == "node" and cfg.batch_size:  # a node epoch's steps: its training nodes
             inputs = problem.inputs._replace(train_idx=problem.inputs.train_idx[: k * cfg.batch_size])
             return sampled.compiled(task.make_epoch(small, bound, tx)), inputs
         return sampled.compiled(task.make_epoch(small, bound, tx)), problem.inputs
@@ -138,16 +136,11 @@ def main(argv=None) -> int:
         print(json.dumps(one_size(args.task, args.nodes, sizes[0], args.fanout, args.max_steps,
                                   args.batch_size, args.evaluate)), flush=True)
         return 0
-    for edges in sizes:
-        cmd = [sys.executable, __file__, args.task, f"--nodes={args.nodes}", f"--edges={edges}",
-               f"--fanout={args.fanout}", f"--max-steps={args.max_steps}", "--one"]
-        cmd += [f"--batch-size={args.batch_size}"] * (args.batch_size is not None)
-        cmd += ["--evaluate"] * args.evaluate
-        out = subprocess.run(cmd, env=os.environ, text=True, capture_output=True)
-        line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-        print(line if out.returncode == 0 else
-              json.dumps({"nodes": args.nodes, "edges": edges, "error": out.stderr[-2000:]}),
-              flush=True)
+    from large_link import run_sizes
+    command = [__file__, args.task, f"--fanout={args.fanout}", f"--max-steps={args.max_steps}"]
+    command += [f"--batch-size={args.batch_size}"] * (args.batch_size is not None)
+    command += ["--evaluate"] * args.evaluate
+    run_sizes(command, args.nodes, sizes)
     return 0
 
 
