@@ -121,17 +121,22 @@ def main(argv=None) -> int:
     if args.one:
         print(json.dumps(one_size(args.nodes, sizes[0], args.max_steps, args.train_only)), flush=True)
         return 0
+    run_sizes([__file__, f"--max-steps={args.max_steps}"] + ["--train-only"] * args.train_only,
+              args.nodes, sizes)
+    return 0
+
+
+def run_sizes(command: list[str], nodes: int, sizes: list[int]) -> None:
+    """Runs ``python *command --nodes --edges --one`` once per edge count, each in a fresh
+    process (so one size's peak memory does not carry over to the next), and prints each
+    run's JSON line, or its error."""
     for edges in sizes:
-        out = subprocess.run([sys.executable, __file__, f"--nodes={args.nodes}",
-                              f"--edges={edges}", f"--max-steps={args.max_steps}", "--one"]
-                             + ["--train-only"] * args.train_only,
-                             env=os.environ, text=True,
-                             capture_output=True)
+        out = subprocess.run([sys.executable, *command, f"--nodes={nodes}", f"--edges={edges}",
+                              "--one"], env=os.environ, text=True, capture_output=True)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
         print(line if out.returncode == 0 else
-              json.dumps({"nodes": args.nodes, "edges": edges, "error": out.stderr[-2000:]}),
+              json.dumps({"nodes": nodes, "edges": edges, "error": out.stderr[-2000:]}),
               flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity func
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
-loop), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
+loop), ``compaction`` (steps over the kept edges while an edge mask stays fixed), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
 (several processes and devices: JAX's runtime, meshes, gathering), ``report`` (results tables
 and plots of sweep CSVs) and ``plugins`` (loading modules of your own that register methods,
 datasets and FLOP counters: ``--import`` and the ``sparsegnn_jax.plugins`` entry points).
@@ -16,6 +16,7 @@ datasets and FLOP counters: ``--import`` and the ``sparsegnn_jax.plugins`` entry
 from sparsegnn_jax import (
     baselines,
     checkpoint,
+    compaction,
     config,
     data,
     distributed,
@@ -45,6 +46,7 @@ from sparsegnn_jax.sparsity import (
     gradual_magnitude,
     mask_sparsity,
     masks,
+    method_errors,
     one_shot,
     param_sparsity,
     registry,
@@ -52,6 +54,7 @@ from sparsegnn_jax.sparsity import (
     schedules,
     set_,
     slr,
+    snip,
     sparse_evolutionary,
     sparse_method,
     sparsifier,
@@ -61,10 +64,11 @@ from sparsegnn_jax.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "MaskContext", "admm", "baselines", "checkpoint", "config", "data", "dense",
+    "MaskContext", "admm", "baselines", "checkpoint", "compaction", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "metrics", "models", "one_shot",
-    "param_sparsity", "plugins", "registry", "report", "rigl", "runs", "schedules", "set_", "slr",
+    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "method_errors",
+    "metrics", "models", "one_shot", "param_sparsity", "plugins", "registry", "report", "rigl",
+    "runs", "schedules", "set_", "slr", "snip",
     "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",
     "tasks",
     "train", "walks",

@@ -41,6 +41,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
                         "graph is fixed, no edge weights)")
+    p.add_argument("--compact-edges", default="auto", choices=("auto", "off"),
+                   help="with --edge-sparsity: auto (default) passes messages over the kept "
+                        "edges only while the edge mask stays fixed (same parameters, less "
+                        "time); off always over the masked graph")
     add_method_flags(p)
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
@@ -56,6 +60,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=None, choices=("sgd", "adam"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--fanout", default=None, metavar="F1,F2",
+                   help="train on neighbour-sampled mini-batches: in-edges sampled per node at "
+                        "each hop, one per layer (e.g. 15,10); default: the whole graph")
     if spec.scores_pairs:
         p.add_argument("--decoder", default=None, choices=config.DECODERS,
                        help="pair decoder: GNNs default mlp_hadamard; mlp defaults to mlp_pair "

@@ -83,7 +83,14 @@ class RunConfig:
     # task, with --init-from: tasks.edge_saliency of that dense model); None resolves to
     # "resistance" for those methods with edge weights and stays None otherwise.
     edge_scores: str | None = None
+    # With edge weights: "auto" trains on the compacted kept edges while the edge mask stays
+    # fixed (sparsegnn_jax.compaction; the same parameters as "off", which always trains on
+    # the masked graph). The record's training_mode says which ran.
+    compact_edges: str = "auto"
     init_from: str | None = None           # checkpoint folder of a dense run to start from
+    # Message-passing models: "15,10" trains on neighbour-sampled blocks (sampling.py), in-edges
+    # sampled per node at hop 1, 2, ... (one per layer); None trains on the whole graph.
+    fanout: str | None = None
     seed: int = 0
     data_root: str | None = None
     checkpoint_dir: str | None = None      # where checkpoints go (None: no checkpoints)
@@ -196,6 +203,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)
+    if cfg.compact_edges not in ("auto", "off"):
+        raise ValueError(f"--compact-edges must be auto or off, got {cfg.compact_edges!r}")
     if cfg.edge_sparsity is not None:
         check_sparsity(cfg.edge_sparsity, "--edge-sparsity")
         if cfg.model == "mlp":
@@ -222,7 +231,31 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.end_fraction is None:
         cfg.end_fraction = 1.0
     _check_ranges(cfg)
+    _check_fanout(cfg)
     return cfg
+
+
+def _check_fanout(cfg: RunConfig) -> None:
+    """Normalises ``cfg.fanout`` to ``"15,10"`` form; refuses what sampling cannot train."""
+    from sparsegnn_jax import sampling  # numpy-only; imported here to keep config light
+
+    fanouts = sampling.parse_fanouts(cfg.fanout)
+    if fanouts is None:
+        cfg.fanout = None
+        return
+    cfg.fanout = ",".join(map(str, fanouts))
+    if cfg.model == "mlp":
+        raise ValueError("--fanout has no effect with --model=mlp (it passes no messages "
+                         "over edges); leave it unset")
+    if len(fanouts) != cfg.num_layers:
+        raise ValueError(f"--fanout={cfg.fanout} gives {len(fanouts)} hops; the model has "
+                         f"--num-layers={cfg.num_layers}: give one fan-out per layer")
+    if cfg.edge_sparsity is not None:
+        raise ValueError("--fanout cannot be combined with --edge-sparsity: the edge-weight "
+                         "leaf is aligned with the whole graph's edge list, which a sampled "
+                         "block does not hold; train edge sparsity on the whole graph")
+    if cfg.devices > 1:
+        raise ValueError("--fanout runs on one device; leave --devices unset")
 
 
 EDGE_SCORES = ("resistance", "random", "saliency")

@@ -201,6 +201,18 @@ def node_features_shape(graph: jraph.GraphsTuple) -> tuple[int, ...]:
     return tuple(shape) if shape is not None else tuple(jax.tree.leaves(graph.nodes)[0].shape)
 
 
+NODE_IDS = "node_ids"
+"""Key of ``graph.globals`` (a dict) holding the ``[N]`` global id of each node of a block
+(``sampling.sample_block``): a subgraph whose nodes are renumbered, seeds first."""
+
+
+def node_ids_of(graph: jraph.GraphsTuple):
+    """The ``[N]`` global node ids of a sampled block, or None for a whole graph."""
+    if isinstance(graph.globals, dict):
+        return graph.globals.get(NODE_IDS)
+    return None
+
+
 def num_nodes_of(graph: jraph.GraphsTuple) -> int:
     """Static number of nodes of a graph, for ``num_segments`` in segment reductions.
 

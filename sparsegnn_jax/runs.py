@@ -16,10 +16,12 @@ from flax import nnx
 
 from sparsegnn_jax import (
     checkpoint,
+    compaction,
     config,
     distributed,
     graphs,
     models,
+    sampled,
     sparsity,
     tasks,
     train,
@@ -275,7 +277,7 @@ def flops_summary(problem: tasks.Problem, model, masks, trace) -> dict:
 # RunConfig fields that say how a run is carried out, not which run it is: a resumed run may
 # change them. (More devices split the same minibatches; the sums may differ in the last bit.)
 RESUMABLE_CHANGES = ("progress", "resume", "checkpoint_dir", "checkpoint_every", "data_root",
-                     "devices")
+                     "devices", "compact_edges")
 
 
 def config_differences(stored: dict, cfg: config.RunConfig) -> list[str]:
@@ -364,7 +366,7 @@ def run(cfg: config.RunConfig) -> dict:
     state = train.init_state(params, tx, jax.random.key(cfg.seed), rescale=not cfg.init_from)
     score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
     selector = (None if score is None else train.BestOnValidation(
-        jax.jit(score), train.no_selection(state.params),
+        tasks.jit_with_inputs(score), train.no_selection(state.params),
         first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch)))
     first_epoch, stored_loss = 0, float("nan")
     if cfg.checkpoint_dir and jax.process_count() > 1:
@@ -391,8 +393,13 @@ def run(cfg: config.RunConfig) -> dict:
             cfg.checkpoint_dir, cfg.epochs, cfg.checkpoint_every,
             {"config": dataclasses.asdict(cfg)},
             extra=None if selector is None else (lambda: selector.selection)))
-    state, loss = train.fit(jax.jit(task.make_epoch(problem, bound, tx, mesh)), state, inputs,
-                            cfg.epochs, start=first_epoch, hooks=hooks,
+    plan = compaction.plan_for(cfg, state.params, state.opt_state, method_kwargs(
+        cfg, problem.total_steps, problem.steps_per_epoch))
+    epoch_fn = task.make_epoch(problem, bound, tx, mesh, plan)
+    # Sampled training refuses edge sparsity, so a compaction plan and sampled blocks never meet.
+    epoch = (sampled.compiled(epoch_fn) if plan is None else
+             compaction.CompactedEpoch(epoch_fn, plan))
+    state, loss = train.fit(epoch, state, inputs, cfg.epochs, start=first_epoch, hooks=hooks,
                             progress=f"{cfg.method} {cfg.dataset}" if cfg.progress else None)
     # Evaluation reads this process's copy (the same on every process).
     state, loss = distributed.gather((state, loss))
@@ -408,6 +415,8 @@ def run(cfg: config.RunConfig) -> dict:
     test = task.evaluate(problem, bound, params, "test")
     masks = sparsity.get_masks(state.opt_state)
     flops = flops_summary(problem, model, masks, sparsity.get_trace(state.opt_state))
+    extra["training_mode"] = ("compacted" if plan is not None else
+                              "sampled" if problem.blocks is not None else "full_graph")
     return record(cfg, time.perf_counter() - start, float(loss), val, test, masks, flops,
                   problem, **extra)
 
@@ -422,7 +431,7 @@ def edge_sparsity(masks) -> float:
 
 
 def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem,
-           selected_epoch: int | None = None) -> dict:
+           selected_epoch: int | None = None, training_mode: str = "full_graph") -> dict:
     """The results record of one run (what the CLI writes as JSON).
 
     ``sparsity`` is the weight matrices' sparsity alone; ``edge_sparsity`` the edge-weight
@@ -431,6 +440,9 @@ def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem
     Link runs add the baselines' metrics on the same test and validation pairs
     (``baselines``, ``val_baselines``: name -> metrics) and the epoch whose parameters were
     kept (``selected_epoch``; ``epochs`` when the last epoch is reported).
+    ``training_mode`` is ``compacted`` when steps passed messages over the compacted kept
+    edges (``compaction``), ``sampled`` on neighbour-sampled blocks (``sampled``; their
+    fan-outs and sizes in ``data``), else ``full_graph``.
     """
     rec = {
         "config": dataclasses.asdict(cfg),
@@ -444,6 +456,7 @@ def record(cfg, wall_time, loss, val, test, masks, flops, problem: tasks.Problem
                            sparsity.masks.layer_sparsity(masks, tasks.prunable_params).items()},
         "flops": flops,
         "wall_time_s": wall_time,
+        "training_mode": training_mode,
     }
     if problem.baselines is not None:
         rec["baselines"] = problem.baselines["test"]

@@ -216,7 +216,7 @@ def _train_vmapped(problem, bound, param_list, combos, score=None):
     if score is not None:
         # One validation score per run: vmapped over the [sparsity, seed] axes of the params.
         selector = train.BestOnValidation(
-            jax.jit(jax.vmap(jax.vmap(score))),
+            tasks.jit_with_inputs(score, lambda f: jax.vmap(jax.vmap(f))),
             distributed.shard_runs(train.no_selection(state.params, padded), mesh),
             runs.first_selectable_epoch(cfg, problem.total_steps, problem.steps_per_epoch))
         hooks.append(selector)
@@ -246,7 +246,7 @@ def _train_sequential(problem, bound, param_list, combos, score=None):
     cfg = problem.cfg
     init = jax.jit(lambda p, s, k: train.init_state(p, runs.build_optimizer(problem, s, k), k))
     epoch = jax.jit(tasks.get(cfg.task).make_epoch(problem, bound, runs.build_optimizer(problem)))
-    score = None if score is None else jax.jit(score)
+    score = None if score is None else tasks.jit_with_inputs(score)
     states, losses, selections = [], [], []
     for params, (s, seed) in zip(param_list, combos):
         key = jax.random.key(seed)

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from sparsegnn_jax import checkpoint, distributed, history as history_lib, metrics, sparsity
+from sparsegnn_jax import compaction as compaction_lib
 from sparsegnn_jax.data import splits as data_splits
 
 
@@ -127,19 +128,25 @@ def fit(epoch_fn: Callable, state: TrainState, inputs, epochs: int, *, start: in
 
     Returns:
       The final state and the last epoch's loss (NaN when no epoch ran).
+
+    Raises:
+      sparsity.MethodError: a sparsity method's check failed in an epoch
+        (:func:`sparsity.method_errors`).
     """
     loss = jnp.full((), jnp.nan)
     bar = progress_bar(range(start, epochs), progress)
-    for epoch in bar:
-        state, loss = epoch_fn(state, inputs)
-        for hook in hooks:
-            hook(epoch + 1, state, loss)
-        # Every process reads the loss, bar or not: a loss split over processes (a sweep's run
-        # axis) is all-gathered, a collective; on process 0 alone (the only one with a bar) it
-        # would meet the other processes' next collective instead and abort the run.
-        shown = distributed.gather(loss)
-        if progress is not None:
-            bar.set_postfix(loss=f"{float(np.mean(np.asarray(shown))):.4f}")
+    # A sparsity method's failed check inside the jitted epoch raises its own error.
+    with sparsity.method_errors():
+        for epoch in bar:
+            state, loss = epoch_fn(state, inputs)
+            for hook in hooks:
+                hook(epoch + 1, state, loss)
+            # Every process reads the loss, bar or not: a loss split over processes (a sweep's
+            # run axis) is all-gathered, a collective; on process 0 alone (the only one with a
+            # bar) it would meet the other processes' next collective instead and abort the run.
+            shown = distributed.gather(loss)
+            if progress is not None:
+                bar.set_postfix(loss=f"{float(np.mean(np.asarray(shown))):.4f}")
     return state, loss
 
 
@@ -301,10 +308,16 @@ def pair_inputs(history, pairs):
 
 
 def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels, dropout_key,
-              history=None):
-    """Mean binary cross-entropy of the pair logits (pair features read from ``history``)."""
-    logits = bound(params, graph, pairs, dropout_key=dropout_key, **pair_inputs(history, pairs))
+              history=None, edges=None):
+    """Mean binary cross-entropy of the pair logits (pair features read from ``history``;
+    messages over ``edges``, ``models.CompactEdges``, when given)."""
+    logits = bound(params, graph, pairs, dropout_key=dropout_key, **pair_inputs(history, pairs),
+                   **_edges_kw(edges))
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+
+def _edges_kw(edges) -> dict:
+    return {} if edges is None else {"edges": edges}
 
 
 class LinkInputs(NamedTuple):
@@ -356,8 +369,12 @@ def link_epoch_batches(key: jax.Array, inputs: LinkInputs, batch_size: int, num_
 
 def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_size: int,
                     num_nodes: int, mesh: jax.sharding.Mesh | None = None,
-                    steps: int | None = None) -> Callable:
+                    steps: int | None = None, compaction=None) -> Callable:
     """Builds ``epoch(state, inputs: LinkInputs) -> (state, mean_loss)``.
+
+    With ``compaction`` (a ``compaction.Plan``) the epoch is ``epoch(state, inputs, cache) ->
+    (state, mean_loss, cache)`` and its steps pass messages over the compacted kept edges
+    where the plan allows (``compaction.CompactedEpoch`` carries the cache for ``fit``).
 
     Each minibatch holds ``batch_size`` positive training edges and as many sampled non-edges.
     The training edges are shuffled on device; a remainder smaller than a batch is dropped for the
@@ -373,22 +390,23 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
     and masks carry the run axis.
     """
 
-    def train_step(state: TrainState, batch, graph, history):
+    def train_step(state: TrainState, batch, graph, history, edges):
         pos, neg, drop_key = batch
         pairs = _shard_batch(jnp.concatenate([pos, neg], axis=0), mesh, 0)
         labels = _shard_batch(jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])]),
                               mesh, 0)
         return optimizer_step(
-            state, tx, lambda p: link_loss(bound, p, graph, pairs, labels, drop_key, history),
+            state, tx,
+            lambda p: link_loss(bound, p, graph, pairs, labels, drop_key, history, edges),
             state.key)
 
-    def epoch(state: TrainState, inputs: LinkInputs):
+    def epoch(state: TrainState, inputs: LinkInputs, cache=None):
         key, batches = link_epoch_batches(state.key, inputs, batch_size, num_nodes, steps)
         batches = batches._replace(positives=_shard_batch(batches.positives, mesh, 1))
-        state, losses = jax.lax.scan(
-            lambda s, b: train_step(s, b, inputs.graph, inputs.history),
-            state._replace(key=key), batches)
-        return state, losses.mean()
+        state, losses, cache = compaction_lib.scan_steps(
+            compaction, lambda s, b, edges: train_step(s, b, inputs.graph, inputs.history, edges),
+            state._replace(key=key), batches, inputs.graph, cache)
+        return compaction_lib.epoch_out(compaction, state, losses.mean(), cache)
 
     return epoch
 
@@ -525,9 +543,9 @@ def corrupt_destinations(key, rows, pos_edges, num_nodes: int, k: int) -> jax.Ar
 # Node classification.
 
 
-def node_loss(bound: BoundModel, params, graph, labels, node_idx, dropout_key):
-    """Mean cross-entropy over the nodes in ``node_idx``."""
-    logits = bound(params, graph, dropout_key=dropout_key)[node_idx]
+def node_loss(bound: BoundModel, params, graph, labels, node_idx, dropout_key, edges=None):
+    """Mean cross-entropy over the nodes in ``node_idx`` (messages over ``edges`` if given)."""
+    logits = bound(params, graph, dropout_key=dropout_key, **_edges_kw(edges))[node_idx]
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels[node_idx]).mean()
 
 
@@ -540,31 +558,41 @@ class NodeInputs(NamedTuple):
 
 
 def make_node_epoch(bound: BoundModel, tx: optax.GradientTransformation,
-                    batch_size: int | None, mesh: jax.sharding.Mesh | None = None) -> Callable:
+                    batch_size: int | None, mesh: jax.sharding.Mesh | None = None,
+                    compaction=None) -> Callable:
     """Builds ``epoch(state, inputs: NodeInputs) -> (state, mean_loss)``.
 
     ``batch_size=None`` is full-batch training (one step per epoch, as for GCN on Planetoid);
     otherwise the training nodes are shuffled into minibatches (the paper's MLP, batch 128).
-    With a ``mesh`` the nodes of every minibatch are split over its devices.
+    With a ``mesh`` the nodes of every minibatch are split over its devices. ``compaction``
+    as in :func:`make_link_epoch`.
     """
 
-    def train_step(state: TrainState, idx, graph, labels):
+    def train_step(state: TrainState, idx, graph, labels, edges):
         key, drop_key = jax.random.split(state.key)
         return optimizer_step(
-            state, tx, lambda p: node_loss(bound, p, graph, labels, idx, drop_key), key)
+            state, tx, lambda p: node_loss(bound, p, graph, labels, idx, drop_key, edges), key)
 
-    def epoch(state: TrainState, inputs: NodeInputs):
+    def epoch(state: TrainState, inputs: NodeInputs, cache=None):
         graph, labels, train_idx = inputs
+
+        def step(s, idx, edges):
+            return train_step(s, idx, graph, labels, edges)
+
         if batch_size is None or batch_size >= train_idx.shape[0]:
-            return train_step(state, train_idx, graph, labels)
+            if compaction is None:
+                return step(state, train_idx, None)
+            state, losses, cache = compaction_lib.scan_steps(compaction, step, state,
+                                                             train_idx[None], graph, cache)
+            return state, losses[0], cache
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
         num_batches = train_idx.shape[0] // batch_size
         perm = train_idx[shuffle_order(perm_key, train_idx.shape[0])][: num_batches * batch_size]
-        state, losses = jax.lax.scan(
-            lambda s, idx: train_step(s, idx, graph, labels),
-            state, _shard_batch(perm.reshape(num_batches, batch_size), mesh, 1))
-        return state, losses.mean()
+        state, losses, cache = compaction_lib.scan_steps(
+            compaction, step, state, _shard_batch(perm.reshape(num_batches, batch_size), mesh, 1),
+            graph, cache)
+        return compaction_lib.epoch_out(compaction, state, losses.mean(), cache)
 
     return epoch
 

@@ -74,11 +74,18 @@ def test_tutorial_prints_the_hand_computed_numbers(executed):
     assert _dict(text, "chain, active weights:") == at[0.8]
     assert _line(text, "inject_hyperparams, active weights:") == f"{at[0.8]} | update_every: 4"
     assert _line(text, "MultiSteps:") == "method updates 3 | mini-batches computed 12"
-    assert "refused: rigl: the params passed to update() are not zero outside" in text
+    # Under jit the library's message is the first line of the error.
+    assert ("refused under jit: rigl: the sparsity method is followed by 1 other "
+            "transformation in an optax.chain") in text
+    assert "refused under jit: rigl: the sparsity changed after init" in text
     assert _dict(text, "linen non-zeros after apply:") == {"hidden/kernel": 64, "out/kernel": 24}
     assert _dict(text, "plain non-zeros after apply:") == {"w1": 64, "w2": 24}
     assert _dict(text, "SNIP active weights:") == at[0.9]
     assert _line(text, "same masks as static_sparse(scores=...):") == "True"
+    assert _line(text, "same masks as the built-in sg.snip:") == "True"
+    kept = at[0.9]["layers/0/kernel"]
+    assert (f"refused: sparse_method: the masks returned at init keep more weights than the "
+            f"sparsity allows ('layers/0/kernel' keeps 256, allowed {kept}") in text
     # GCN layer: 2 N F_in F_out d + N F_out (bias) + 2 E F_out (normalised sum).
     def gcn(f_in, f_out, d=1.0):
         return 2 * n * f_in * f_out * d + n * f_out + 2 * e * f_out

@@ -190,7 +190,7 @@ def test_validation_score_is_the_roc_auc_of_the_evaluation_on_the_same_pairs():
     task = tasks.get("link")
     problem = task.prepare(cfg)
     bound, params = train.split_model(task.build_model(problem, 0))
-    score = float(jax.jit(task.validation_score(problem, bound))(params))
+    score = float(tasks.jit_with_inputs(task.validation_score(problem, bound))(params))
     assert score == pytest.approx(task.evaluate(problem, bound, params, "val")["roc_auc"],
                                   abs=1e-6)
 

@@ -11,7 +11,7 @@ from typing import Sequence, Union
 from flax import nnx
 
 from .encoders import (EDGE_WEIGHT, LAYER_KINDS, NUM_STRUCTURAL_FEATURES, ColdStartDropout,
-                       Encoder, Identity, has_edges, is_edge_weight, structural_features)
+                       CompactEdges, Encoder, Identity, has_edges, is_edge_weight, structural_features)
 from . import sparse_inputs
 from .heads import DotDecoder, LinkPredictor, MLPDecoder, NodeClassifier, pair_representation
 from .layers import (
@@ -33,6 +33,7 @@ from .mlp import MLP, paper_link_mlp, paper_node_mlp, torch_uniform
 
 __all__ = [
     "ColdStartDropout",
+    "CompactEdges",
     "DotDecoder",
     "EDGE_WEIGHT",
     "Encoder",

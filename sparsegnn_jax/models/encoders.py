@@ -1,7 +1,7 @@
 """Node encoders: a stack of message-passing layers, and the identity for precomputed embeddings."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +12,9 @@ from .. import graphs as _graphs
 from . import sparse_inputs
 from .layers import GATConv, GCNConv, GINConv, SAGEConv, dropout
 
-__all__ = ["EDGE_WEIGHT", "LAYER_KINDS", "NUM_STRUCTURAL_FEATURES", "ColdStartDropout", "Encoder",
-           "Identity", "has_edges", "is_edge_weight", "structural_features"]
+__all__ = ["EDGE_WEIGHT", "LAYER_KINDS", "NUM_STRUCTURAL_FEATURES", "ColdStartDropout",
+           "CompactEdges", "Encoder", "Identity", "has_edges", "is_edge_weight",
+           "structural_features"]
 
 EDGE_WEIGHT = "edge_weight"
 """Name of the ``Encoder``'s learnable per-edge weight leaf (its path ends with it)."""
@@ -24,6 +25,29 @@ def is_edge_weight(path: str) -> bool:
     return path.rsplit("/", 1)[-1] == EDGE_WEIGHT
 
 NUM_STRUCTURAL_FEATURES = 3
+
+
+class CompactEdges(NamedTuple):
+    """The edges an ``Encoder`` passes messages over instead of a graph's stored ones.
+
+    Built by ``compaction.compact`` from an edge mask: the first ``S`` edges are the kept edges
+    of the ``edge_weight`` leaf (in leaf order), padded to a fixed ``S``; the rest are the
+    graph's edges past the leaf (self loops), always kept. The encoder gates slot ``i < S`` by
+    the leaf entry ``leaf_index[i]`` (0 on padding slots), so the layers compute what they
+    compute on the stored edges with the pruned ones gated off, at the cost of ``S`` edges.
+
+    Attributes:
+      senders, receivers: ``[S + R]`` int edge endpoints.
+      weights: ``[S + R]`` the graph's edge weights at those edges, or None when it has none.
+      leaf_index: ``[S]`` int32 position of each slot's edge in the ``edge_weight`` leaf.
+      leaf_valid: ``[S]`` bool, False on padding slots.
+    """
+
+    senders: jax.Array
+    receivers: jax.Array
+    weights: Optional[jax.Array]
+    leaf_index: jax.Array
+    leaf_valid: jax.Array
 
 LAYER_KINDS = {"gcn": GCNConv, "sage": SAGEConv, "gat": GATConv, "gin": GINConv}
 
@@ -110,7 +134,9 @@ class Encoder(nnx.Module):
 
     Input features are ``graph.nodes`` (``[N, in_dim]``, dense or a BCOO matrix, see
     ``sparse_inputs``), or a learnable embedding table when
-    ``num_nodes`` is given, optionally followed by ``structural_features`` columns.
+    ``num_nodes`` is given, optionally followed by ``structural_features`` columns. On a
+    sampled block (``sampling.sample_block``: ``graphs.node_ids_of`` gives its nodes' global
+    ids) the table's rows of those ids are read; ``structural_features`` are then the block's.
 
     Params: ``layers/<i>/...`` per layer, ``embedding [num_nodes, in_dim]`` with a table, and
     ``edge_weight [num_edges]`` with ``num_edges``.
@@ -221,10 +247,15 @@ class Encoder(nnx.Module):
         parts = []
         if self.embedding is not None:
             table = self.embedding[...]
-            rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
-            if rows < self.num_nodes:
-                raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
-            table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
+            ids = _graphs.node_ids_of(graph)
+            if ids is not None:  # a sampled block: the rows of its nodes' global ids
+                table = table[ids]
+                rows = int(ids.shape[0])
+            else:
+                rows = self.num_nodes if graph.nodes is None else _graphs.num_nodes_of(graph)
+                if rows < self.num_nodes:
+                    raise ValueError(f"Encoder: graph has {rows} nodes but the embedding table has {self.num_nodes}")
+                table = jnp.pad(table, ((0, rows - self.num_nodes), (0, 0)))
             if self.cold_start is not None:
                 history = (has_edges(graph, rows) if graph.nodes is None
                            else graph.nodes[:, self.node_features] > 0)
@@ -264,12 +295,34 @@ class Encoder(nnx.Module):
         gate = leaf + jax.lax.stop_gradient(kept - leaf)  # value: kept; gradient: the leaf's
         return jnp.concatenate([gate, jnp.ones((stored - self.num_edges,), leaf.dtype)])
 
-    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+    def compact_gate(self, edges: CompactEdges) -> jax.Array:
+        """The gate of ``edges``' slots: :meth:`edge_gate`'s value and gradient at the leaf
+        entries the slots name, 0 (and no gradient) on padding slots, 1 past the leaf's slots.
+
+        Raises:
+          ValueError: the encoder has no ``edge_weight`` leaf.
+        """
+        if self.edge_weight is None:
+            raise ValueError("Encoder: compacted edges need the edge_weight leaf (num_edges)")
+        leaf = self.edge_weight[...][edges.leaf_index]
+        kept = (leaf != 0).astype(leaf.dtype)
+        gate = leaf + jax.lax.stop_gradient(kept - leaf)
+        # A constant 0, not the leaf times 0: a padding slot must send no gradient to the
+        # entry it happens to name.
+        gate = jnp.where(edges.leaf_valid, gate, jnp.zeros_like(gate))
+        rest = edges.senders.shape[0] - edges.leaf_index.shape[0]
+        return jnp.concatenate([gate, jnp.ones((rest,), leaf.dtype)])
+
+    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None,
+                 edges: CompactEdges | None = None) -> jax.Array:
         """Encodes every node.
 
         Args:
           graph: ``GraphsTuple``.
           dropout_key: PRNG key; dropout is active iff it is given.
+          edges: the graph's edges compacted to the kept ones (:class:`CompactEdges`): the
+            layers pass messages over them; the input features still read ``graph``. The
+            output equals the output on ``graph`` with the same leaf.
 
         Returns:
           ``[N, out_dim]``.
@@ -280,7 +333,12 @@ class Encoder(nnx.Module):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, self.num_layers)
             drop = sparse_inputs.dropout_entries if sparse_inputs.is_sparse(x) else dropout
             x = drop(x, self.input_dropout, key)
-        gate = self.edge_gate(graph)
+        if edges is None:
+            gate = self.edge_gate(graph)
+        else:
+            gate = self.compact_gate(edges)
+            graph = graph._replace(senders=edges.senders, receivers=edges.receivers,
+                                   edges=edges.weights)
         for i, layer in enumerate(self.layers):
             x = layer(graph, x) if gate is None else layer(graph, x, edge_gate=gate)
             if i < self.num_layers - 1:

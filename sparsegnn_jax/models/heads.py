@@ -17,6 +17,12 @@ _MODES = ("hadamard", "concat", "pair")
 _WIDTH = {"hadamard": 1, "concat": 2, "pair": 4}
 
 
+def _edges_kw(edges) -> dict:
+    """``edges=`` for the encoder only when given: encoders without edges (``Identity``) take
+    no such argument."""
+    return {} if edges is None else {"edges": edges}
+
+
 def _split(key, n: int):
     return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
@@ -128,9 +134,9 @@ class LinkPredictor(nnx.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    def encode(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
-        """Node embeddings ``[N, D]``."""
-        return self.encoder(graph, dropout_key=dropout_key)
+    def encode(self, graph: jraph.GraphsTuple, dropout_key=None, edges=None) -> jax.Array:
+        """Node embeddings ``[N, D]`` (``edges``: the encoder's compacted edges, if any)."""
+        return self.encoder(graph, dropout_key=dropout_key, **_edges_kw(edges))
 
     def decode(self, z: jax.Array, pairs: jax.Array, dropout_key=None,
                pair_features=None) -> jax.Array:
@@ -143,7 +149,7 @@ class LinkPredictor(nnx.Module):
         return self.decoder(z[pairs[:, 0]], z[pairs[:, 1]], dropout_key=dropout_key, **kwargs)
 
     def __call__(self, graph: jraph.GraphsTuple, pairs: jax.Array, dropout_key=None,
-                 pair_features=None) -> jax.Array:
+                 pair_features=None, edges=None) -> jax.Array:
         """Link logits.
 
         Args:
@@ -152,12 +158,13 @@ class LinkPredictor(nnx.Module):
           dropout_key: PRNG key; dropout is active iff it is given.
           pair_features: ``[P, F]`` per-pair inputs of a decoder built with ``pair_features=F``
             (e.g. ``history.pair_features``), else None.
+          edges: ``encoders.CompactEdges`` the encoder passes messages over, or None.
 
         Returns:
           ``[P]`` logits.
         """
         enc_key, dec_key = _split(dropout_key, 2)
-        return self.decode(self.encode(graph, enc_key), pairs, dec_key, pair_features)
+        return self.decode(self.encode(graph, enc_key, edges), pairs, dec_key, pair_features)
 
 
 class NodeClassifier(nnx.Module):
@@ -173,16 +180,17 @@ class NodeClassifier(nnx.Module):
         self.encoder = encoder
         self.head = head
 
-    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, dropout_key=None, edges=None) -> jax.Array:
         """Node logits.
 
         Args:
           graph: ``GraphsTuple``.
           dropout_key: PRNG key; dropout is active iff it is given.
+          edges: ``encoders.CompactEdges`` the encoder passes messages over, or None.
 
         Returns:
           ``[N, C]`` logits.
         """
         enc_key, head_key = _split(dropout_key, 2)
-        h = self.encoder(graph, dropout_key=enc_key)
+        h = self.encoder(graph, dropout_key=enc_key, **_edges_kw(edges))
         return h if self.head is None else self.head(h, dropout_key=head_key)

@@ -2,7 +2,8 @@
 method as an optax transformation wrapping an inner optimizer.
 
 Methods: :func:`dense`, :func:`static_sparse`, :func:`one_shot`, :func:`gradual_magnitude`,
-:func:`admm`, :func:`slr`, :func:`sparse_evolutionary` (SET; also ``set_``), :func:`rigl`; by
+:func:`admm`, :func:`slr`, :func:`sparse_evolutionary` (SET; also ``set_``), :func:`rigl`,
+:func:`snip`; by
 name with :func:`sparsifier` (registry names or factory names). The masks and the run's
 :class:`SparsityTrace` are read back with :func:`get_masks` / :func:`get_trace`.
 :func:`mask_sparsity` and :func:`param_sparsity` measure masks and parameters.
@@ -14,9 +15,10 @@ Modules: ``masks`` (mask pytrees), ``distributions`` (per-layer sparsities), ``s
 ``topk`` (exact top-k, drop and grow on one array), ``trees`` (layer paths, prunable filters,
 pure views, structure checks), ``validation`` (argument checks), ``transform`` (the optax
 transformation every method is built from), ``custom`` (:func:`sparse_method`, the public way to
-write a new method from two rules on pytrees, see its contract), and one module per method
-family: ``pruning``, ``dst`` (with :func:`drop_grow`, RigL's and SET's update on pytrees),
-``admm``.
+write a new method from two rules on pytrees, see its contract), ``checks`` (where a method
+may stand, keep counts; :func:`method_errors` unwraps a failed check under ``jit``), and one
+module per method family: ``pruning``, ``dst`` (with :func:`drop_grow`, RigL's and SET's update
+on pytrees), ``admm``, ``snip``.
 """
 import sys
 import types
@@ -35,6 +37,7 @@ from sparsegnn_jax.sparsity.pruning import (
     static_sparse,
 )
 from sparsegnn_jax.sparsity.registry import METHODS, sparsifier
+from sparsegnn_jax.sparsity.snip import snip
 from sparsegnn_jax.sparsity.transform import (
     SparsityState,
     SparsityTrace,
@@ -42,13 +45,14 @@ from sparsegnn_jax.sparsity.transform import (
     get_masks,
     get_trace,
 )
+from sparsegnn_jax.sparsity.validation import MethodError, method_errors
 
 __all__ = [
-    "AdmmState", "GmpState", "METHODS", "MaskContext", "ParamSparsity", "SlrState",
+    "AdmmState", "GmpState", "METHODS", "MaskContext", "MethodError", "ParamSparsity", "SlrState",
     "SparsityState", "SparsityTrace", "admm", "dense", "distributions", "drop_grow",
     "find_state", "get_masks", "get_trace", "gradual_magnitude", "mask_sparsity", "masks",
-    "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr", "sparse_evolutionary",
-    "sparse_method", "sparsifier", "static_sparse",
+    "method_errors", "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr", "snip",
+    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse",
 ]
 
 

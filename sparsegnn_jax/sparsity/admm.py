@@ -124,8 +124,9 @@ def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_st
                            lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
+    # Dense through the first two phases: the masks keep more than the keep counts by design.
     rule = transform.Rule(init_masks=transform.init_dense, step=step, grads=grads,
-                          init_extra=init_extra)
+                          init_extra=init_extra, own_counts=True)
     return transform.sparse_transform(
         inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
         filter_fn=filter_fn, key=transform.make_key(0), name=name)

@@ -9,13 +9,16 @@ and it composes with ``optax.chain`` (as its last element) / ``MultiSteps`` /
 ``inject_hyperparams`` and ``nnx.Optimizer`` as the built-in methods do (see
 :func:`~sparsegnn_jax.sparsity.transform.sparse_transform` for where a method may stand).
 
-Example, SNIP (Lee et al. 2019) scores at init, then static masks::
+Example, SNIP (Lee et al. 2019): masks from the first batch's gradients, then static::
 
-    grads = jax.grad(loss)(params)
-    snip = jax.tree.map(lambda g, w: jnp.abs(g * w), grads, params)
-    tx = sg.sparse_method(optax.adam(1e-2), sparsity=0.9,
-                          init_masks=lambda ctx: sg.masks.select_top(snip, ctx.keep_counts,
-                                                                     ctx.prunable))
+    def snip_masks(ctx):
+        scores = jax.tree.map(lambda g, w: jnp.abs(g * w), ctx.grads, ctx.params)
+        return sg.masks.select_top(scores, ctx.keep_counts, ctx.prunable)
+
+    tx = sg.sparse_method(optax.adam(1e-2), sparsity=0.9, init_masks=snip_masks,
+                          init_from_grads=True)
+
+(``sg.snip`` is this method, registered as ``--method=snip``.)
 """
 from __future__ import annotations
 
@@ -39,8 +42,10 @@ class MaskContext(NamedTuple):
     Attributes:
       step: int32 scalar, the index of the ``update`` call (0 in ``init_masks``).
       params: the params (at ``init`` the initial params; in ``update`` the params passed to it).
-      grads: the incoming gradients, dense: pruned weights are 0 but their gradient is not
-        (zeros at ``init``).
+      grads: the incoming gradients, dense: pruned weights are 0 but their gradient is not.
+        In ``init_masks`` they are zeros, unless the method is built with
+        ``init_from_grads=True``: then they are the first ``update``'s gradients (the first
+        batch's, at the dense initial params).
       masks: the current bool masks (all True at ``init``).
       keep_counts: int32 scalars, the number of weights each leaf keeps (its size when not
         prunable).
@@ -76,18 +81,22 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
                   update_masks: Optional[Callable] = None, sparsity=0.9,
                   distribution="uniform", update_every: int = 1, end_step: Optional[int] = None,
                   dense_gradient: bool = False, filter_fn: Optional[Callable] = None,
-                  seed: int = 0, key=None,
+                  seed: int = 0, key=None, init_from_grads: bool = False,
+                  own_counts: bool = False,
                   name: str = "sparse_method") -> optax.GradientTransformationExtraArgs:
     """A sparsity method from two rules on pytrees.
 
     Contract of the rules (both are traced once, under ``jax.jit`` when the update is):
 
-    * ``init_masks(ctx: MaskContext) -> masks``, called in ``init``. ``masks`` is a pytree of
-      bool arrays with the params' structure (an ``nnx.State`` or its pure dict form: leaves are
-      matched by layer path). Entries of non-prunable leaves are ignored (they stay all True).
-      The rule should keep ``ctx.keep_counts`` weights per prunable leaf
-      (``sg.masks.select_top(scores, ctx.keep_counts, ctx.prunable)`` does); FLOPs are counted
-      from the masks it actually returns.
+    * ``init_masks(ctx: MaskContext) -> masks``, called in ``init`` (with
+      ``init_from_grads=True``: in the first ``update``, where ``ctx.grads`` are that step's
+      gradients). ``masks`` is a pytree of bool arrays with the params' structure (an
+      ``nnx.State`` or its pure dict form: leaves are matched by layer path). Entries of
+      non-prunable leaves are ignored (they stay all True). The rule keeps at most
+      ``ctx.keep_counts`` weights per prunable leaf
+      (``sg.masks.select_top(scores, ctx.keep_counts, ctx.prunable)`` keeps exactly that
+      many); more raises (naming the layer, kept and allowed) unless ``own_counts``. FLOPs are
+      counted from the masks it actually returns.
     * ``update_masks(ctx: MaskContext) -> masks``, called at the mask-update steps: the
       ``update`` calls with step index ``t > 0``, ``t % update_every == 0`` and ``t <= end_step``
       (every such step when ``end_step`` is None), under ``lax.cond``. ``ctx.masks`` are the
@@ -113,6 +122,14 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
       filter_fn: which leaves are prunable (``masks.default_filter`` when None).
       seed: seed of the method's key, used when ``key`` is None.
       key: a PRNG key, typed (``jax.random.key``) or raw (``jax.random.PRNGKey``).
+      init_from_grads: choose the initial masks from gradients: ``init`` leaves the masks all
+        True and ``init_masks`` runs in the first ``update`` (step 0) with that step's dense
+        gradients in ``ctx.grads``; that step's update is masked by the chosen masks, as a
+        one-shot prune at step 0 (its forward and backward pass were dense, and the trace
+        counts them so). Inside ``optax.MultiSteps`` the gradients are the mean over the first
+        ``k`` mini-batches.
+      own_counts: the rules manage their own counts (e.g. a gradual schedule or a dense
+        phase): masks keeping more than ``ctx.keep_counts`` are then not an error.
       name: the method's name in error messages.
 
     Returns:
@@ -120,7 +137,10 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
 
     Raises:
       ValueError: for an invalid sparsity, distribution, ``update_every`` or ``end_step``, and
-        (at ``init`` / ``update``) for masks of another structure than the params.
+        (at ``init`` / ``update``) for masks of another structure than the params or, unless
+        ``own_counts``, masks keeping more weights than the keep counts (a
+        :class:`~sparsegnn_jax.sparsity.validation.MethodError`; see
+        :func:`~sparsegnn_jax.sparsity.validation.method_errors` under ``jit``).
     """
     check_sparsity(sparsity)
     distributions_lib.check_distribution(distribution)
@@ -138,19 +158,28 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
         due = (t > 0) & (t % update_every == 0)
         return due if end_step is None else due & (t <= end_step)
 
-    def rule_step(ctx: transform.StepContext):
-        def update():
-            user = MaskContext(ctx.step, ctx.params, ctx.grads, ctx.masks, ctx.counts,
-                               ctx.prunable, _typed(ctx.key, ctx.step), ctx.extra_args)
-            return _bool_masks(name, update_masks(user), ctx.params)
+    def call(user_rule, ctx: transform.StepContext):
+        user = MaskContext(ctx.step, ctx.params, ctx.grads, ctx.masks, ctx.counts,
+                           ctx.prunable, _typed(ctx.key, ctx.step), ctx.extra_args)
+        masks = _bool_masks(name, user_rule(user), ctx.params)
+        return jax.tree.map(lambda m, p: m if p else jnp.ones_like(m), masks, ctx.prunable)
 
-        new = jax.lax.cond(is_update(ctx.step), update, lambda: ctx.masks)
+    def rule_step(ctx: transform.StepContext):
+        new = ctx.masks
+        if update_masks is not None:
+            new = jax.lax.cond(is_update(ctx.step), lambda: call(update_masks, ctx),
+                               lambda: ctx.masks)
+        if init_from_grads:
+            # Step 0 is never an update step (t > 0): the initial rule's turn.
+            new = jax.lax.cond(ctx.step == 0, lambda: call(init_masks, ctx), lambda: new)
         used = is_update(ctx.step) if dense_gradient else jnp.zeros((), bool)
         return new, ctx.key, ctx.extra, used
 
-    rule = transform.Rule(init_masks=rule_init,
-                          step=None if update_masks is None else rule_step,
-                          may_grow=update_masks is not None)
+    has_step = update_masks is not None or init_from_grads
+    rule = transform.Rule(init_masks=transform.init_dense if init_from_grads else rule_init,
+                          step=rule_step if has_step else None,
+                          may_grow=update_masks is not None, own_counts=own_counts,
+                          starts_dense=init_from_grads)
     return transform.sparse_transform(
         inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
         filter_fn=filter_fn, key=transform.make_key(seed, key), name=name)

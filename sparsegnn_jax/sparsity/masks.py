@@ -35,7 +35,7 @@ from sparsegnn_jax.sparsity.trees import (
     prunable,
     prunable_flags,
 )
-from sparsegnn_jax.sparsity.validation import check_sparsity, is_concrete
+from sparsegnn_jax.sparsity.validation import check_sparsity, is_concrete, warn_if
 
 __all__ = [
     "path_str",
@@ -97,19 +97,55 @@ def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
 
     Returns:
       A bool mask pytree with the structure of ``prunable_tree``.
+
+    Warns:
+      UserWarning: when every score of a prunable leaf that keeps some but not all of its
+        entries is equal (e.g. SNIP's ``|g * w|`` from zero gradients): the mask then keeps
+        the first ``count`` entries in index order, which is not a choice by score. Inside
+        ``jit`` the warning comes from a host callback when it happens.
     """
     scores = align_to(scores, prunable_tree, "scores")
+    _warn_if_tied(scores, counts, prunable_tree)
+    return _select_top(scores, counts, prunable_tree)
+
+
+def _select_top(scores, counts, prunable_tree):
     return jax.tree.map(
         lambda s, k, p: topk_mask(s, k) if p else jnp.ones(jnp.shape(s), bool),
         scores, counts, prunable_tree)
 
 
+def _warn_if_tied(scores, counts, prunable_tree) -> None:
+    """Warns naming the prunable leaves whose scores are all equal where the count chooses."""
+    paths, leaves, _ = flatten_with_paths(scores)
+    rows = [(path, s, k) for path, s, k, p in zip(paths, leaves, jax.tree.leaves(counts),
+                                                   jax.tree.leaves(prunable_tree))
+            if p and jnp.size(s) > 1]
+    if not rows:
+        return
+    tied = jnp.stack([(jnp.max(s) == jnp.min(s)) & (k > 0) & (k < jnp.size(s))
+                      for _, s, k in rows])
+
+    def message(flags) -> str:
+        names = [path for (path, _, _), t in zip(rows, np.asarray(flags).reshape(-1, len(rows))
+                                                  .any(0)) if t]
+        return (f"select_top: every score of {names} is equal, so the masks keep the first "
+                f"weights in index order, not the best by score (a rule reading ctx.grads in "
+                f"init_masks sees zeros unless the method is built with "
+                f"sg.sparse_method(..., init_from_grads=True))")
+
+    warn_if(tied, message)
+
+
 def top_magnitude(params: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
     """Per prunable leaf the mask of its ``count`` largest ``|w|``; all True elsewhere.
 
-    Arguments as in :func:`select_top`, with ``params`` in place of ``scores``.
+    Arguments as in :func:`select_top`, with ``params`` in place of ``scores``. Unlike
+    :func:`select_top` it does not warn about ties: the built-in methods call it on trained
+    weights at every projection, where it adds no host callback.
     """
-    return select_top(jax.tree.map(jnp.abs, params), counts, prunable_tree)
+    return _select_top(align_to(jax.tree.map(jnp.abs, params), prunable_tree, "scores"),
+                       counts, prunable_tree)
 
 
 def initial_masks(key, params: PyTree, counts: PyTree, prunable_tree: PyTree,

@@ -143,7 +143,8 @@ def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int 
             lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
-    rule = transform.Rule(init_masks=transform.init_dense, step=step)
+    # Dense until the prune: the masks keep more than the keep counts by design.
+    rule = transform.Rule(init_masks=transform.init_dense, step=step, own_counts=True)
     return transform.sparse_transform(
         inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
         filter_fn=filter_fn, key=transform.make_key(0), name="one_shot")
@@ -241,7 +242,9 @@ def gradual_magnitude(inner: optax.GradientTransformation, sparsity=0.9, begin_s
         return schedules_lib.polynomial_sparsity(s_final, begin_step, end_step,
                                                  initial_sparsity=init_s, power=power)
 
-    rule = transform.Rule(init_masks=transform.init_dense, step=step, init_extra=init_extra)
+    # Dense, then thinner at every pruning step until end_step: own counts by design.
+    rule = transform.Rule(init_masks=transform.init_dense, step=step, init_extra=init_extra,
+                          own_counts=True)
     return transform.sparse_transform(
         inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
         filter_fn=filter_fn, key=transform.make_key(0), name="gradual_magnitude")

@@ -20,6 +20,7 @@ from sparsegnn_jax.sparsity.admm import admm, slr
 from sparsegnn_jax.sparsity.dst import rigl, sparse_evolutionary
 from sparsegnn_jax.sparsity.pruning import dense, gradual_magnitude, one_shot, static_sparse
 from sparsegnn_jax.sparsity.schedules import cosine_drop, paper_drop
+from sparsegnn_jax.sparsity.snip import snip
 
 #: A method's plan: ``plan(options, total_steps, steps_per_epoch) -> factory keyword arguments``.
 #: ``options`` maps every name in :attr:`MethodSpec.options` to the run's value (``None``: unset)
@@ -62,6 +63,11 @@ class MethodSpec:
       dense_gradient_steps: ``dense_gradient_steps(kwargs, steps) -> float``: how many steps of
         a run of ``steps`` compute the dense weight gradient (RigL's regrowth) instead of the
         sparse one; each costs ``f_D - f_S`` more than a sparse step.
+      dense_gradient_at: ``dense_gradient_at(kwargs, step) -> bool`` (jnp-traceable in
+        ``step``): whether the ``update`` at ``step`` reads the gradient of pruned weights (a
+        RigL mask update). Compacted training (``compaction``) computes those steps on the
+        whole graph; a method with :attr:`dense_gradient_steps` but without this predicate
+        trains on the masked graph throughout.
       flops_requires: factory arguments ``flops.training`` needs given explicitly to count a
         run (their factory defaults would be a guess about the run, e.g. RigL's dT).
       check: ``check(kwargs, steps)`` raises ValueError when the arguments cannot describe a run
@@ -81,6 +87,7 @@ class MethodSpec:
     options: tuple[str, ...] = ()
     sparsity_at: Callable[[Mapping[str, Any], Any, Any], Any] = _final_sparsity
     dense_gradient_steps: Callable[[Mapping[str, Any], int], float] = _no_dense_gradients
+    dense_gradient_at: Callable[[Mapping[str, Any], Any], Any] | None = None
     flops_requires: tuple[str, ...] = ()
     check: Callable[[Mapping[str, Any], int], None] = _no_check
     sparse: bool = True
@@ -91,6 +98,15 @@ class MethodSpec:
     def accepted_kwargs(self) -> list[str]:
         """The factory's keyword arguments (everything but ``inner``)."""
         return [p for p in inspect.signature(self.factory).parameters if p != "inner"]
+
+    def dense_gradient_predicate(self, kwargs: Mapping[str, Any]) -> Callable | None:
+        """``step -> bool``: whether the step reads the gradient of pruned weights, for the
+        factory arguments ``kwargs``; None when the method does not say (then any step may)."""
+        if self.dense_gradient_at is not None:
+            return lambda step: self.dense_gradient_at(kwargs, step)
+        if self.dense_gradient_steps is _no_dense_gradients:
+            return lambda step: step < 0  # never, as a traced bool
+        return None
 
     def takes_initial_scores(self) -> bool:
         """Whether the method starts from a mask chosen by ``scores`` (its factory takes them:
@@ -181,7 +197,7 @@ def sparsifier(name: str, inner: optax.GradientTransformation,
 
     Args:
       name: a registered method (:func:`names`; the built-in ones are the CLI's --method values
-        ``dense, static, one_shot, gmp, admm, slr, set, rigl``) or an alias (the factories'
+        ``dense, static, one_shot, gmp, admm, slr, set, rigl, snip``) or an alias (the factories'
         names ``static_sparse``, ``gradual_magnitude``, ``sparse_evolutionary``, ``set_``).
       inner: the optimizer to wrap.
       **cfg: the method's keyword arguments (e.g. ``sparsity``, ``update_every``).
@@ -311,6 +327,14 @@ def _rigl_dense_gradient_steps(kwargs, steps: int) -> float:
     return updating / (kwargs.get("update_every", 100) + 1.0)
 
 
+def _rigl_dense_gradient_at(kwargs, step):
+    """RigL's mask-update steps (``dst.rigl``'s schedule): ``t > 0``, ``t % dT == 0``, up to
+    ``end_step``."""
+    due = (step > 0) & (step % kwargs.get("update_every", 100) == 0)
+    end_step = kwargs.get("end_step")
+    return due if end_step is None else due & (step <= end_step)
+
+
 _DST_OPTIONS = ("update_every", "drop_fraction", "end_fraction")
 
 # Registration order is the order of tables and plots.
@@ -330,6 +354,7 @@ register(MethodSpec("set", sparse_evolutionary, "SET", plan=_dst_plan, options=_
                     needs_key=True, aliases=("sparse_evolutionary", "set_")))
 register(MethodSpec("rigl", rigl, "RigL", plan=_dst_plan, options=_DST_OPTIONS, needs_key=True,
                     dense_gradient_steps=_rigl_dense_gradient_steps,
+                    dense_gradient_at=_rigl_dense_gradient_at,
                     flops_requires=("update_every",)))
 # Static masks and one-shot pruning are reference points, run on request.
 register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps=False,
@@ -337,6 +362,9 @@ register(MethodSpec("static", static_sparse, "Static", needs_key=True, in_sweeps
 register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
                     sparsity_at=_pruned_after(lambda kw: kw.get("prune_step", 0)),
                     flops_requires=("prune_step",), in_sweeps=False, aliases=("oneshot",)))
+# SNIP prunes in the first update, from that step's (dense) gradients: step 0 runs dense.
+register(MethodSpec("snip", snip, "SNIP", sparsity_at=_pruned_after(lambda kw: 1),
+                    in_sweeps=False))
 
 #: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
 METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsegnn_jax.sparsity import distributions
+from sparsegnn_jax.sparsity import checks, distributions
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity.trees import as_pure, leaf_paths, prunable
-from sparsegnn_jax.sparsity.validation import raise_if
+from sparsegnn_jax.sparsity.validation import raise_first
 
 __all__ = [
     "SparsityTrace",
@@ -113,6 +113,12 @@ class Rule:
       may_grow: whether the rule can activate weights (then the inner state is reset there).
       masked: False for the dense method: the inner update passes through untouched (no select
         around it), so that XLA compiles exactly the inner optimizer's arithmetic.
+      own_counts: the rule's masks may keep more weights than the keep counts (a dense phase,
+        a gradual schedule); otherwise a mask with more is an error, at ``init`` and at every
+        ``update``.
+      starts_dense: the initial masks are all True by design (the rule chooses them at its
+        first update, e.g. from the first batch's gradients): counts are checked from the
+        first ``update`` on.
     """
 
     init_masks: Callable
@@ -121,6 +127,8 @@ class Rule:
     grads: Optional[Callable] = None
     may_grow: bool = False
     masked: bool = True
+    own_counts: bool = False
+    starts_dense: bool = False
 
 
 class StepContext(NamedTuple):
@@ -342,36 +350,8 @@ def _init_trace(flags, paths) -> SparsityTrace:
                          jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
-def _outside_masks(params, masks, flags) -> jax.Array:
-    """Per prunable layer (bool vector), whether a weight is non-zero where its mask is False:
-    one reduction per layer."""
-    return jnp.stack([jnp.any((p != 0) & ~m) for p, m, f in
-                      zip(jax.tree.leaves(params), jax.tree.leaves(masks), flags) if f])
-
-
-def _dense_params_message(name: str, paths) -> Callable:
-    def message(outside) -> str:
-        layers = [p for p, o in zip(paths, np.asarray(outside).reshape(-1, len(paths)).any(0))
-                  if o]
-        return (f"{name}: the params passed to update() are not zero outside the method's "
-                f"masks (layers {layers}): a transformation placed after the sparsity method "
-                f"changed its update, e.g. optax.chain(sg.{name}(...), "
-                f"optax.scale_by_learning_rate(...)), and the weights are silently dense. Put "
-                f"the sparsity method last in the chain, or make the chain its inner optimizer: "
-                f"sg.{name}(optax.chain(...), ...)")
-    return message
-
-
 def _zero_where(x, where):
     return jnp.where(where, jnp.zeros_like(x), x)
-
-
-def _check_counts_unchanged(counts, stored, name: str) -> None:
-    changed = jnp.any(jnp.stack([jnp.any(c != s) for c, s in
-                                 zip(jax.tree.leaves(counts), jax.tree.leaves(stored))]))
-    raise_if(changed, f"{name}: the sparsity changed after init (e.g. an injected "
-                      f"hyperparameter): keep counts are fixed when the state is created; "
-                      f"call tx.init again (or start a new method) to train at another sparsity")
 
 
 def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_fn: Callable,
@@ -398,22 +378,27 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
     it sets pruned weights to 0 by emitting ``-p`` there. So it goes last in an
     ``optax.chain`` (anything before it - clipping, scaling, another optimizer - is fine, as is
     making the chain its ``inner`` optimizer), or inside ``optax.MultiSteps`` /
-    ``optax.inject_hyperparams`` / ``nnx.Optimizer``, which pass the update through. From the
-    second update on, each ``update`` checks (one reduction per prunable layer) that the params
-    it receives are zero outside the current masks; when they are not (e.g.
-    ``optax.chain(method, optax.scale_by_learning_rate(lr))``) it counts the step in
-    ``trace.violations`` and raises a ``ValueError`` naming the layers - directly outside
-    ``jit``, through ``jax.debug.callback`` (a ``JaxRuntimeError``) inside.
+    ``optax.inject_hyperparams`` / ``nnx.Optimizer``, which pass the update through. Followed
+    by another transformation in an ``optax.chain`` it raises from ``init`` and ``update``, also
+    while ``jit`` traces them. From the second update on, ``update`` also checks (one reduction
+    per prunable layer) that the params it receives are zero outside the masks (a rescale
+    outside any chain), counts a failure in ``trace.violations`` and raises naming the layers;
+    so do masks keeping more weights than the keep counts, unless the rule has ``own_counts``
+    (see :mod:`checks` for how these value checks raise under ``jit``).
     """
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
+        checks.check_last_in_chain(name)
         params = as_pure(params)
         prunable_tree = prunable(params, filter_fn)
         counts = counts_fn(params)
         masks = rule.init_masks(key, params, counts, prunable_tree)
         masks = jax.tree.map(lambda m, x, p: jnp.asarray(m, bool) if p else jnp.ones(x.shape, bool),
                              masks, params, prunable_tree)
+        if not (rule.own_counts or rule.starts_dense):
+            raise_first(checks.count_checks(name, masks, counts, jax.tree.leaves(prunable_tree),
+                                            leaf_paths(params), "returned at init"))
         return SparsityState(
             count=jnp.zeros((), jnp.int32),
             masks=masks,
@@ -428,6 +413,7 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         if params is None:
             raise ValueError(f"{name}: update() needs the current params "
                              f"(tx.update(grads, state, params)) to mask and prune them")
+        checks.check_last_in_chain(name)
         # Updates go back out with the structure they came in (e.g. an nnx.State of Params).
         out_treedef = jax.tree.structure(updates)
         updates = as_pure(updates)
@@ -439,8 +425,11 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
 
         old = like_params(state.masks)
         prunable_tree = prunable(params, filter_fn)
+        # The value checks of this step, raised together in one host callback under jit.
+        step_checks = []
         if getattr(counts_fn, "may_change", False):
-            _check_counts_unchanged(counts_fn(params), like_params(state.keep_counts), name)
+            changed = checks.counts_changed(counts_fn(params), like_params(state.keep_counts))
+            step_checks.append((changed, changed, checks.counts_changed_message(name)))
         ctx = StepContext(state.count, like_params(updates), params, old,
                           like_params(state.keep_counts), prunable_tree, state.key, state.extra,
                           extra_args)
@@ -483,10 +472,15 @@ def sparse_transform(inner: optax.GradientTransformation, rule: Rule, *, counts_
         if rule.masked and any(flags):
             # After the first update the params must be exactly masked: they are the result of
             # this method's own previous update, unless something rescaled it.
-            outside = _outside_masks(params, old, flags) & (state.count > 0)
+            outside = checks.outside_masks(params, old, flags) & (state.count > 0)
             violated = jnp.any(outside)
             prunable_paths = [p for p, f in zip(leaf_paths(params), flags) if f]
-            raise_if(outside, _dense_params_message(name, prunable_paths))
+            step_checks.append((outside, outside,
+                                checks.dense_params_message(name, prunable_paths)))
+        if rule.step is not None and not rule.own_counts:
+            step_checks += checks.count_checks(name, new, ctx.counts, flags, leaf_paths(params),
+                                               "chosen at this update")
+        raise_first(step_checks)
         dens = _densities(old, flags, leaf_paths(params))
         trace = SparsityTrace(
             steps=state.trace.steps + 1,

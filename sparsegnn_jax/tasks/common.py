@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
 from sparsegnn_jax import features as features_lib
-from sparsegnn_jax import models, walks
+from sparsegnn_jax import models, sampled, sampling, walks
 from sparsegnn_jax.config import RunConfig
 
 
@@ -47,6 +48,8 @@ class Problem:
     # and the share of rows replaced by it while training (``cold_start_rate``).
     cold_row: np.ndarray | None = None
     cold_start: float = 0.0
+    # With --fanout: the sampled.BlockSource training steps draw their blocks from.
+    blocks: Any = None
 
     @property
     def total_steps(self) -> int:
@@ -55,6 +58,50 @@ class Problem:
     def history(self, part: str):
         """The ``history.PairHistory`` known when ``part`` is predicted, or None."""
         return None if self.histories is None else self.histories[part]
+
+
+@dataclasses.dataclass(frozen=True)
+class WithInputs:
+    """``params -> fn(params, inputs)``: a function of the parameters whose data (graph, pairs,
+    labels, ...) stays an argument.
+
+    A plain closure over graph-sized arrays, once jitted, embeds them in the program as
+    constants: XLA then constant-folds whatever it computes from them alone (a GCN's degrees:
+    a scatter-add over every edge) at every compilation, a cost that grows with the graph.
+    :func:`jit_with_inputs` passes ``inputs`` to the compiled function instead.
+    """
+
+    fn: Callable   # fn(params, inputs)
+    inputs: Any    # a pytree of arrays
+
+    def __call__(self, params):
+        return self.fn(params, self.inputs)
+
+
+def jit_with_inputs(fn: Callable, transform: Callable = lambda f: f) -> Callable:
+    """``jax.jit(transform(fn))`` as a function of the params, with a :class:`WithInputs`'
+    data as arguments of the compiled function rather than constants in it.
+
+    Args:
+      fn: ``params -> value``, a :class:`WithInputs` or any callable (jitted as it is).
+      transform: applied to the params function before jitting (e.g. ``jax.vmap``s over run
+        axes of the params).
+
+    Returns:
+      ``params -> value``; its ``lower(params)`` gives the lowered program.
+    """
+    if not isinstance(fn, WithInputs):
+        return jax.jit(transform(fn))
+    jitted = jax.jit(lambda inputs, params: transform(lambda p: fn.fn(p, inputs))(params))
+
+    class Jitted:
+        def __call__(self, params):
+            return jitted(fn.inputs, params)
+
+        def lower(self, params):
+            return jitted.lower(fn.inputs, params)
+
+    return Jitted()
 
 
 def weight_matrices(path: str, leaf) -> bool:
@@ -138,6 +185,20 @@ def encoder(cfg: RunConfig, in_dim: int | None, out_dim: int, num_nodes: int, rn
         opts["num_nodes"] = num_nodes
     return models.build(cfg.model, in_dim, cfg.hidden, out_dim, num_layers=cfg.num_layers,
                         rngs=rngs, dropout=cfg.dropout, **opts)
+
+
+def block_source(cfg: RunConfig, graph, num_seeds: int, node_rows) -> Any:
+    """The ``sampled.BlockSource`` of a run with ``--fanout`` (None without): blocks of at most
+    ``num_seeds`` seeds of the message-passing ``graph``, ``node_rows`` gathered into them."""
+    if cfg.fanout is None:
+        return None
+    return sampled.BlockSource(graph, sampling.parse_fanouts(cfg.fanout), num_seeds,
+                               None if node_rows is None else np.asarray(node_rows))
+
+
+def sampling_info(blocks) -> dict:
+    """The record's description of sampled training (fan-outs, block sizes); ``{}`` without."""
+    return {} if blocks is None else blocks.info()
 
 
 def dataset_of(cfg: RunConfig):

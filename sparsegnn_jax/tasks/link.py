@@ -10,12 +10,13 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import baselines, graphs, metrics, models, streaming, train, walks
+from sparsegnn_jax import baselines, graphs, metrics, models, sampled, streaming, train, walks
 from sparsegnn_jax import features as features_lib
 from sparsegnn_jax import history as history_lib
 from sparsegnn_jax.config import RunConfig
 
-from .common import Problem, dataset_of, edge_leaf_size, encoder, walk_features
+from .common import (Problem, WithInputs, block_source, dataset_of, edge_leaf_size, encoder,
+                     sampling_info, walk_features)
 
 
 def link_decoder(cfg: RunConfig, width: int, rngs, init: str = "glorot") -> nnx.Module:
@@ -233,12 +234,15 @@ class LinkTask:
                     new_node_share_test=float(1.0 - seen["test"][test_pos].all(axis=1).mean()),
                     cold_start_rate=cold_start,
                     steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
+        # A step's seeds: both ends of its batch_size positives and as many negatives.
+        blocks = block_source(cfg, graph["train"], 4 * batch_size, rows["train"])
+        info |= sampling_info(blocks)
         return Problem(cfg, graph["train"], rows["train"], n, batch_size, steps_per_epoch,
                        inputs, split, info, labels=ds.labels, num_classes=ds.num_classes,
                        eval_graphs={p: graph[p] for p in ("val", "test")},
                        eval_pairs=eval_pairs, seen_nodes=seen, baselines=base,
                        histories=histories, streams=streams, stream_inputs=stream_inputs,
-                       cold_row=cold_row, cold_start=cold_start)
+                       cold_row=cold_row, cold_start=cold_start, blocks=blocks)
 
     def _stream_inputs(self, cfg: RunConfig, ds, train_graph, has_history, history_index,
                        all_known, scale: float, histories) -> Callable:
@@ -335,9 +339,13 @@ class LinkTask:
                       num_edges=edge_leaf_size(cfg, problem.graph))
         return models.LinkPredictor(enc, link_decoder(cfg, cfg.hidden, rngs))
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
+        if problem.blocks is not None:
+            return sampled.make_sampled_link_epoch(bound, tx, problem.batch_size,
+                                                   problem.num_nodes, problem.blocks,
+                                                   steps=problem.steps_per_epoch)
         return train.make_link_epoch(bound, tx, problem.batch_size, problem.num_nodes, mesh,
-                                     steps=problem.steps_per_epoch)
+                                     steps=problem.steps_per_epoch, compaction=compaction)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         if problem.streams is not None:
@@ -349,20 +357,23 @@ class LinkTask:
                                    history=problem.history(which))
 
     def validation_score(self, problem: Problem, bound) -> Callable:
-        """``score(params) -> validation ROC-AUC`` (jit-able, vmappable over params)."""
+        """``score(params) -> validation ROC-AUC`` (vmappable over params), a
+        ``WithInputs``: jit it with ``jit_with_inputs``, which passes the validation graph
+        and pairs as arguments (not constants of the program)."""
         pos, neg = problem.eval_pairs["val"]
         pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
-        graph, history = problem.eval_graphs["val"], problem.history("val")
         # The pairs' history features do not depend on the params: computed here once, not at
         # every epoch of every run (they cost more than the MLP's scoring itself).
-        features = train.pair_inputs(history, pairs).get("pair_features")
+        features = train.pair_inputs(problem.history("val"), pairs).get("pair_features")
+        inputs = (problem.eval_graphs["val"], pairs, labels, features)
 
-        def score(params):
+        def score(params, inputs):
+            graph, pairs, labels, features = inputs
             return metrics.roc_auc(train.link_scores_chunked(bound, params, graph, pairs,
                                                              pair_features=features), labels)
 
-        return score
+        return WithInputs(score, inputs)
 
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.
@@ -371,4 +382,7 @@ class LinkTask:
         graph; inference scores the test pairs over the whole training graph.
         """
         test_pairs = sum(len(x) for x in problem.eval_pairs["test"])
+        if problem.blocks is not None:  # a sampled step encodes its padded block
+            return ((problem.blocks.template(), 2 * problem.batch_size),
+                    (problem.eval_graphs["test"], test_pairs))
         return ((problem.graph, 2 * problem.batch_size), (problem.eval_graphs["test"], test_pairs))

@@ -10,10 +10,11 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import graphs, models, train
+from sparsegnn_jax import graphs, models, sampled, train
 from sparsegnn_jax.config import RunConfig
 
-from .common import Problem, dataset_of, edge_leaf_size, encoder, walk_features
+from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, sampling_info,
+                     walk_features)
 
 
 def edge_saliency(bound, params, graph, labels, train_index) -> jax.Array:
@@ -82,13 +83,16 @@ class NodeTask:
             # Bag-of-words inputs: the first layer then multiplies their nonzeros only.
             graph = graph._replace(nodes=models.sparse_inputs.from_dense(features))
         train_idx = jnp.asarray(split.train)
+        blocks = block_source(cfg, graph, min(cfg.batch_size or len(split.train),
+                                              len(split.train)), features)
         steps_per_epoch = train.node_steps_per_epoch(int(train_idx.shape[0]), cfg.batch_size)
         inputs = train.NodeInputs(graph, jnp.asarray(ds.labels), train_idx)
         info = dict(num_nodes=n, num_classes=ds.num_classes, train_nodes=len(split.train),
                     val_nodes=len(split.val), test_nodes=len(split.test),
-                    steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs)
+                    steps_per_epoch=steps_per_epoch, steps=steps_per_epoch * cfg.epochs,
+                    **sampling_info(blocks))
         return Problem(cfg, graph, features, n, cfg.batch_size, steps_per_epoch, inputs, split,
-                       info, labels=ds.labels, num_classes=ds.num_classes)
+                       info, labels=ds.labels, num_classes=ds.num_classes, blocks=blocks)
 
     def build_model(self, problem: Problem, seed: int) -> nnx.Module:
         cfg, features = problem.cfg, problem.features
@@ -102,8 +106,10 @@ class NodeTask:
             encoder(cfg, in_dim, c, problem.num_nodes, rngs, input_dropout=True,
                     num_edges=edge_leaf_size(cfg, problem.graph)), None)
 
-    def make_epoch(self, problem: Problem, bound, tx, mesh=None) -> Callable:
-        return train.make_node_epoch(bound, tx, problem.batch_size, mesh)
+    def make_epoch(self, problem: Problem, bound, tx, mesh=None, compaction=None) -> Callable:
+        if problem.blocks is not None:
+            return sampled.make_sampled_node_epoch(bound, tx, problem.batch_size, problem.blocks)
+        return train.make_node_epoch(bound, tx, problem.batch_size, mesh, compaction)
 
     def validation_score(self, problem: Problem, bound) -> None:
         """Node runs report their last epoch (the papers' protocol): no selection."""
@@ -118,9 +124,12 @@ class NodeTask:
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.
 
-        Message passing sees the whole graph; the MLP on embeddings only its minibatch rows.
+        Message passing sees the whole graph (with ``--fanout`` a step sees a padded block);
+        the MLP on embeddings only its minibatch rows.
         """
         graph = problem.graph
+        if problem.blocks is not None:
+            return problem.blocks.template(), graph
         if problem.cfg.model != "mlp" or problem.steps_per_epoch <= 1:
             return graph, graph
         b = problem.batch_size

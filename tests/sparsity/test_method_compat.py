@@ -133,13 +133,26 @@ def test_inside_optax_chain():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_rescaled_update_after_the_method_fails_loudly(jit):
-    # The method's -p is rescaled by what follows it: the weights would end up dense.
+    # The method's -p would be rescaled by what follows it: the weights would end up dense.
+    # The chain says so before anything runs (a plain ValueError, also under jit).
     tx = optax.chain(sp.rigl(optax.scale_by_adam(), sparsity=0.9, update_every=2),
                      optax.scale_by_learning_rate(1e-2))
+    with pytest.raises(ValueError, match=r"^rigl: the sparsity method is followed by 1 other "
+                                         r"transformation in an optax.chain"):
+        history, _ = train(tx, make_params(), 2, jit=jit)
+    # A rescale outside any chain is seen in the next step's params, naming the layers.
+    tx = sp.rigl(optax.scale_by_adam(), sparsity=0.9, update_every=2)
+    params = make_params()
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    grads = jax.tree.map(jnp.ones_like, params)
     with pytest.raises(Exception, match=r"not zero outside the method's masks \(layers "
                                         r"\['l0/kernel', 'l1/kernel', 'l2/kernel'\]\)"):
-        history, _ = train(tx, make_params(), 2, jit=jit)
-        jax.block_until_ready(history)
+        with sp.method_errors():
+            for _ in range(2):
+                updates, state = update(grads, state, params)
+                params = optax.apply_updates(params, jax.tree.map(lambda u: 1e-2 * u, updates))
+            jax.block_until_ready(params)
     # In front of the method (or as its inner optimizer) nothing is rescaled: no violation.
     for tx in (optax.chain(optax.scale_by_adam(),
                            sp.rigl(optax.scale_by_learning_rate(1e-2), sparsity=0.9,
@@ -258,7 +271,7 @@ def test_registry_names():
     # Registration order is the order of tables: dense, the train-and-prune family, then
     # sparse training, then the reference points.
     assert list(sp.METHODS) == ["dense", "slr", "admm", "gmp", "set", "rigl", "static",
-                                "one_shot"]
+                                "one_shot", "snip"]
     assert isinstance(sp.sparsifier("rigl", optax.sgd(0.1), sparsity=0.5),
                       optax.GradientTransformationExtraArgs)
 
