@@ -2,10 +2,11 @@
 
 A results folder's ``sweep_meta.json`` holds the command that wrote its ``results.csv``. This
 script re-runs that command restricted to one method and one sparsity (the first row of the
-CSV whose method prunes, else the first row), with the command's seeds - one vmapped group,
-as the sweep trained it: a group of another size rounds its batched matmuls differently, and
-RigL's mask updates amplify that - in a temporary folder, and compares seed 0's test metrics
-with the stored row, so a folder made by older code is caught.
+CSV whose method prunes, else the first row), with the command's seeds and the batching the
+folder's records name (``vmap`` for records that predate the choice) - a group trained
+otherwise rounds its matmuls differently, and RigL's mask updates amplify that - in a
+temporary folder, and compares seed 0's test metrics with the stored row, so a folder made by
+older code is caught.
 
     python experiments/check_results.py docs/results/link_*/ docs/results/temporal_benchmarks/*/
 
@@ -25,7 +26,8 @@ from sparsegnn_jax import sweeps
 
 COMPARED = ("test_roc_auc", "test_ap", "test_accuracy", "achieved_sparsity")
 # Flags that choose the grid; the check replaces them with one cell of it.
-_GRID_FLAGS = ("--methods", "--sparsities", "--out", "--no-progress")
+_GRID_FLAGS = ("--methods", "--sparsities", "--out", "--no-progress", "--batching",
+               "--sequential")
 
 
 def row_to_check(rows: list[dict]) -> dict:
@@ -33,6 +35,14 @@ def row_to_check(rows: list[dict]) -> dict:
     seed0 = [r for r in rows if int(r["seed"]) == 0]
     pruned = [r for r in seed0 if float(r["sparsity"]) > 0]
     return (pruned or seed0)[0]
+
+
+def stored_batching(folder: pathlib.Path) -> str:
+    """The batching that trained a folder's runs: its records' ``batching``; ``vmap`` for
+    records written before sweeps chose one (they were all vmapped)."""
+    for path in sorted((folder / "records").glob("*.json")):
+        return json.loads(path.read_text()).get("batching", "vmap")
+    return "vmap"
 
 
 def check_folder(folder: pathlib.Path, tolerance: float) -> list[str]:
@@ -43,7 +53,8 @@ def check_folder(folder: pathlib.Path, tolerance: float) -> list[str]:
             if not a.startswith(_GRID_FLAGS)]
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "experiments/sweep.py", *argv, f"--methods={row['method']}",
-               f"--sparsities={row['sparsity']}", f"--out={out}", "--no-progress"]
+               f"--sparsities={row['sparsity']}", f"--out={out}", "--no-progress",
+               f"--batching={stored_batching(folder)}"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         again = [r for r in sweeps.read_csv(pathlib.Path(out) / "results.csv")
                  if r["method"] == row["method"] and r["seed"] == "0"][0]
