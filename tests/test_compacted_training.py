@@ -55,7 +55,11 @@ def _assert_same(masked, compacted):
 # Steps that must run compacted (of EPOCHS full-batch node steps): static every step; SET
 # every step after the first compaction; RigL all but its mask updates (steps 2, 4, 6); the
 # pruning methods only after their prune.
-@pytest.mark.parametrize("method", [m for m in registry.names() if registry.get(m).sparse])
+# static (fixed edges) and RigL (dense-gradient steps on the full graph) in the default run;
+# the other methods' schedules where CI runs the slow tests.
+@pytest.mark.parametrize("method", [
+    m if m in ("static", "rigl") else pytest.param(m, marks=pytest.mark.slow)
+    for m in registry.names() if registry.get(m).sparse])
 def test_every_method_trains_to_the_masked_runs_parameters(method):
     cfg = _cfg(method)
     masked, _, problem = _train(cfg, compacted=False)
@@ -68,6 +72,7 @@ def test_every_method_trains_to_the_masked_runs_parameters(method):
         assert steps == EPOCHS - 3  # steps 2, 4 and 6 read the dense gradient
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["sage", "gat", "gin"])
 @pytest.mark.parametrize("method", ["static", "rigl"])
 def test_every_gnn_trains_to_the_masked_runs_parameters(model, method):
@@ -143,6 +148,7 @@ def test_unknown_compact_edges_value_is_refused():
         _cfg("static", compact_edges="always")
 
 
+@pytest.mark.slow
 def test_run_records_its_mode_and_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path,
                                                                             monkeypatch):
     base = dict(task="node", dataset="synthetic-sbm", model="gcn", method="rigl", sparsity=0.5,

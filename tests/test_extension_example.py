@@ -41,6 +41,7 @@ def whole_rows_sparsity(sparsity: float) -> dict[str, float]:
     return {k: 1 - (int(counts[k]) // s[1]) * s[1] / (s[0] * s[1]) for k, s in KERNELS.items()}
 
 
+@pytest.mark.slow
 def test_the_readme_commands_run_the_example_from_a_folder_outside_the_repository(tmp_path,
                                                                                  cli_env):
     user = tmp_path / "user"
@@ -129,6 +130,7 @@ def test_the_counter_counts_the_layers_aggregation_and_its_linear(extension):
     assert half.total == e * 24 + n * 24 * 8 + n * 8
 
 
+@pytest.mark.slow
 def test_a_module_name_is_found_in_the_folder_the_script_runs_from(tmp_path, cli_env):
     # `python experiments/node_class.py` puts experiments/, not the current folder, on the
     # path; --import=my_extension still finds the user's module there. The run stops at the

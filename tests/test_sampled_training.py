@@ -115,6 +115,7 @@ def test_node_run_records_sampled_mode_and_block_flops():
     assert rec["flops"]["forward_step_dense"] != full["flops"]["forward_step_dense"]
 
 
+@pytest.mark.slow
 def test_link_run_trains_on_blocks():
     rec = runs.run(config.RunConfig(task="link", method="rigl", epochs=1, fanout="5,5",
                                     progress=False))

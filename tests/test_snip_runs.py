@@ -23,7 +23,7 @@ def _main(task, argv, capsys):
     return code, out, err
 
 
-@pytest.mark.parametrize("task", ["node", "link"])
+@pytest.mark.parametrize("task", ["node", pytest.param("link", marks=pytest.mark.slow)])
 def test_method_snip_runs_from_the_scripts(task, tmp_path, capsys):
     code, out, err = _main(task, ["--method=snip", "--epochs=2", "--sparsity=0.75",
                                   "--hidden=8", "--no-progress", f"--out={tmp_path}"], capsys)
@@ -36,6 +36,7 @@ def test_method_snip_runs_from_the_scripts(task, tmp_path, capsys):
     assert 0.25 < flops["training_relative"] < 1.0
 
 
+@pytest.mark.slow
 def test_snip_in_a_vmapped_sweep():
     cfg = config.RunConfig(task="node", method="snip", epochs=2, hidden=8, progress=False)
     records = sweeps.run_group(cfg, [0.5, 0.9], [0, 1])
