@@ -152,6 +152,7 @@ METHOD_CONFIGS = {
     "slr": dict(sparsity=0.8, rho=0.1, dense_steps=1, penalty_steps=2, update_every=1),
     "set": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
     "rigl": dict(sparsity=0.8, update_every=2, drop_fraction=0.4),
+    "snip": dict(sparsity=0.8),
 }
 
 

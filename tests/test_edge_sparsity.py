@@ -84,6 +84,8 @@ def _expected_edges(method, size, step):
         return size
     if method in ("static", "set", "rigl"):
         return final
+    if method == "snip":  # all kept at init; its first update prunes by |g * w|
+        return size if step is None else final
     if method == "one_shot":
         return final if step is not None and step >= cfg["prune_step"] else size
     if method in ("admm", "slr"):
