@@ -53,14 +53,7 @@ def one_size(num_nodes: int, num_edges: int, max_steps: int = 0,
 
     from sparsegnn_jax import config, data, runs, sparsity, tasks, train
 
-    stages = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        stages[name] = round(now - t, 2)
-        t = now
+    stages, lap = stopwatch()
 
     src, dst, times = temporal_stream(num_nodes, num_edges)
     name = f"synthetic-large-{num_nodes}-{num_edges}"
@@ -124,6 +117,18 @@ def main(argv=None) -> int:
     run_sizes([__file__, f"--max-steps={args.max_steps}"] + ["--train-only"] * args.train_only,
               args.nodes, sizes)
     return 0
+
+
+def stopwatch():
+    """``(stages, lap)``: ``lap(name)`` records in ``stages`` the seconds since the previous
+    lap (or since the call)."""
+    stages, last = {}, [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(now - last[0], 2)
+        last[0] = now
+    return stages, lap
 
 
 def run_sizes(command: list[str], nodes: int, sizes: list[int]) -> None:

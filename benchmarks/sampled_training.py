@@ -21,7 +21,6 @@ import json
 import pathlib
 import resource
 import sys
-import time
 
 import numpy as np
 
@@ -51,14 +50,8 @@ def one_size(task_name: str, num_nodes: int, num_edges: int, fanout: str, max_st
 
     from sparsegnn_jax import config, data, runs, sampled, tasks, train
 
-    stages = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        stages[name] = round(now - t, 2)
-        t = now
+    from large_link import stopwatch
+    stages, lap = stopwatch()
 
     name = f"synthetic-{task_name}-{num_nodes}-{num_edges}"
     if task_name == "link":
