@@ -8,7 +8,7 @@ paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity func
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
-loop), ``compaction`` (steps over the kept edges while an edge mask stays fixed), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
+loop), ``link_eval`` (link metrics, the ranking pairs' inputs computed once per split), ``compaction`` (steps over the kept edges while an edge mask stays fixed), ``runs`` (one run end to end), ``sweeps`` (methods x sparsities x seeds), ``distributed``
 (several processes and devices: JAX's runtime, meshes, gathering), ``report`` (results tables
 and plots of sweep CSVs) and ``plugins`` (loading modules of your own that register methods,
 datasets and FLOP counters: ``--import`` and the ``sparsegnn_jax.plugins`` entry points).
@@ -24,6 +24,7 @@ from sparsegnn_jax import (
     flops,
     graphs,
     history,
+    link_eval,
     metrics,
     models,
     plugins,
@@ -66,7 +67,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MaskContext", "admm", "baselines", "checkpoint", "compaction", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "method_errors",
+    "gradual_magnitude", "graphs", "history", "link_eval", "mask_sparsity", "masks", "method_errors",
     "metrics", "models", "one_shot", "param_sparsity", "plugins", "registry", "report", "rigl",
     "runs", "schedules", "set_", "slr", "snip",
     "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",

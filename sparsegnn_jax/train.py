@@ -18,9 +18,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sparsegnn_jax import checkpoint, distributed, history as history_lib, metrics, sparsity
+from sparsegnn_jax import checkpoint, distributed, metrics, sparsity
 from sparsegnn_jax import compaction as compaction_lib
 from sparsegnn_jax.data import splits as data_splits
+# Link evaluation lives in its own module; its names stay readable as ``train.<name>``.
+from sparsegnn_jax.link_eval import (EVAL_MEMORY_BYTES, RANKING_CACHE_BYTES,  # noqa: F401
+                                     LinkEvalInputs,
+                                     corrupt_destinations, evaluate_link, evaluation_inputs,
+                                     link_logits, link_ranks, link_scores, link_scores_chunked,
+                                     pair_inputs,
+                                     pairs_per_chunk)
 
 
 class TrainState(NamedTuple):
@@ -300,13 +307,6 @@ def _shard_batch(x, mesh, batch_axis: int):
 # Link prediction.
 
 
-def pair_inputs(history, pairs):
-    """``pair_features`` keyword of a link predictor for ``pairs``: the features of
-    ``history`` (a ``history.PairHistory``), or nothing when it is None."""
-    return {} if history is None else {"pair_features": history_lib.pair_features(history,
-                                                                                  pairs)}
-
-
 def link_loss(bound: BoundModel, params, graph: jraph.GraphsTuple, pairs, labels, dropout_key,
               history=None, edges=None):
     """Mean binary cross-entropy of the pair logits (pair features read from ``history``;
@@ -409,134 +409,6 @@ def make_link_epoch(bound: BoundModel, tx: optax.GradientTransformation, batch_s
         return compaction_lib.epoch_out(compaction, state, losses.mean(), cache)
 
     return epoch
-
-
-def link_scores(bound: BoundModel, params, graph, pairs, history=None) -> jax.Array:
-    """Logits for ``pairs`` with dropout off (pair features from ``history`` when given)."""
-    return bound(params, graph, pairs, **pair_inputs(history, pairs))
-
-
-#: Bytes the pair activations of one evaluation chunk may take (see :func:`pairs_per_chunk`).
-EVAL_MEMORY_BYTES = 256 * 2**20
-
-
-def pairs_per_chunk(width: int, memory_bytes: int = EVAL_MEMORY_BYTES) -> int:
-    """How many pairs to decode at once so that their activations fit in ``memory_bytes``.
-
-    A pair costs about ``4 * width`` float32 values (its two gathered node rows, the decoder's
-    input and its hidden layer), where ``width`` is the node representation's width.
-    """
-    return max(1, memory_bytes // (16 * max(width, 1)))
-
-
-def _chunked(fn, rows: int, chunk: int):
-    """``fn`` over ``[0, rows)`` in ``chunk``-sized index blocks (one at a time), concatenated.
-
-    ``fn(idx)`` gets [chunk] int32 row indices (the last block is clipped to ``rows - 1``, its
-    extra results dropped) and returns arrays with a leading [chunk] axis.
-    """
-    chunk = max(1, min(chunk, rows))
-    blocks = -(-rows // chunk)
-    idx = jnp.minimum(jnp.arange(blocks * chunk, dtype=jnp.int32), rows - 1)
-    out = jax.lax.map(fn, idx.reshape(blocks, chunk))
-    return jax.tree.map(lambda x: x.reshape((blocks * chunk,) + x.shape[2:])[:rows], out)
-
-
-def link_scores_chunked(bound: BoundModel, params, graph, pairs,
-                        memory_bytes: int = EVAL_MEMORY_BYTES, history=None,
-                        pair_features=None) -> jax.Array:
-    """Logits for ``pairs`` (dropout off): one encoding, then decoded in bounded-memory chunks.
-
-    Equal to :func:`link_scores`; the pairs' activations never exceed about ``memory_bytes``
-    at once (:func:`pairs_per_chunk`), so millions of pairs can be scored. A decoder that reads
-    pair features takes them from ``pair_features [P, F]`` (computed ahead, e.g. each pair
-    against its own streamed history) or else from ``history``.
-    """
-    module = bound.module(params)
-    z = module.encode(graph)
-    chunk = pairs_per_chunk(z.shape[-1], memory_bytes)
-
-    def decode(idx):
-        if pair_features is not None:
-            return module.decode(z, pairs[idx], pair_features=pair_features[idx])
-        return module.decode(z, pairs[idx], **pair_inputs(history, pairs[idx]))
-
-    return _chunked(decode, pairs.shape[0], chunk)
-
-
-link_logits = jax.jit(link_scores_chunked, static_argnums=(0, 4))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _ranking(bound: BoundModel, params, graph, pos_edges, num_nodes: int,
-             num_ranking_negatives: int, memory_bytes: int, key, history=None):
-    """[P] rank of each positive among its own corrupted destinations, in bounded chunks."""
-    module = bound.module(params)
-    z = module.encode(graph)
-    k = num_ranking_negatives
-    positives_per_chunk = max(1, pairs_per_chunk(z.shape[-1], memory_bytes) // (k + 1))
-
-    def chunk_ranks(rows):
-        pos = pos_edges[rows]
-        neg = corrupt_destinations(key, rows, pos, num_nodes, k).reshape(-1, 2)
-        neg_logits = module.decode(z, neg, **pair_inputs(history, neg)).reshape(rows.shape[0], k)
-        return metrics.ranks(module.decode(z, pos, **pair_inputs(history, pos)), neg_logits)
-
-    return _chunked(chunk_ranks, pos_edges.shape[0], positives_per_chunk)
-
-
-def evaluate_link(bound: BoundModel, params, graph, pos_pairs, neg_pairs, num_nodes: int,
-                  key: jax.Array, seen_nodes=None, num_ranking_negatives: int = 100,
-                  hits_k: int = 10, memory_bytes: int = EVAL_MEMORY_BYTES,
-                  history=None) -> dict:
-    """Link metrics of ``params`` on fixed positive and negative pairs.
-
-    ROC-AUC, AP and accuracy at 0.5 (the paper's metric) score ``pos_pairs`` against
-    ``neg_pairs``; MRR and Hits@K rank each positive against ``num_ranking_negatives`` pairs
-    that share its source node (destination corrupted, drawn from ``key`` and the positive's
-    index: :func:`corrupt_destinations`). With ``seen_nodes`` ([N] bool: the node has training
-    history) the same metrics are also given for the pairs whose two nodes are seen
-    (``"seen"``: positives and negatives of that group only) and for those touching a new node
-    (``"new"``). Pairs are scored in chunks whose activations take about ``memory_bytes``;
-    the metrics do not depend on it. ``history`` (a ``history.PairHistory``) is what a
-    decoder with pair features reads, for the given pairs and the ranking ones alike.
-
-    Returns:
-      dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and
-      ``new`` dicts of roc_auc / ap / accuracy / pairs (None where a group lacks a class).
-    """
-    pos_pairs, neg_pairs = np.asarray(pos_pairs), np.asarray(neg_pairs)
-    logits = np.asarray(link_logits(bound, params, graph,
-                                    jnp.asarray(np.concatenate([pos_pairs, neg_pairs])),
-                                    memory_bytes, history))
-    pos, neg = logits[: len(pos_pairs)], logits[len(pos_pairs):]
-    out = metrics.pair_metrics(pos, neg)
-    del out["pairs"]
-    rank = _ranking(bound, params, graph, jnp.asarray(pos_pairs), num_nodes,
-                    num_ranking_negatives, memory_bytes, key, history)
-    mrr, hits = metrics.mrr_hits_of_ranks(rank, hits_k)
-    out |= {"mrr": float(mrr), f"hits@{hits_k}": float(hits)}
-    if seen_nodes is not None:
-        seen_nodes = np.asarray(seen_nodes)
-        pos_seen = seen_nodes[pos_pairs].all(axis=1)
-        neg_seen = seen_nodes[neg_pairs].all(axis=1)
-        out["seen"] = metrics.pair_metrics(pos[pos_seen], neg[neg_seen])
-        out["new"] = metrics.pair_metrics(pos[~pos_seen], neg[~neg_seen])
-    return out
-
-
-def corrupt_destinations(key, rows, pos_edges, num_nodes: int, k: int) -> jax.Array:
-    """[R, k, 2] pairs (src, random dst != src) for the positives ``pos_edges`` at ``rows``.
-
-    Row ``i``'s destinations are drawn from ``fold_in(key, i)``, so they do not depend on
-    which other rows are drawn with it (chunking cannot change them). Collisions with real
-    edges are rare and kept.
-    """
-    dst = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (k,), 0,
-                                                num_nodes - 1))(rows)
-    src = jnp.broadcast_to(pos_edges[:, :1], dst.shape)
-    dst = jnp.where(dst >= src, dst + 1, dst)  # skip the source itself, uniform over the rest
-    return jnp.stack([src, dst], axis=-1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ from sparsegnn_jax import data as sg_data
 
 from .common import (Problem, WithInputs, dataset_of, edge_leaf_size, encoder, jit_with_inputs,
                      prunable_params, row_normalise, walk_features, weight_matrices)
-from .link import (EVAL_SEED, MIN_STEPS_PER_EPOCH, LinkTask, check_link_graph, cold_start_rate, link_decoder,
+from .link import (EVAL_SEED, MIN_STEPS_PER_EPOCH, RANKING_SEED, LinkTask, check_link_graph, cold_start_rate, link_decoder,
                    time_scale)
 from .node import NodeTask, edge_saliency, warn_if_edgeless
 
-__all__ = ["EVAL_SEED", "MIN_STEPS_PER_EPOCH", "LinkTask", "NodeTask", "Problem", "TASKS", "check_link_graph",
+__all__ = ["EVAL_SEED", "MIN_STEPS_PER_EPOCH", "RANKING_SEED", "LinkTask", "NodeTask", "Problem", "TASKS", "check_link_graph",
            "WithInputs", "cold_start_rate", "dataset_of", "edge_leaf_size", "edge_saliency",
            "encoder", "get", "jit_with_inputs", "link_decoder", "prunable_params", "row_normalise", "sg_data", "time_scale",
            "walk_features", "warn_if_edgeless", "weight_matrices"]

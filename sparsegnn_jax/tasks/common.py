@@ -50,6 +50,10 @@ class Problem:
     cold_start: float = 0.0
     # With --fanout: the sampled.BlockSource training steps draw their blocks from.
     blocks: Any = None
+    # Link prediction, per part: the evaluation's inputs that do not depend on the params
+    # (link_eval.LinkEvalInputs), filled on first use. Copies made with dataclasses.replace
+    # (a sweep's runs) share the dict, so every run reads the same inputs.
+    eval_inputs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def total_steps(self) -> int:

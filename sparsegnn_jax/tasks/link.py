@@ -45,6 +45,8 @@ def _distinct_pairs(senders, receivers, num_nodes: int) -> tuple[np.ndarray, np.
 
 
 EVAL_SEED = 0
+#: Seed of the key the ranking evaluation corrupts destinations with (``train.evaluate_link``).
+RANKING_SEED = EVAL_SEED + 10_000
 #: Seed of the random link split of a graph without timestamps (``data.random_link_split``).
 SPLIT_SEED = 0
 #: Fewest optimizer steps of a link epoch (the targets are cycled with fresh negatives).
@@ -352,21 +354,34 @@ class LinkTask:
             return streaming.score(bound, params, problem.streams[which], problem.stream_inputs)
         pos, neg = problem.eval_pairs[which]
         return train.evaluate_link(bound, params, problem.eval_graphs[which], pos, neg,
-                                   problem.num_nodes, jax.random.key(EVAL_SEED + 10_000),
+                                   problem.num_nodes, jax.random.key(RANKING_SEED),
                                    seen_nodes=problem.seen_nodes[which],
-                                   history=problem.history(which))
+                                   history=problem.history(which),
+                                   inputs=self.evaluation_inputs(problem, which))
+
+    def evaluation_inputs(self, problem: Problem, which: str) -> train.LinkEvalInputs:
+        """The inputs of ``which``'s evaluation that do not depend on the params (the pairs'
+        and the ranking pairs' history features), computed on first use and kept on
+        ``problem``: every run of a sweep and every later call reads them."""
+        if which not in problem.eval_inputs:
+            pos, neg = problem.eval_pairs[which]
+            problem.eval_inputs[which] = train.evaluation_inputs(
+                pos, neg, problem.num_nodes, jax.random.key(RANKING_SEED),
+                problem.history(which),
+                # Streaming evaluation ranks nothing here (validation_score reads the pairs).
+                cache_bytes=0 if problem.streams is not None else train.RANKING_CACHE_BYTES)
+        return problem.eval_inputs[which]
 
     def validation_score(self, problem: Problem, bound) -> Callable:
         """``score(params) -> validation ROC-AUC`` (vmappable over params), a
         ``WithInputs``: jit it with ``jit_with_inputs``, which passes the validation graph
         and pairs as arguments (not constants of the program)."""
         pos, neg = problem.eval_pairs["val"]
-        pairs = jnp.asarray(np.concatenate([pos, neg]))
         labels = jnp.concatenate([jnp.ones(len(pos)), jnp.zeros(len(neg))])
-        # The pairs' history features do not depend on the params: computed here once, not at
+        # The pairs' history features do not depend on the params: computed once, not at
         # every epoch of every run (they cost more than the MLP's scoring itself).
-        features = train.pair_inputs(problem.history("val"), pairs).get("pair_features")
-        inputs = (problem.eval_graphs["val"], pairs, labels, features)
+        val = self.evaluation_inputs(problem, "val")
+        inputs = (problem.eval_graphs["val"], val.pairs, labels, val.features)
 
         def score(params, inputs):
             graph, pairs, labels, features = inputs
