@@ -5,7 +5,7 @@ per run (the sequential path before it compiled once).
 Usage::
 
     SPARSEGNN_DATA=/work/shared/datasets python benchmarks/sweep_batching.py [--quick]
-        [--training-only] [--json PATH]
+        [--training-only | --evaluation] [--json PATH]
 
 The group is the paper's 36-run sweep: the link MLP with RigL (update every 50 steps) at 12
 sparsities x 3 seeds, 6 epochs (``--quick``: 2 sparsities x 2 seeds, 1 epoch), on
@@ -18,12 +18,17 @@ for its own training programs. ``benchmarks/run.py --only sweep`` runs this too.
 ``--training-only`` times the training stage alone (init, compilation, epochs with the
 best-validation hook), without the per-run evaluation all variants share.
 
+``--evaluation`` times the whole sequential group twice: with the ranking pairs' history
+features derived at every evaluation call (as before they were kept) and computed once per
+split for the group.
+
 Targets (36 runs, on CPU): sequential >= 3x faster than the per-run compiling path, and no
 slower than the vmapped one.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,6 +36,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 
 from sparsegnn_jax import config, runs, sweeps, tasks, train
 
@@ -165,15 +171,67 @@ def measure(quick: bool = False, data_root: str | None = None) -> dict:
     return figures
 
 
+def measure_evaluation(quick: bool = False, data_root: str | None = None) -> dict:
+    """Wall seconds of the whole sequential group (training and every run's val and test
+    evaluation) with the ranking pairs' inputs derived at every evaluation call, as before
+    ``link_eval.evaluation_inputs``, and with them computed once per split for the group;
+    the largest metric difference between the two, and the bytes the inputs take."""
+    cfg, problem, sparsities, seeds = _group(quick, data_root)
+    task = tasks.get("link")
+    key = jax.random.key(tasks.RANKING_SEED)
+
+    def every_call():
+        # No ranking input held (cache_bytes=0): each call derives the ranking pairs and their
+        # features inside the scoring program, the evaluation's program before the cache.
+        return {part: train.evaluation_inputs(pos, neg, problem.num_nodes, key,
+                                              problem.history(part), cache_bytes=0)
+                for part, (pos, neg) in problem.eval_pairs.items()}
+
+    variants = {"inputs_every_call": every_call, "inputs_once_per_split": dict}
+    for fresh in variants.values():  # compiles what the timed groups run
+        sweeps.run_group(cfg, sparsities[:1], seeds[:1], batching="sequential",
+                         problem=dataclasses.replace(problem, eval_inputs=fresh()))
+    times, records, load = {}, {}, {}
+    for name, fresh in variants.items():
+        group_problem = dataclasses.replace(problem, eval_inputs=fresh())
+        load[name] = os.getloadavg()[0]
+        start = time.perf_counter()
+        records[name] = sweeps.run_group(cfg, sparsities, seeds, batching="sequential",
+                                         problem=group_problem)
+        times[name] = time.perf_counter() - start
+        print(f"  {name:24s} group {times[name]:8.1f} s  (load average {load[name]:.1f} "
+              f"before, {os.getloadavg()[0]:.1f} after)", flush=True)
+    cached = group_problem.eval_inputs
+    figures = {"runs": len(records[name]), "steps_per_run": problem.total_steps,
+               "dataset": cfg.dataset, "seconds": times, "load_average": load,
+               "speedup": times["inputs_every_call"] / times["inputs_once_per_split"],
+               "inputs_bytes": {part: sum(x.nbytes for x in jax.tree.leaves(inputs))
+                                for part, inputs in cached.items()},
+               "ranking_pairs": {part: int(np.prod(inputs.negatives.shape[:2]))
+                                 for part, inputs in cached.items()},
+               "max_metric_difference": {
+                   metric: max(abs(a[part][metric] - b[part][metric])
+                               for a, b in zip(*records.values()) for part in ("val", "test"))
+                   for metric in ("roc_auc", "ap", "mrr", "hits@10")}}
+    print(f"  once per split: {figures['speedup']:.2f}x the group deriving them at every call; "
+          f"inputs {figures['inputs_bytes']} bytes; largest metric differences "
+          f"{figures['max_metric_difference']}", flush=True)
+    return figures
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 sparsities x 2 seeds, 1 epoch")
     p.add_argument("--training-only", action="store_true",
                    help="time the training stage alone (no per-run evaluation)")
+    p.add_argument("--evaluation", action="store_true",
+                   help="time the sequential group with the ranking inputs derived at every "
+                        "evaluation call against computed once per split")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    figures = (measure_training if args.training_only else measure)(
-        args.quick, os.environ.get("SPARSEGNN_DATA"))
+    fn = (measure_training if args.training_only else measure_evaluation if args.evaluation
+          else measure)
+    figures = fn(args.quick, os.environ.get("SPARSEGNN_DATA"))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

@@ -22,12 +22,10 @@ from sparsegnn_jax import checkpoint, distributed, metrics, sparsity
 from sparsegnn_jax import compaction as compaction_lib
 from sparsegnn_jax.data import splits as data_splits
 # Link evaluation lives in its own module; its names stay readable as ``train.<name>``.
-from sparsegnn_jax.link_eval import (EVAL_MEMORY_BYTES, RANKING_CACHE_BYTES,  # noqa: F401
-                                     LinkEvalInputs,
-                                     corrupt_destinations, evaluate_link, evaluation_inputs,
-                                     link_logits, link_ranks, link_scores, link_scores_chunked,
-                                     pair_inputs,
-                                     pairs_per_chunk)
+from sparsegnn_jax.link_eval import (  # noqa: F401
+    EVAL_MEMORY_BYTES, RANKING_CACHE_BYTES, LinkEvalInputs, corrupt_destinations, evaluate_link,
+    evaluation_inputs, link_logits, link_ranks, link_scores, link_scores_chunked, pair_inputs,
+    pairs_per_chunk)
 
 
 class TrainState(NamedTuple):

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from sparsegnn_jax import compaction, config, runs, tasks, train
+from sparsegnn_jax import compaction, config, link_eval, runs, tasks, train
 
 # Constants with data (not splats of one value) above this many elements would be the data.
 LARGEST = 256
@@ -56,3 +56,22 @@ def test_epochs_masked_and_compacted_take_the_graph_as_an_argument(link_run):
     compacted = jax.jit(task.make_epoch(problem, bound, tx, compaction=plan))
     cache = plan.empty_cache(problem.inputs.graph)
     assert largest_constant(compacted.lower(state, problem.inputs, cache)) <= LARGEST
+
+
+def test_link_evaluation_takes_its_pairs_and_their_features_as_arguments():
+    # With history features: the ranking pairs and their features are read, not derived.
+    cfg = config.resolve(config.RunConfig(task="link", dataset="synthetic-temporal",
+                                          model="mlp", epochs=1, progress=False))
+    task = tasks.get("link")
+    problem = task.prepare(cfg)
+    bound, params = train.split_model(task.build_model(problem, 0))
+    inputs = task.evaluation_inputs(problem, "test")
+    pos = jax.numpy.asarray(problem.eval_pairs["test"][0])
+    assert inputs.negative_features.size > 10 * LARGEST
+    args = (bound, params, problem.eval_graphs["test"], pos, problem.num_nodes, 100,
+            train.EVAL_MEMORY_BYTES, jax.random.key(tasks.RANKING_SEED), problem.history("test"))
+    ranking = link_eval._ranking
+    assert largest_constant(ranking.lower(*args, inputs)) <= LARGEST
+    # Closed over, the same inputs would be constants of the program: the check sees them.
+    closed = jax.jit(lambda p: ranking.__wrapped__(bound, p, *args[2:], inputs))
+    assert largest_constant(closed.lower(params)) > 10 * LARGEST
