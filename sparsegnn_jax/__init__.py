@@ -28,6 +28,7 @@ from sparsegnn_jax import (
     models,
     plugins,
     report,
+    rounds,
     runs,
     streaming,
     sweeps,
@@ -44,6 +45,7 @@ from sparsegnn_jax.sparsity import (
     get_masks,
     get_trace,
     gradual_magnitude,
+    imp,
     mask_sparsity,
     masks,
     method_errors,
@@ -59,6 +61,7 @@ from sparsegnn_jax.sparsity import (
     sparse_method,
     sparsifier,
     static_sparse,
+    ugs,
 )
 
 __version__ = "0.1.0"
@@ -66,10 +69,10 @@ __version__ = "0.1.0"
 __all__ = [
     "MaskContext", "admm", "baselines", "checkpoint", "compaction", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "history", "mask_sparsity", "masks", "method_errors",
+    "gradual_magnitude", "graphs", "history", "imp", "mask_sparsity", "masks", "method_errors",
     "metrics", "models", "one_shot", "param_sparsity", "plugins", "registry", "report", "rigl",
     "runs", "schedules", "set_", "slr", "snip",
     "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",
     "tasks",
-    "train", "walks",
+    "train", "ugs", "walks", "rounds",
 ]

@@ -49,6 +49,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
     add_schedule_flags(p)
+    add_lottery_flags(p)
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="start from the parameters of a --method=dense run's checkpoint "
                         "folder (same task, dataset and model) instead of a fresh init")
@@ -132,6 +133,27 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-fraction", type=float, default=None,
                    help="initial RigL / SET drop fraction, cosine-decayed (default: the "
                         "paper's 0.5, decayed to 0.005)")
+
+
+def add_lottery_flags(p: argparse.ArgumentParser, rounds_help: str = "") -> None:
+    """The lottery methods' rounds (imp, ugs): ``--rounds --prune-per-round --rewind-step
+    --edge-prune-per-round --l1-weights --l1-edges``; other methods refuse them."""
+    p.add_argument("--rounds", type=int, default=None,
+                   help="imp / ugs: rounds of training, pruning and rewinding (default 5); "
+                        "the final sparsity is 1 - (1 - p)^rounds" + rounds_help)
+    p.add_argument("--prune-per-round", type=float, default=None,
+                   help="imp / ugs: share p of each layer's kept weights pruned per round "
+                        "(default 0.2)")
+    p.add_argument("--rewind-step", type=int, default=None,
+                   help="imp: the step of the first round whose weights later rounds restart "
+                        "from (default 0: the initialisation)")
+    p.add_argument("--edge-prune-per-round", type=float, default=None,
+                   help="imp / ugs, message-passing models: share of the kept edges pruned per "
+                        "round (ugs default 0.05; imp default: edges kept)")
+    p.add_argument("--l1-weights", type=float, default=None,
+                   help="ugs: L1 weight of the weight mask scores (default 1e-2)")
+    p.add_argument("--l1-edges", type=float, default=None,
+                   help="ugs: L1 weight of the edge mask scores (default 1e-2)")
 
 
 def add_link_eval_flags(p: argparse.ArgumentParser) -> None:
@@ -230,7 +252,10 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
         digest = hashlib.sha256(cfg.dataset.encode()).hexdigest()[:12]
         dataset = f"{dataset[:20]}-{digest}-{dataset[-26:]}"
     edges = "" if cfg.edge_sparsity is None else f"_e{cfg.edge_sparsity:g}"
-    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}{edges}_seed{cfg.seed}"
+    level = f"s{cfg.sparsity:g}"
+    if registry.get(cfg.method).rounds is not None:  # the sparsity follows from the rounds
+        level = f"r{cfg.rounds or config.LOTTERY_DEFAULTS['rounds']}"
+    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_{level}{edges}_seed{cfg.seed}"
 
 
 #: Flags of the runtime (see ``distributed.add_flags``), not of the run.
@@ -361,7 +386,8 @@ def _metric_text(metrics: dict) -> str:
 
 
 def summary(result: dict, path) -> str:
-    """What a run prints: per-layer sparsity, then one line of test metrics.
+    """What a run prints: per-layer sparsity, then one line of test metrics (a lottery run
+    then one line of its rounds and one of its ticket's FLOPs).
 
     Link runs show ROC-AUC and AP first, the seen / new breakdown, the selected epoch and the
     best non-learned baseline on the same pairs.
@@ -382,4 +408,10 @@ def summary(result: dict, path) -> str:
                  f"train_flops={result['flops']['training']:.3e} "
                  f"({result['flops']['training_relative']:.3f}x dense) "
                  f"time={result['wall_time_s']:.1f}s -> {path}")
+    if "rounds" in result:
+        lines.append("rounds: " + "; ".join(
+            f"{e['round']}: sparsity={e['sparsity']:.4f} edge_sparsity={e['edge_sparsity']:.4f} "
+            f"train_flops={e['training_flops']:.3e}" for e in result["rounds"]))
+        lines.append(f"ticket: step_flops={result['flops']['step_ticket']:.3e} "
+                     f"own_training_flops={result['flops']['training_ticket']:.3e}")
     return "\n".join(lines)

@@ -350,8 +350,15 @@ def run(cfg: config.RunConfig) -> dict:
 
     In a multi-process run (``jax.distributed``) with ``cfg.devices`` spanning the processes,
     every process trains the same replicated state and returns the same record.
+
+    A lottery method (``imp``, ``ugs``) runs its rounds (``sparsegnn_jax.rounds.run``).
     """
     cfg = config.resolve(cfg)
+    if registry.get(cfg.method).rounds is not None:
+        # Imported here: the round loop is built on this module (optimizer, FLOPs, record).
+        from sparsegnn_jax import rounds
+
+        return rounds.run(cfg)
     if cfg.resume:
         check_resumable(cfg)
     start = time.perf_counter()
