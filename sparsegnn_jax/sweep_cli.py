@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_epochs_flag(p)
     cli.add_method_flags(p)
     cli.add_schedule_flags(p)
+    cli.add_lottery_flags(p, "; a lottery method runs each seed once and writes a row per "
+                             "round, so the sweep's sparsities do not apply to it")
     cli.add_link_eval_flags(p)
     p.add_argument("--batching", default="auto", choices=sweeps.BATCHINGS,
                    help="how a method's runs train: vmap (one vmapped program), sequential "
@@ -172,7 +174,9 @@ def _sweep(args, argv) -> int:
             raise ValueError(f"--sequential contradicts --batching={args.batching}")
         batching = "sequential" if args.sequential else args.batching
         base = config.resolve(config.RunConfig(
-            task=args.task, dataset=dataset, model=args.model, method=methods[0],
+            # A lottery method's fields are set per method below; the base is of another.
+            task=args.task, dataset=dataset, model=args.model,
+            method=next((m for m in methods if registry.get(m).rounds is None), "dense"),
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
             drop_fraction=args.drop_fraction,
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
@@ -190,8 +194,40 @@ def _sweep(args, argv) -> int:
         problem = None
         start = time.perf_counter()
         # A method that prunes nothing runs once (with the unpruned edge weights of the grid).
-        pairs = [(m, e) for m in methods
+        lottery = [m for m in methods if registry.get(m).rounds is not None]
+        if not lottery:
+            given = [n for n in config.LOTTERY_FIELDS if getattr(args, n) is not None]
+            if given:
+                raise ValueError(f"{config.flag(given[0])} applies to the lottery methods only; "
+                                 "--methods names none")
+        pairs = [(m, e) for m in methods if m not in lottery
                  for e in (edge_grid if registry.get(m).sparse else [_unpruned(edge_grid)])]
+        for method in lottery:
+            cfg = config.resolve(dataclasses.replace(
+                base, method=method, edge_sparsity=None, layer_sparsity=None,
+                distribution=args.distribution,
+                **{n: getattr(args, n) for n in config.LOTTERY_FIELDS}))
+            keys = {r: (dataset, args.model, method,
+                        config.lottery_sparsity(cfg.prune_per_round, r), cfg.edge_sparsity)
+                    for r in range(1, cfg.rounds + 1)}
+            todo = [seed for seed in seeds
+                    if any(k + (seed,) not in done for k in keys.values())]
+            if not todo:
+                print(f"{method}: all rounds already in {csv_path}, skipped")
+                continue
+            t0 = time.perf_counter()
+            # Prepared apart: with edge weights (UGS) the graph stores its edges in another order.
+            records = sweeps.run_lottery(cfg, todo, tasks.get(args.task).prepare(cfg))
+            if not main_process:
+                continue
+            for rec in records:
+                key = keys[rec["config"]["rounds"]] + (rec["config"]["seed"],)
+                if key not in done:
+                    rows.append(sweeps.csv_row(rec))
+                    files.write_json_atomic(out / "records" / record_name(rec), rec)
+            sweeps.write_csv(csv_path, rows)
+            print(f"{method}: {len(todo)} seeds x {cfg.rounds} rounds in "
+                  f"{time.perf_counter() - t0:.1f}s")
         for method, edges in pairs:
             scored = registry.get(method).takes_initial_scores() and edges is not None
             cfg = config.resolve(dataclasses.replace(

@@ -141,6 +141,26 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
     return records
 
 
+def run_lottery(cfg: config.RunConfig, seeds: Sequence[int],
+                problem: tasks.Problem | None = None) -> list[dict]:
+    """Trains a lottery method (``imp``, ``ugs``) once per seed for ``cfg.rounds`` rounds and
+    returns a record per round and seed (``rounds.run_rounds``): the sparsity grid does not
+    apply, a run of ``R`` rounds passes through every sparsity ``1 - (1 - p)^r``, ``r <= R``.
+
+    Each record's ``config.sparsity`` and ``config.rounds`` are its round's, its metrics those of
+    that round's ticket and its training FLOPs those of every training up to it.
+    """
+    from sparsegnn_jax import rounds  # built on runs, like this module
+
+    cfg = config.resolve(cfg)
+    records = []
+    for seed in seeds:
+        run_cfg = dataclasses.replace(cfg, seed=int(seed))
+        problem = dataclasses.replace(problem or tasks.get(cfg.task).prepare(run_cfg), cfg=run_cfg)
+        records += [rec | {"batching": "rounds"} for rec in rounds.run_rounds(run_cfg, problem)]
+    return records
+
+
 def _run_names(combos) -> list[str]:
     return [f"sparsity {s:g}, seed {seed}" for s, seed in combos]
 

@@ -1,6 +1,7 @@
 """Lottery runs (IMP, UGS): rounds as an outer loop over train.fit, exact counts per round,
 training FLOPs over every round, resuming at a round, and the flags' errors."""
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -113,5 +114,21 @@ def test_cli_refuses_lottery_flags_it_cannot_honour(flags, message, capsys, tmp_
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert len(err.strip().splitlines()) == 1
-    import re
     assert re.search(message, err), err
+
+
+def test_sweep_writes_a_row_per_round_equal_to_the_runs(tmp_path, capsys):
+    from sparsegnn_jax import sweep_cli, sweeps
+
+    flags = ["--task=node", "--model=gcn", "--dataset=synthetic-sbm", "--methods=imp",
+             "--seeds=1", "--epochs=3", "--rounds=2", "--no-progress", f"--out={tmp_path}"]
+    assert sweep_cli.main(flags) == 0
+    rows = sweeps.read_csv(tmp_path / "results.csv")
+    runs = rounds.run_rounds(config.RunConfig(**BASE, method="imp", rounds=2, epochs=3))
+    assert [float(r["sparsity"]) for r in rows] == pytest.approx([0.2, 0.36])
+    for row, rec in zip(rows, runs):
+        assert float(row["test_accuracy"]) == pytest.approx(rec["test"]["accuracy"])
+        assert float(row["training_flops"]) == pytest.approx(rec["flops"]["training"])
+        assert float(row["achieved_sparsity"]) == pytest.approx(rec["sparsity"])
+    assert sweep_cli.main(flags) == 0  # a restart skips the finished rounds
+    assert "all rounds already in" in capsys.readouterr().out
