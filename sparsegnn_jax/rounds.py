@@ -35,7 +35,7 @@ from sparsegnn_jax import checkpoint, config, models, runs, sparsity, tasks, tra
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import lottery, registry
 
-__all__ = ["check_resumable", "run", "run_rounds"]
+__all__ = ["check_resumable", "round_optimizer", "run", "run_rounds"]
 
 
 def _edge_filter(path: str, leaf) -> bool:
@@ -135,7 +135,7 @@ def run_rounds(cfg: config.RunConfig, problem: tasks.Problem | None = None) -> l
     step_inputs, _ = task.flops_inputs(problem)
     dense_step = sg_flops.forward(model, step_inputs)
 
-    def ticket(r, masks, result):
+    def ticket(r, result):
         state, loss, selected, _ = result
         trace = sparsity.get_trace(state.opt_state)
         records.append(_round_record(problem, model, bound, state, loss, selected,
@@ -163,15 +163,15 @@ def run_rounds(cfg: config.RunConfig, problem: tasks.Problem | None = None) -> l
         if r == 0:
             rewind_to = spec.rounds.rewind_point(state.opt_state, initial)
         if ticket_trainer is search and r > 0:
-            ticket(r, masks, result)
+            ticket(r, result)
         if r == cfg.rounds:
             break
         chosen = result[3] if spec.rounds.masks_at_best else state
         masks = spec.rounds.next_masks(chosen.params, chosen.opt_state,
                                        sparsity.get_masks(chosen.opt_state), fractions)
         if ticket_trainer is not search:
-            ticket(r + 1, masks, train_at(ticket_trainer, r + 1, masks,
-                                          _ticket_optimizer(problem, masks)))
+            ticket(r + 1, train_at(ticket_trainer, r + 1, masks,
+                                   _ticket_optimizer(problem, masks)))
         save(r + 1, masks)
     return records
 
