@@ -218,7 +218,7 @@ def _sweep(args, argv) -> int:
             name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds
-                    if (dataset, args.model, method, s, edges, seed) not in done]
+                    if (dataset, args.model, method, s, edges, seed, nm) not in done]
             if not todo:
                 print(f"{name}: all runs already in {csv_path}, skipped")
                 continue

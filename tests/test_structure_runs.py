@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
-from helpers import cli_main
+from helpers import cli_main, sweep_script
 
-from sparsegnn_jax import cli, config, runs, sweep_cli, tasks
+from sparsegnn_jax import cli, config, runs, sweep_cli, sweeps, tasks
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +91,17 @@ def test_node_run_with_structure_records_it(tmp_path, capsys):
     for layer, (size_in, size_out) in shapes.items():
         kept = 2 * (size_in // 4) + min(2, size_in % 4)
         assert rec["layer_sparsity"][layer] == pytest.approx(1 - kept / size_in, abs=1e-9)
+
+
+def test_restarted_sweep_tells_structured_runs_from_unstructured(tmp_path):
+    """The same method, sparsity and seed with and without --structure are different runs:
+    a sweep into a folder holding the unstructured one still runs the structured one."""
+    argv = ["--task=node", "--model=gcn", "--methods=static", "--seeds=1", "--epochs=1",
+            f"--out={tmp_path}", "--no-progress"]
+    assert sweep_script().main(argv + ["--sparsities=0.5"]) == 0
+    assert sweep_script().main(argv + ["--structure=nm:2:4"]) == 0
+    rows = sweeps.read_csv(tmp_path / "results.csv")
+    assert [(r["method"], float(r["sparsity"]), r["structure"]) for r in rows] == [
+        ("static", 0.5, ""), ("static", 0.5, "nm:2:4")]
+    assert sweep_script().main(argv + ["--structure=nm:2:4"]) == 0  # both done: nothing runs
+    assert len(sweeps.read_csv(tmp_path / "results.csv")) == 2
