@@ -17,6 +17,7 @@ import jax
 
 from sparsegnn_jax import config, distributed, files, plugins, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
+from sparsegnn_jax.sparsity import structure as structure_lib
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
@@ -35,8 +36,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     add_dataset_flag(p, default_dataset, f"dataset name or file:PATH (default {default_dataset})")
     add_model_flag(p, "gcn")
     p.add_argument("--method", default="rigl", choices=(*registry.names(), *registry.aliases()))
-    p.add_argument("--sparsity", type=float, default=0.9,
-                   help="sparsity of the weight matrices (default 0.9)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="sparsity of the weight matrices (default 0.9; 1 - N/M with "
+                        "--structure)")
     p.add_argument("--edge-sparsity", type=float, default=0.0,
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
@@ -117,8 +119,12 @@ def add_epochs_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:
-    """How a method prunes and regrows, beside its name and sparsity: ``--edge-scores
-    --distribution --update-every --drop-fraction``."""
+    """How a method prunes and regrows, beside its name and sparsity: ``--structure
+    --edge-scores --distribution --update-every --drop-fraction``."""
+    p.add_argument("--structure", default=None, metavar="nm:N:M",
+                   help="N:M structured masks: every weight matrix keeps N of every M "
+                        "consecutive inputs (e.g. nm:2:4; sparsity 1 - N/M); static, one_shot, "
+                        "snip, set, rigl, admm and slr keep it. Default: unstructured")
     p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
                    help="static / SET / RigL with edge sparsity: which edges the initial "
                         "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
@@ -241,8 +247,8 @@ def add_schedule_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_name(task: str, cfg: config.RunConfig) -> str:
-    """File stem of a run's outputs: task, dataset, model, method, sparsity, edge sparsity
-    (only when the run has edge weights), seed.
+    """File stem of a run's outputs: task, dataset, model, method, sparsity, N:M structure
+    (only when set), edge sparsity (only when the run has edge weights), seed.
 
     A dataset spelled longer than 60 characters (a deep ``file:PATH``) keeps its start and
     end around a hash of the whole, so names stay short enough and distinct.
@@ -255,7 +261,15 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
     level = f"s{cfg.sparsity:g}"
     if registry.get(cfg.method).rounds is not None:  # the sparsity follows from the rounds
         level = f"r{cfg.rounds or config.LOTTERY_DEFAULTS['rounds']}"
-    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_{level}{edges}_seed{cfg.seed}"
+    return (f"{task}_{dataset}_{cfg.model}_{cfg.method}_{level}"
+            f"{structure_suffix(cfg.structure)}{edges}_seed{cfg.seed}")
+
+
+def structure_suffix(structure: str | None) -> str:
+    """``_nm2-4`` for ``--structure=nm:2:4`` (file names must tell it from an unstructured run
+    at the same sparsity), ``""`` without a structure."""
+    nm = structure_lib.parse(structure)
+    return "" if nm is None else f"_nm{nm.n}-{nm.m}"
 
 
 #: Flags of the runtime (see ``distributed.add_flags``), not of the run.
@@ -267,6 +281,7 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
               if k not in ("out", "no_progress", "no_compilation_cache", "imports")
               and k not in DISTRIBUTED_FLAGS}
     fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
+    fields["sparsity"] = config.structure_sparsity(fields["structure"], fields["sparsity"])
     # 0 (the default) means no edge weights at all, so such a run is the run it always was.
     fields["edge_sparsity"] = None if fields["edge_sparsity"] == 0 else fields["edge_sparsity"]
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)

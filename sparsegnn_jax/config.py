@@ -13,6 +13,7 @@ import math
 from sparsegnn_jax.data.dyglib import NEGATIVE_STRATEGIES as DYGLIB_NEGATIVES
 from sparsegnn_jax.data.splits import EVAL_PROTOCOLS, LINK_SPLITS
 from sparsegnn_jax.sparsity import distributions, registry
+from sparsegnn_jax.sparsity import structure as structure_lib
 
 TASKS = ("link", "node")
 GNN_MODELS = ("gcn", "sage", "gat", "gin")
@@ -40,6 +41,9 @@ class RunConfig:
     model: str = "gcn"
     method: str = "rigl"
     sparsity: float = 0.9
+    # "nm:N:M": N of every M consecutive inputs of each weight matrix kept (sparsity.structure);
+    # the sparsity must then be 1 - N/M and the distribution uniform. None: unstructured.
+    structure: str | None = None
     distribution: str | None = None        # None: uniform (the paper's), erk for link GNNs
     update_every: int | None = None        # dT for RigL / SET, multiplier period for ADMM / SLR
     drop_fraction: float | None = None     # None: the paper's cosine 0.5 -> 0.005
@@ -213,6 +217,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)
     cfg = _resolve_rounds(cfg)
+    cfg = _resolve_structure(cfg)
     if cfg.compact_edges not in ("auto", "off"):
         raise ValueError(f"--compact-edges must be auto or off, got {cfg.compact_edges!r}")
     if cfg.edge_sparsity is not None:
@@ -266,6 +271,42 @@ def _check_fanout(cfg: RunConfig) -> None:
                          "block does not hold; train edge sparsity on the whole graph")
     if cfg.devices > 1:
         raise ValueError("--fanout runs on one device; leave --devices unset")
+
+
+def structure_sparsity(text: str | None, sparsity: float | None, flag: str = "--sparsity"):
+    """The sparsity of a run with ``--structure=text``: ``1 - N/M`` when ``sparsity`` is None,
+    else ``sparsity`` checked against it; without a structure ``sparsity`` (0.9 when None).
+
+    Raises:
+      ValueError: naming ``--structure`` for a malformed value, or ``flag`` when it disagrees.
+    """
+    nm = structure_lib.parse(text, "--structure")
+    if nm is None:
+        return 0.9 if sparsity is None else sparsity
+    if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
+        raise ValueError(f"{flag}={sparsity:g} contradicts --structure={nm}, which keeps "
+                         f"{nm.n} of every {nm.m} weights (sparsity {nm.sparsity:g}); leave "
+                         f"{flag} unset")
+    return nm.sparsity
+
+
+def _resolve_structure(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``structure`` normalised (``"nm:N:M"`` or None) and checked against the
+    method, sparsity and distribution."""
+    nm = structure_lib.parse(cfg.structure, "--structure")
+    if nm is None:
+        return dataclasses.replace(cfg, structure=None)
+    spec = registry.get(cfg.method)
+    if not spec.takes_structure():
+        known = [n for n in registry.names() if registry.get(n).takes_structure()]
+        raise ValueError(f"--structure={nm} cannot be kept by --method={cfg.method}; methods "
+                         f"that keep an N:M structure: {', '.join(known)}")
+    structure_sparsity(str(nm), cfg.sparsity)
+    if cfg.distribution not in (None, "uniform"):
+        raise ValueError(f"--distribution={cfg.distribution} contradicts --structure={nm}, "
+                         f"which fixes every weight matrix at density {nm.n}/{nm.m}; leave "
+                         f"--distribution unset")
+    return dataclasses.replace(cfg, structure=str(nm), distribution="uniform")
 
 
 EDGE_SCORES = ("resistance", "random", "saliency")

@@ -62,6 +62,8 @@ def method_kwargs(cfg: config.RunConfig, total_steps: int, steps_per_epoch: int)
     kw = dict(filter_fn=tasks.prunable_params)
     if spec.sparse:
         kw |= dict(sparsity=cfg.sparsity, distribution=cfg.distribution)
+    if cfg.structure is not None:
+        kw["structure"] = cfg.structure
     return kw | spec.plan(config.method_options(cfg), total_steps, steps_per_epoch)
 
 

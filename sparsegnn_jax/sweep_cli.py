@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_flag(p, "mlp")
     p.add_argument("--methods", default=",".join(registry.sweep_defaults()),
                    help="comma-separated, from: " + ", ".join(registry.names()))
-    p.add_argument("--sparsities", default=",".join(map(str, sweeps.PAPER_GRID)),
-                   help="comma-separated (default: the paper's grid)")
+    p.add_argument("--sparsities", default=None,
+                   help="comma-separated (default: the paper's grid; 1 - N/M with --structure)")
     p.add_argument("--edge-sparsities", default="0",
                    help="comma-separated edge sparsities, a grid axis beside --sparsities "
                         "(message-passing models; default 0: fixed graph, no edge weights). "
@@ -86,6 +86,18 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
     return methods, parse_sparsities(sparsities_flag, "--sparsities")
 
 
+def _sparsities_flag(args) -> str:
+    """``--sparsities``, defaulting to the paper's grid, or to ``1 - N/M`` with ``--structure``
+    (given values must all be that sparsity)."""
+    if args.sparsities is None:
+        if args.structure is None:
+            return ",".join(map(str, sweeps.PAPER_GRID))
+        return str(config.structure_sparsity(args.structure, None))
+    for value in parse_sparsities(args.sparsities, "--sparsities"):
+        config.structure_sparsity(args.structure, value, "--sparsities")
+    return args.sparsities
+
+
 def parse_sparsities(text: str, flag: str) -> list[float]:
     """The distinct sparsities of a comma-separated ``flag`` value, in the order given.
 
@@ -121,7 +133,8 @@ def record_name(rec: dict) -> str:
     """File name of a run's JSON record in ``records/``."""
     c = rec["config"]
     edges = "" if c.get("edge_sparsity") is None else f"_e{c['edge_sparsity']:g}"
-    return f"{c['method']}_s{c['sparsity']:g}{edges}_seed{c['seed']}.json"
+    structure = cli.structure_suffix(c.get("structure"))
+    return f"{c['method']}_s{c['sparsity']:g}{structure}{edges}_seed{c['seed']}.json"
 
 
 def sweep_meta(path: pathlib.Path, command: str, wall_time_s: float) -> dict:
@@ -165,7 +178,7 @@ def _sweep(args, argv) -> int:
     dataset = args.dataset or tasks.get(args.task).default_dataset
     csv_path = pathlib.Path(args.out) / "results.csv"
     try:
-        methods, grid = parse_grid(args.methods, args.sparsities)
+        methods, grid = parse_grid(args.methods, _sparsities_flag(args))
         edge_grid = parse_edge_grid(args.edge_sparsities)
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
@@ -230,13 +243,18 @@ def _sweep(args, argv) -> int:
                   f"{time.perf_counter() - t0:.1f}s")
         for method, edges in pairs:
             scored = registry.get(method).takes_initial_scores() and edges is not None
+            # The structure applies to the methods that prune (the dense reference has none);
+            # its distribution is uniform unless --distribution says otherwise (then an error).
+            nm = args.structure if registry.get(method).sparse else None
             cfg = config.resolve(dataclasses.replace(
                 base, method=method, edge_sparsity=edges,
-                edge_scores=args.edge_scores if scored else None))
+                edge_scores=args.edge_scores if scored else None, structure=nm,
+                sparsity=grid[0] if nm else base.sparsity,
+                distribution=args.distribution if nm else base.distribution))
             name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds
-                    if (dataset, args.model, method, s, edges, seed) not in done]
+                    if (dataset, args.model, method, s, edges, seed, nm) not in done]
             if not todo:
                 print(f"{name}: all runs already in {csv_path}, skipped")
                 continue

@@ -13,6 +13,7 @@ The package itself is not callable: ``sparsity(masks)`` raises a ``TypeError`` n
 :func:`mask_sparsity`.
 
 Modules: ``masks`` (mask pytrees), ``distributions`` (per-layer sparsities), ``schedules``,
+``structure`` (N:M structured masks: :class:`NM`, :func:`nm_mask`),
 ``topk`` (exact top-k, drop and grow on one array), ``trees`` (layer paths, prunable filters,
 pure views, structure checks), ``validation`` (argument checks), ``transform`` (the optax
 transformation every method is built from), ``custom`` (:func:`sparse_method`, the public way to
@@ -24,7 +25,7 @@ on pytrees), ``admm``, ``snip``, ``lottery`` (IMP's rounds: next masks, rewindin
 import sys
 import types
 
-from sparsegnn_jax.sparsity import distributions, masks, schedules
+from sparsegnn_jax.sparsity import distributions, masks, schedules, structure
 from sparsegnn_jax.sparsity.admm import AdmmState, SlrState, admm, slr
 from sparsegnn_jax.sparsity.custom import MaskContext, sparse_method
 from sparsegnn_jax.sparsity.dst import drop_grow, rigl, set_, sparse_evolutionary
@@ -40,6 +41,7 @@ from sparsegnn_jax.sparsity.pruning import (
 )
 from sparsegnn_jax.sparsity.registry import METHODS, sparsifier
 from sparsegnn_jax.sparsity.snip import snip
+from sparsegnn_jax.sparsity.structure import NM, nm_mask
 from sparsegnn_jax.sparsity.ugs import ugs
 from sparsegnn_jax.sparsity.transform import (
     SparsityState,
@@ -51,11 +53,12 @@ from sparsegnn_jax.sparsity.transform import (
 from sparsegnn_jax.sparsity.validation import MethodError, method_errors
 
 __all__ = [
-    "AdmmState", "GmpState", "METHODS", "MaskContext", "MethodError", "ParamSparsity", "SlrState",
+    "AdmmState", "GmpState", "METHODS", "MaskContext", "MethodError", "NM", "ParamSparsity", "SlrState",
     "SparsityState", "SparsityTrace", "admm", "dense", "distributions", "drop_grow",
     "find_state", "get_masks", "get_trace", "gradual_magnitude", "imp", "mask_sparsity", "masks",
-    "method_errors", "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr", "snip",
-    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "ugs",
+    "method_errors", "nm_mask", "one_shot", "param_sparsity", "rigl", "schedules", "set_", "slr",
+    "snip", "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "structure",
+    "ugs",
 ]
 
 

@@ -149,6 +149,10 @@ class MethodSpec:
         static, SET, RigL), so a run can choose which edges that mask keeps."""
         return "scores" in self.accepted_kwargs()
 
+    def takes_structure(self) -> bool:
+        """Whether the method keeps an N:M structure (its factory takes ``structure``)."""
+        return "structure" in self.accepted_kwargs()
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _ALIASES: dict[str, str] = {}
