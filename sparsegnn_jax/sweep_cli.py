@@ -224,7 +224,7 @@ def _sweep(args, argv) -> int:
                         config.lottery_sparsity(cfg.prune_per_round, r), cfg.edge_sparsity)
                     for r in range(1, cfg.rounds + 1)}
             todo = [seed for seed in seeds
-                    if any(k + (seed,) not in done for k in keys.values())]
+                    if any(k + (seed, None) not in done for k in keys.values())]
             if not todo:
                 print(f"{method}: all rounds already in {csv_path}, skipped")
                 continue
@@ -234,7 +234,7 @@ def _sweep(args, argv) -> int:
             if not main_process:
                 continue
             for rec in records:
-                key = keys[rec["config"]["rounds"]] + (rec["config"]["seed"],)
+                key = keys[rec["config"]["rounds"]] + (rec["config"]["seed"], None)
                 if key not in done:
                     rows.append(sweeps.csv_row(rec))
                     files.write_json_atomic(out / "records" / record_name(rec), rec)
@@ -267,7 +267,7 @@ def _sweep(args, argv) -> int:
                 continue
             for rec in records:
                 key = (dataset, args.model, method, rec["config"]["sparsity"], edges,
-                       rec["config"]["seed"])
+                       rec["config"]["seed"], nm)
                 if key in done:
                     continue
                 rows.append(sweeps.csv_row(rec))
