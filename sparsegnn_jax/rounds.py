@@ -129,7 +129,8 @@ def run_rounds(cfg: config.RunConfig, problem: tasks.Problem | None = None) -> l
         masks, rewind_to = saved["masks"], saved["rewind"]
         records, per_training = meta["records"], meta["training_rounds"]
     # A round's update reads its masks from the state, so one compiled epoch serves all rounds.
-    search = _Trainer(problem, bound, round_optimizer(problem), initial)
+    search = _Trainer(problem, bound, round_optimizer(problem), initial,
+                      selects_masks=spec.rounds.masks_at_best)
     ticket_trainer = (_Trainer(problem, bound, _ticket_optimizer(problem), initial)
                       if spec.rounds.ticket_training else search)
     step_inputs, _ = task.flops_inputs(problem)
@@ -187,12 +188,14 @@ class _Trainer:
     """One training of ``cfg.epochs`` epochs at given masks, from the rewound params; its epoch
     is compiled once (the masks live in the state)."""
 
-    def __init__(self, problem, bound, tx, initial):
+    def __init__(self, problem, bound, tx, initial, selects_masks: bool = False):
         cfg = problem.cfg
         task = tasks.get(cfg.task)
         self.problem, self.initial = problem, initial
         self.epoch = jax.jit(task.make_epoch(problem, bound, tx))
         score = task.validation_score(problem, bound) if cfg.select == "best_val" else None
+        if selects_masks:  # a search whose masks come from its best validation epoch (UGS)
+            score = task.search_score(problem, bound)
         self.score = None if score is None else tasks.jit_with_inputs(score)
 
     def __call__(self, masks, rewind_to, tx, description):

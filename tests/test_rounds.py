@@ -132,3 +132,15 @@ def test_sweep_writes_a_row_per_round_equal_to_the_runs(tmp_path, capsys):
         assert float(row["achieved_sparsity"]) == pytest.approx(rec["sparsity"])
     assert sweep_cli.main(flags) == 0  # a restart skips the finished rounds
     assert "all rounds already in" in capsys.readouterr().out
+
+
+def test_node_search_score_is_the_validation_accuracy():
+    """UGS takes its next masks from the search's best validation epoch; on a node task that
+    is the validation accuracy the evaluation reports for the same params."""
+    cfg = config.resolve(config.RunConfig(**BASE, method="ugs", rounds=1, epochs=1))
+    problem = tasks.get("node").prepare(cfg)
+    model = tasks.get("node").build_model(problem, 0)
+    bound, params = sg.train.split_model(model)
+    score = tasks.jit_with_inputs(tasks.get("node").search_score(problem, bound))
+    want = tasks.get("node").evaluate(problem, bound, params, "val")["accuracy"]
+    assert float(score(params)) == pytest.approx(want, abs=1e-6)

@@ -26,12 +26,12 @@ elementwise product, no matrix product). So a UGS step costs ``3 f_S`` like a st
 
 Differences from the authors' code (VITA-Group/Unified-LTH-GNN, ``NodeClassification``): the
 scores are reset to exactly 1 each round (theirs add noise of 1e-5 to break ties; exact top-k
-breaks ties by index here), the weights are pruned per weight matrix (theirs: one threshold over
-all weight matrices; the library's uniform per-layer convention), and the next masks come from
-the scores at the end of the round (theirs: at the best validation epoch). As theirs, each
-ticket is then trained on its own at its fixed masks, from the initialisation (the search's
-scores are no part of the ticket: under the L1 term they drift towards 0 and the search's own
-model collapses on Cora, while the masks they rank are good).
+breaks ties by index here), and the weights are pruned per weight matrix (theirs: one threshold
+over all weight matrices; the library's uniform per-layer convention). As theirs, the next
+masks come from the scores at the search's best validation epoch (``rounds`` selects it; the
+last epoch's scores rank little: under the L1 term they drift towards 0 and the search's own
+model collapses on Cora) and each ticket is then trained on its own at its fixed masks, from
+the initialisation.
 
 References:
   Chen, Sui, Chen, Zhang & Wang, "A Unified Lottery Ticket Hypothesis for Graph Neural
