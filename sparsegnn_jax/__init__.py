@@ -4,7 +4,8 @@ Modules: ``graphs`` (GraphsTuple construction, normalisation, padding), ``data``
 negatives, evaluation pairs, DyGLib's protocol, downloader), ``features`` (structural node
 inputs for link prediction), ``history`` (pair and node history features of link decoders),
 ``streaming`` (link evaluation batch by batch on everything known before), ``walks`` (temporal random-walk embeddings), ``models`` (Flax NNX GNNs and the
-paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` (pure sparsity functions), the prune
+paper's MLPs), ``masks`` / ``distributions`` / ``schedules`` / ``structure`` (pure sparsity
+functions; ``structure``: N:M masks), the prune
 and regrow methods as optax transformations and their ``registry``, ``flops`` (analytic FLOPs),
 ``metrics``, ``baselines`` (non-learned link scores), ``config`` (run configuration and defaults),
 ``tasks`` (link prediction and node classification), ``train`` (jit-compiled steps and the fit
@@ -29,6 +30,7 @@ from sparsegnn_jax import (
     models,
     plugins,
     report,
+    rounds,
     runs,
     streaming,
     sweeps,
@@ -39,15 +41,18 @@ from sparsegnn_jax import (
 from sparsegnn_jax.sparsity import (
     admm,
     dense,
+    NM,
     MaskContext,
     distributions,
     drop_grow,
     get_masks,
     get_trace,
     gradual_magnitude,
+    imp,
     mask_sparsity,
     masks,
     method_errors,
+    nm_mask,
     one_shot,
     param_sparsity,
     registry,
@@ -60,17 +65,21 @@ from sparsegnn_jax.sparsity import (
     sparse_method,
     sparsifier,
     static_sparse,
+    structure,
+    ugs,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MaskContext", "admm", "baselines", "checkpoint", "compaction", "config", "data", "dense",
+    "MaskContext", "NM", "admm", "baselines", "checkpoint", "compaction", "config", "data", "dense",
     "distributed", "distributions", "drop_grow", "features", "flops", "get_masks", "get_trace",
-    "gradual_magnitude", "graphs", "history", "link_eval", "mask_sparsity", "masks", "method_errors",
-    "metrics", "models", "one_shot", "param_sparsity", "plugins", "registry", "report", "rigl",
+    "gradual_magnitude", "graphs", "history", "imp", "link_eval", "mask_sparsity", "masks",
+    "method_errors", "metrics", "models", "nm_mask", "one_shot", "param_sparsity", "plugins",
+    "registry", "report", "rigl",
     "runs", "schedules", "set_", "slr", "snip",
-    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming", "sweeps",
+    "sparse_evolutionary", "sparse_method", "sparsifier", "static_sparse", "streaming",
+    "structure", "sweeps",
     "tasks",
-    "train", "walks",
+    "train", "ugs", "walks", "rounds",
 ]

@@ -17,6 +17,7 @@ import jax
 
 from sparsegnn_jax import config, distributed, files, plugins, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
+from sparsegnn_jax.sparsity import structure as structure_lib
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
@@ -35,8 +36,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     add_dataset_flag(p, default_dataset, f"dataset name or file:PATH (default {default_dataset})")
     add_model_flag(p, "gcn")
     p.add_argument("--method", default="rigl", choices=(*registry.names(), *registry.aliases()))
-    p.add_argument("--sparsity", type=float, default=0.9,
-                   help="sparsity of the weight matrices (default 0.9)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="sparsity of the weight matrices (default 0.9; 1 - N/M with "
+                        "--structure)")
     p.add_argument("--edge-sparsity", type=float, default=0.0,
                    help="message-passing models: share of the graph's edges the method prunes "
                         "(a learnable per-edge weight, pruned like a layer; default 0: the "
@@ -49,6 +51,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     p.add_argument("--end-fraction", type=float, default=None,
                    help="fraction of training after which masks stop changing (RigL / SET)")
     add_schedule_flags(p)
+    add_lottery_flags(p)
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="start from the parameters of a --method=dense run's checkpoint "
                         "folder (same task, dataset and model) instead of a fresh init")
@@ -116,8 +119,12 @@ def add_epochs_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:
-    """How a method prunes and regrows, beside its name and sparsity: ``--edge-scores
-    --distribution --update-every --drop-fraction``."""
+    """How a method prunes and regrows, beside its name and sparsity: ``--structure
+    --edge-scores --distribution --update-every --drop-fraction``."""
+    p.add_argument("--structure", default=None, metavar="nm:N:M",
+                   help="N:M structured masks: every weight matrix keeps N of every M "
+                        "consecutive inputs (e.g. nm:2:4; sparsity 1 - N/M); static, one_shot, "
+                        "snip, set, rigl, admm and slr keep it. Default: unstructured")
     p.add_argument("--edge-scores", default=None, choices=config.EDGE_SCORES,
                    help="static / SET / RigL with edge sparsity: which edges the initial "
                         "mask keeps (default resistance: 1/deg(u) + 1/deg(v), edges at "
@@ -132,6 +139,27 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-fraction", type=float, default=None,
                    help="initial RigL / SET drop fraction, cosine-decayed (default: the "
                         "paper's 0.5, decayed to 0.005)")
+
+
+def add_lottery_flags(p: argparse.ArgumentParser, rounds_help: str = "") -> None:
+    """The lottery methods' rounds (imp, ugs): ``--rounds --prune-per-round --rewind-step
+    --edge-prune-per-round --l1-weights --l1-edges``; other methods refuse them."""
+    p.add_argument("--rounds", type=int, default=None,
+                   help="imp / ugs: rounds of training, pruning and rewinding (default 5); "
+                        "the final sparsity is 1 - (1 - p)^rounds" + rounds_help)
+    p.add_argument("--prune-per-round", type=float, default=None,
+                   help="imp / ugs: share p of each layer's kept weights pruned per round "
+                        "(default 0.2)")
+    p.add_argument("--rewind-step", type=int, default=None,
+                   help="imp: the step of the first round whose weights later rounds restart "
+                        "from (default 0: the initialisation)")
+    p.add_argument("--edge-prune-per-round", type=float, default=None,
+                   help="imp / ugs, message-passing models: share of the kept edges pruned per "
+                        "round (ugs default 0.05; imp default: edges kept)")
+    p.add_argument("--l1-weights", type=float, default=None,
+                   help="ugs: L1 weight of the weight mask scores (default 1e-2)")
+    p.add_argument("--l1-edges", type=float, default=None,
+                   help="ugs: L1 weight of the edge mask scores (default 1e-2)")
 
 
 def add_link_eval_flags(p: argparse.ArgumentParser) -> None:
@@ -219,8 +247,8 @@ def add_schedule_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_name(task: str, cfg: config.RunConfig) -> str:
-    """File stem of a run's outputs: task, dataset, model, method, sparsity, edge sparsity
-    (only when the run has edge weights), seed.
+    """File stem of a run's outputs: task, dataset, model, method, sparsity, N:M structure
+    (only when set), edge sparsity (only when the run has edge weights), seed.
 
     A dataset spelled longer than 60 characters (a deep ``file:PATH``) keeps its start and
     end around a hash of the whole, so names stay short enough and distinct.
@@ -230,7 +258,18 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
         digest = hashlib.sha256(cfg.dataset.encode()).hexdigest()[:12]
         dataset = f"{dataset[:20]}-{digest}-{dataset[-26:]}"
     edges = "" if cfg.edge_sparsity is None else f"_e{cfg.edge_sparsity:g}"
-    return f"{task}_{dataset}_{cfg.model}_{cfg.method}_s{cfg.sparsity:g}{edges}_seed{cfg.seed}"
+    level = f"s{cfg.sparsity:g}"
+    if registry.get(cfg.method).rounds is not None:  # the sparsity follows from the rounds
+        level = f"r{cfg.rounds or config.LOTTERY_DEFAULTS['rounds']}"
+    return (f"{task}_{dataset}_{cfg.model}_{cfg.method}_{level}"
+            f"{structure_suffix(cfg.structure)}{edges}_seed{cfg.seed}")
+
+
+def structure_suffix(structure: str | None) -> str:
+    """``_nm2-4`` for ``--structure=nm:2:4`` (file names must tell it from an unstructured run
+    at the same sparsity), ``""`` without a structure."""
+    nm = structure_lib.parse(structure)
+    return "" if nm is None else f"_nm{nm.n}-{nm.m}"
 
 
 #: Flags of the runtime (see ``distributed.add_flags``), not of the run.
@@ -242,6 +281,7 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
               if k not in ("out", "no_progress", "no_compilation_cache", "imports")
               and k not in DISTRIBUTED_FLAGS}
     fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
+    fields["sparsity"] = config.structure_sparsity(fields["structure"], fields["sparsity"])
     # 0 (the default) means no edge weights at all, so such a run is the run it always was.
     fields["edge_sparsity"] = None if fields["edge_sparsity"] == 0 else fields["edge_sparsity"]
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)
@@ -361,7 +401,8 @@ def _metric_text(metrics: dict) -> str:
 
 
 def summary(result: dict, path) -> str:
-    """What a run prints: per-layer sparsity, then one line of test metrics.
+    """What a run prints: per-layer sparsity, then one line of test metrics (a lottery run
+    then one line of its rounds and one of its ticket's FLOPs).
 
     Link runs show ROC-AUC and AP first, the seen / new breakdown, the selected epoch and the
     best non-learned baseline on the same pairs.
@@ -382,4 +423,10 @@ def summary(result: dict, path) -> str:
                  f"train_flops={result['flops']['training']:.3e} "
                  f"({result['flops']['training_relative']:.3f}x dense) "
                  f"time={result['wall_time_s']:.1f}s -> {path}")
+    if "rounds" in result:
+        lines.append("rounds: " + "; ".join(
+            f"{e['round']}: sparsity={e['sparsity']:.4f} edge_sparsity={e['edge_sparsity']:.4f} "
+            f"train_flops={e['training_flops']:.3e}" for e in result["rounds"]))
+        lines.append(f"ticket: step_flops={result['flops']['step_ticket']:.3e} "
+                     f"own_training_flops={result['flops']['training_ticket']:.3e}")
     return "\n".join(lines)

@@ -62,6 +62,8 @@ def method_kwargs(cfg: config.RunConfig, total_steps: int, steps_per_epoch: int)
     kw = dict(filter_fn=tasks.prunable_params)
     if spec.sparse:
         kw |= dict(sparsity=cfg.sparsity, distribution=cfg.distribution)
+    if cfg.structure is not None:
+        kw["structure"] = cfg.structure
     return kw | spec.plan(config.method_options(cfg), total_steps, steps_per_epoch)
 
 
@@ -350,8 +352,15 @@ def run(cfg: config.RunConfig) -> dict:
 
     In a multi-process run (``jax.distributed``) with ``cfg.devices`` spanning the processes,
     every process trains the same replicated state and returns the same record.
+
+    A lottery method (``imp``, ``ugs``) runs its rounds (``sparsegnn_jax.rounds.run``).
     """
     cfg = config.resolve(cfg)
+    if registry.get(cfg.method).rounds is not None:
+        # Imported here: the round loop is built on this module (optimizer, FLOPs, record).
+        from sparsegnn_jax import rounds
+
+        return rounds.run(cfg)
     if cfg.resume:
         check_resumable(cfg)
     start = time.perf_counter()

@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_flag(p, "mlp")
     p.add_argument("--methods", default=",".join(registry.sweep_defaults()),
                    help="comma-separated, from: " + ", ".join(registry.names()))
-    p.add_argument("--sparsities", default=",".join(map(str, sweeps.PAPER_GRID)),
-                   help="comma-separated (default: the paper's grid)")
+    p.add_argument("--sparsities", default=None,
+                   help="comma-separated (default: the paper's grid; 1 - N/M with --structure)")
     p.add_argument("--edge-sparsities", default="0",
                    help="comma-separated edge sparsities, a grid axis beside --sparsities "
                         "(message-passing models; default 0: fixed graph, no edge weights). "
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_epochs_flag(p)
     cli.add_method_flags(p)
     cli.add_schedule_flags(p)
+    cli.add_lottery_flags(p, "; a lottery method runs each seed once and writes a row per "
+                             "round, so the sweep's sparsities do not apply to it")
     cli.add_link_eval_flags(p)
     p.add_argument("--batching", default="auto", choices=sweeps.BATCHINGS,
                    help="how a method's runs train: vmap (one vmapped program), sequential "
@@ -82,6 +84,18 @@ def parse_grid(methods_flag: str, sparsities_flag: str) -> tuple[list[str], list
             raise ValueError(f"unknown method {m!r} in --methods; known: "
                              f"{', '.join(registry.names())}")
     return methods, parse_sparsities(sparsities_flag, "--sparsities")
+
+
+def _sparsities_flag(args) -> str:
+    """``--sparsities``, defaulting to the paper's grid, or to ``1 - N/M`` with ``--structure``
+    (given values must all be that sparsity)."""
+    if args.sparsities is None:
+        if args.structure is None:
+            return ",".join(map(str, sweeps.PAPER_GRID))
+        return str(config.structure_sparsity(args.structure, None))
+    for value in parse_sparsities(args.sparsities, "--sparsities"):
+        config.structure_sparsity(args.structure, value, "--sparsities")
+    return args.sparsities
 
 
 def parse_sparsities(text: str, flag: str) -> list[float]:
@@ -119,7 +133,8 @@ def record_name(rec: dict) -> str:
     """File name of a run's JSON record in ``records/``."""
     c = rec["config"]
     edges = "" if c.get("edge_sparsity") is None else f"_e{c['edge_sparsity']:g}"
-    return f"{c['method']}_s{c['sparsity']:g}{edges}_seed{c['seed']}.json"
+    structure = cli.structure_suffix(c.get("structure"))
+    return f"{c['method']}_s{c['sparsity']:g}{structure}{edges}_seed{c['seed']}.json"
 
 
 def sweep_meta(path: pathlib.Path, command: str, wall_time_s: float) -> dict:
@@ -163,7 +178,7 @@ def _sweep(args, argv) -> int:
     dataset = args.dataset or tasks.get(args.task).default_dataset
     csv_path = pathlib.Path(args.out) / "results.csv"
     try:
-        methods, grid = parse_grid(args.methods, args.sparsities)
+        methods, grid = parse_grid(args.methods, _sparsities_flag(args))
         edge_grid = parse_edge_grid(args.edge_sparsities)
         if args.seeds <= 0:
             raise ValueError(f"--seeds must be positive, got {args.seeds}")
@@ -172,7 +187,9 @@ def _sweep(args, argv) -> int:
             raise ValueError(f"--sequential contradicts --batching={args.batching}")
         batching = "sequential" if args.sequential else args.batching
         base = config.resolve(config.RunConfig(
-            task=args.task, dataset=dataset, model=args.model, method=methods[0],
+            # A lottery method's fields are set per method below; the base is of another.
+            task=args.task, dataset=dataset, model=args.model,
+            method=next((m for m in methods if registry.get(m).rounds is None), "dense"),
             epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
             drop_fraction=args.drop_fraction,
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
@@ -190,17 +207,54 @@ def _sweep(args, argv) -> int:
         problem = None
         start = time.perf_counter()
         # A method that prunes nothing runs once (with the unpruned edge weights of the grid).
-        pairs = [(m, e) for m in methods
+        lottery = [m for m in methods if registry.get(m).rounds is not None]
+        if not lottery:
+            given = [n for n in config.LOTTERY_FIELDS if getattr(args, n) is not None]
+            if given:
+                raise ValueError(f"{config.flag(given[0])} applies to the lottery methods only; "
+                                 "--methods names none")
+        pairs = [(m, e) for m in methods if m not in lottery
                  for e in (edge_grid if registry.get(m).sparse else [_unpruned(edge_grid)])]
+        for method in lottery:
+            cfg = config.resolve(dataclasses.replace(
+                base, method=method, edge_sparsity=None, layer_sparsity=None,
+                distribution=args.distribution,
+                **{n: getattr(args, n) for n in config.LOTTERY_FIELDS}))
+            keys = {r: (dataset, args.model, method,
+                        config.lottery_sparsity(cfg.prune_per_round, r), cfg.edge_sparsity)
+                    for r in range(1, cfg.rounds + 1)}
+            todo = [seed for seed in seeds
+                    if any(k + (seed, None) not in done for k in keys.values())]
+            if not todo:
+                print(f"{method}: all rounds already in {csv_path}, skipped")
+                continue
+            t0 = time.perf_counter()
+            # Prepared apart: with edge weights (UGS) the graph stores its edges in another order.
+            records = sweeps.run_lottery(cfg, todo, tasks.get(args.task).prepare(cfg))
+            if not main_process:
+                continue
+            for rec in records:
+                key = keys[rec["config"]["rounds"]] + (rec["config"]["seed"], None)
+                if key not in done:
+                    rows.append(sweeps.csv_row(rec))
+                    files.write_json_atomic(out / "records" / record_name(rec), rec)
+            sweeps.write_csv(csv_path, rows)
+            print(f"{method}: {len(todo)} seeds x {cfg.rounds} rounds in "
+                  f"{time.perf_counter() - t0:.1f}s")
         for method, edges in pairs:
             scored = registry.get(method).takes_initial_scores() and edges is not None
+            # The structure applies to the methods that prune (the dense reference has none);
+            # its distribution is uniform unless --distribution says otherwise (then an error).
+            nm = args.structure if registry.get(method).sparse else None
             cfg = config.resolve(dataclasses.replace(
                 base, method=method, edge_sparsity=edges,
-                edge_scores=args.edge_scores if scored else None))
+                edge_scores=args.edge_scores if scored else None, structure=nm,
+                sparsity=grid[0] if nm else base.sparsity,
+                distribution=args.distribution if nm else base.distribution))
             name = method if edges is None else f"{method} (edge sparsity {edges:g})"
             todo_sp = grid if registry.get(method).sparse else [0.0]
             todo = [(s, seed) for s in todo_sp for seed in seeds
-                    if (dataset, args.model, method, s, edges, seed) not in done]
+                    if (dataset, args.model, method, s, edges, seed, nm) not in done]
             if not todo:
                 print(f"{name}: all runs already in {csv_path}, skipped")
                 continue
@@ -213,7 +267,7 @@ def _sweep(args, argv) -> int:
                 continue
             for rec in records:
                 key = (dataset, args.model, method, rec["config"]["sparsity"], edges,
-                       rec["config"]["seed"])
+                       rec["config"]["seed"], nm)
                 if key in done:
                     continue
                 rows.append(sweeps.csv_row(rec))

@@ -41,7 +41,7 @@ CSV_FIELDS = ("dataset", "model", "method", "sparsity", "seed", "test_accuracy",
               "test_ap", "test_macro_f1", "val_accuracy", "achieved_sparsity", "training_flops",
               "training_flops_relative", "inference_flops", "wall_time_s", "val_roc_auc",
               "test_roc_auc_seen", "test_roc_auc_new", "selected_epoch") + BASELINE_COLUMNS + (
-              "edge_sparsity", "achieved_edge_sparsity")
+              "edge_sparsity", "achieved_edge_sparsity", "structure")
 
 
 def _index(tree, i: int):
@@ -138,6 +138,26 @@ def run_group(cfg: config.RunConfig, sparsities: Sequence[float], seeds: Sequenc
                                    sparsity.get_trace(state.opt_state))
         records.append(runs.record(run_cfg, elapsed, float(losses[i]), val, test, masks, flops,
                                    problem, **extra) | {"batching": batching})
+    return records
+
+
+def run_lottery(cfg: config.RunConfig, seeds: Sequence[int],
+                problem: tasks.Problem | None = None) -> list[dict]:
+    """Trains a lottery method (``imp``, ``ugs``) once per seed for ``cfg.rounds`` rounds and
+    returns a record per round and seed (``rounds.run_rounds``): the sparsity grid does not
+    apply, a run of ``R`` rounds passes through every sparsity ``1 - (1 - p)^r``, ``r <= R``.
+
+    Each record's ``config.sparsity`` and ``config.rounds`` are its round's, its metrics those of
+    that round's ticket and its training FLOPs those of every training up to it.
+    """
+    from sparsegnn_jax import rounds  # built on runs, like this module
+
+    cfg = config.resolve(cfg)
+    records = []
+    for seed in seeds:
+        run_cfg = dataclasses.replace(cfg, seed=int(seed))
+        problem = dataclasses.replace(problem or tasks.get(cfg.task).prepare(run_cfg), cfg=run_cfg)
+        records += [rec | {"batching": "rounds"} for rec in rounds.run_rounds(run_cfg, problem)]
     return records
 
 
@@ -284,7 +304,9 @@ def csv_row(rec: dict) -> dict:
          for name, m in rec.get("baselines", {}).items()} | {
         # Blank: the run had no edge weights (the graph was fixed).
         "edge_sparsity": _blank(c.get("edge_sparsity")),
-        "achieved_edge_sparsity": rec.get("edge_sparsity", 0.0)}
+        "achieved_edge_sparsity": rec.get("edge_sparsity", 0.0),
+        # Blank: unstructured masks (--structure unset).
+        "structure": _blank(c.get("structure"))}
 
 
 def _blank(value):
@@ -307,10 +329,12 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 
 def done_runs(rows: Iterable[dict]) -> set[tuple]:
-    """(dataset, model, method, sparsity, edge sparsity, seed) of the finished rows, to skip on
-    restart; the edge sparsity is None for a run without edge weights (a blank cell)."""
+    """(dataset, model, method, sparsity, edge sparsity, seed, structure) of the finished rows,
+    to skip on restart; the edge sparsity is None for a run without edge weights and the
+    structure None for unstructured masks (blank cells, or columns older files lack)."""
     return {(r["dataset"], r["model"], r["method"], float(r["sparsity"]),
-             edge_sparsity_of(r.get("edge_sparsity")), int(r["seed"])) for r in rows}
+             edge_sparsity_of(r.get("edge_sparsity")), int(r["seed"]),
+             r.get("structure") or None) for r in rows}
 
 
 def edge_sparsity_of(cell) -> float | None:

@@ -30,6 +30,19 @@ TIMEOUT = 600  # seconds; a hung subprocess fails its test instead of hanging CI
 SCRIPTS = {"node": "node_class.py", "link": "link_pred.py"}
 
 
+def cli_main(task: str, argv: list[str], capsys) -> tuple:
+    """Runs ``cli.main`` in-process; returns (exit code, stdout, stderr). argparse errors
+    exit too."""
+    from sparsegnn_jax import cli
+
+    try:
+        code = cli.main(task, argv)
+    except SystemExit as stop:  # argparse rejects the flag before main's own handling
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def read_csv_rows(path) -> list[dict]:
     """The rows of a results CSV, every cell as text."""
     with open(path, newline="") as f:

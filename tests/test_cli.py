@@ -30,6 +30,7 @@ from helpers import (
     REPO,
     SCRIPTS,
     TIMEOUT,
+    cli_main,
     damage_checkpoint,
     run_script,
     script_command,
@@ -67,12 +68,7 @@ BAD_FILES = {
 
 def _main(task, argv, capsys):
     """Runs ``cli.main``; returns (exit code, stdout, stderr). argparse errors exit too."""
-    try:
-        code = cli.main(task, argv)
-    except SystemExit as stop:  # argparse rejects the flag before main's own handling
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_main(task, argv, capsys)
 
 
 def assert_one_error_line(err: str, fragment: str):

@@ -326,8 +326,8 @@ def test_sweep_edge_sparsity_axis(tmp_path):
     for name in ("rigl_s0.5_e0_seed0.json", "rigl_s0.5_e0.5_seed0.json"):
         rec = json.loads((tmp_path / "records" / name).read_text())
         assert "encoder/edge_weight" in rec["layer_sparsity"]
-    assert sweeps.done_runs(rows) == {("synthetic-sbm", "gcn", "rigl", 0.5, 0.0, 0),
-                                      ("synthetic-sbm", "gcn", "rigl", 0.5, 0.5, 0)}
+    assert sweeps.done_runs(rows) == {("synthetic-sbm", "gcn", "rigl", 0.5, 0.0, 0, None),
+                                      ("synthetic-sbm", "gcn", "rigl", 0.5, 0.5, 0, None)}
 
 
 @pytest.mark.parametrize("flag, want", [("0", [None]), ("0,0.5,0.9", [0.0, 0.5, 0.9]),

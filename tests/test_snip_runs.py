@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import cli_main
 
-from sparsegnn_jax import cli, config, sweeps
+from sparsegnn_jax import config, sweeps
 
 
 @pytest.fixture(autouse=True)
@@ -15,12 +16,7 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 def _main(task, argv, capsys):
-    try:
-        code = cli.main(task, argv)
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_main(task, argv, capsys)
 
 
 @pytest.mark.parametrize("task", ["node", pytest.param("link", marks=pytest.mark.slow)])

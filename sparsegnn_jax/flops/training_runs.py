@@ -66,9 +66,19 @@ def training(method: str, steps: int, dense_forward, density=1.0, *, trace=None,
         ``initial_sparsity`` / ``power`` or a ``schedule`` callable for GMP). Arguments a
         method needs to be counted are listed in its spec's ``flops_requires``.
 
+    Lottery methods (``imp``, ``ugs``) count every round, the honest cost of finding a ticket:
+    pass ``rounds=R`` and ``steps_per_round=S`` with ``steps = (R + 1) * S`` (IMP's trainings
+    at the masks after 0..R rounds) and ``density`` the ticket's (after ``R`` rounds, e.g.
+    ``{kernel: 0.8**R, edges: 0.95**R}``); training ``r`` runs at ``density ** (r / R)``, each
+    step ``3 f`` (UGS's score gradients are elementwise products at kept entries, no dense
+    gradient; its separate ticket trainings are counted from the runs' traces). This uses the
+    nominal densities; a run's record (``sparsegnn_jax.rounds``) sums the recorded traces of
+    every training, i.e. the exact keep counts, and holds beside it the ticket's own training
+    (``training_ticket``) and per-step FLOPs (``step_ticket``), and per-round sparsities.
+
     Returns:
       Total FLOPs of the run (forward and backward passes of every step; RigL's dense-gradient
-      steps included).
+      steps included; every round of a lottery method).
 
     Raises:
       ValueError: unknown method, missing method argument, or inconsistent phase lengths.

@@ -25,6 +25,7 @@ import optax
 
 from sparsegnn_jax.sparsity import distributions as distributions_lib
 from sparsegnn_jax.sparsity import masks as masks_lib
+from sparsegnn_jax.sparsity import structure as structure_lib
 from sparsegnn_jax.sparsity import transform
 from sparsegnn_jax.sparsity.validation import check_greater, check_sparsity, check_step
 
@@ -67,9 +68,10 @@ class SlrState(NamedTuple):
     accepted: jax.Array
 
 
-def _project(tree, counts, prunable_tree):
-    """Per-layer magnitude projection: keep the ``counts`` largest |x|, zero the rest."""
-    keep = masks_lib.top_magnitude(tree, counts, prunable_tree)
+def _project(tree, counts, prunable_tree, structure):
+    """Per-layer magnitude projection: keep the ``counts`` largest |x| (the N:M pattern of |x|
+    on the weight matrices a structure covers), zero the rest."""
+    keep = masks_lib.top_magnitude(tree, counts, prunable_tree, structure)
     return jax.tree.map(lambda m, x: jnp.where(m, x, jnp.zeros_like(x)), keep, tree)
 
 
@@ -101,7 +103,7 @@ def _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_ev
 
 
 def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_steps,
-            update_every, init_extra, start, multiplier_update, penalty, name):
+            update_every, init_extra, start, multiplier_update, penalty, name, structure):
     """The four-phase method shared by ADMM and SLR (see the module docstring)."""
     prune_step = dense_steps + penalty_steps
 
@@ -120,7 +122,8 @@ def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_st
 
     def step(ctx: transform.StepContext):
         new = jax.lax.cond(ctx.step == prune_step,
-                           lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable),
+                           lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable,
+                                                           structure),
                            lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
@@ -128,13 +131,15 @@ def _phased(inner, *, sparsity, distribution, filter_fn, dense_steps, penalty_st
     rule = transform.Rule(init_masks=transform.init_dense, step=step, grads=grads,
                           init_extra=init_extra, own_counts=True)
     return transform.sparse_transform(
-        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        inner, rule,
+        counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn, structure),
         filter_fn=filter_fn, key=transform.make_key(0), name=name)
 
 
 def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps: int = 0,
          penalty_steps: int = 1000, update_every: int = 100, distribution="uniform",
-         filter_fn: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+         filter_fn: Optional[Callable] = None,
+         structure=None) -> optax.GradientTransformationExtraArgs:
     """ADMM pruning: dense -> penalty (``rho (W - Z + U)``) -> hard prune -> masked retraining.
 
     In the penalty phase, every ``update_every`` steps after its first step:
@@ -150,6 +155,9 @@ def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_step
       update_every: steps between Z / U updates.
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a dict.
       filter_fn: which leaves are prunable.
+      structure: None, or N:M structured masks (``sg.structure.NM(2, 4)`` or ``"nm:2:4"``;
+        ``sparsity`` must be ``1 - n/m``): ``Z`` and the hard prune keep the ``n`` largest
+        magnitudes of every ``m`` consecutive inputs of each weight matrix.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``extra`` state is :class:`AdmmState`.
@@ -159,17 +167,18 @@ def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_step
       of Multipliers", ECCV 2018.
     """
     _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_every)
+    structure = structure_lib.check_structure(structure, sparsity, distribution, "admm")
 
     def init_extra(params, counts, prunable_tree):
         return AdmmState(z=_zeros(params, prunable_tree), u=_zeros(params, prunable_tree))
 
     def start(ctx):
-        z = _project(ctx.params, ctx.counts, ctx.prunable)
+        z = _project(ctx.params, ctx.counts, ctx.prunable, structure)
         return AdmmState(z=_keep_placeholders(z, ctx.extra.z, ctx.prunable), u=ctx.extra.u)
 
     def multiplier_update(ctx):
         w_u = jax.tree.map(lambda w, u: w + u, ctx.params, ctx.extra.u)
-        z = _project(w_u, ctx.counts, ctx.prunable)
+        z = _project(w_u, ctx.counts, ctx.prunable, structure)
         u = jax.tree.map(lambda u, w, zz: u + w - zz, ctx.extra.u, ctx.params, z)
         return AdmmState(z=_keep_placeholders(z, ctx.extra.z, ctx.prunable),
                          u=_keep_placeholders(u, ctx.extra.u, ctx.prunable))
@@ -180,7 +189,8 @@ def admm(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_step
     return _phased(inner, sparsity=sparsity, distribution=distribution, filter_fn=filter_fn,
                    dense_steps=dense_steps, penalty_steps=penalty_steps,
                    update_every=update_every, init_extra=init_extra, start=start,
-                   multiplier_update=multiplier_update, penalty=penalty, name="admm")
+                   multiplier_update=multiplier_update, penalty=penalty, name="admm",
+                   structure=structure)
 
 
 def slr_alpha(k, M=200.0, r=0.1) -> jax.Array:
@@ -192,7 +202,8 @@ def slr_alpha(k, M=200.0, r=0.1) -> jax.Array:
 def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps: int = 0,
         penalty_steps: int = 1000, update_every: int = 100, M: float = 200.0, r: float = 0.1,
         initial_step_size=None, distribution="uniform",
-        filter_fn: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+        filter_fn: Optional[Callable] = None,
+        structure=None) -> optax.GradientTransformationExtraArgs:
     """SLR pruning: ADMM's phases with surrogate Lagrangian relaxation multiplier updates.
 
     The penalty is ``rho (W - Z) + lam`` (the gradient of ``lam.(W - Z) + rho/2 ||W - Z||^2``).
@@ -222,6 +233,7 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
       initial_step_size: s_0; None = ``rho`` (the first multiplier step then equals ADMM's).
       distribution: as in :func:`admm`.
       filter_fn: which leaves are prunable.
+      structure: as in :func:`admm`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``extra`` state is :class:`SlrState`.
@@ -231,6 +243,7 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
       Lagrangian Relaxation", IJCAI 2021.
     """
     _validate(sparsity, distribution, rho, dense_steps, penalty_steps, update_every)
+    structure = structure_lib.check_structure(structure, sparsity, distribution, "slr")
     check_greater(M, "M", 1)
     check_greater(r, "r", 0)
     s0 = rho if initial_step_size is None else initial_step_size
@@ -249,7 +262,7 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
     def start(ctx):
         e = ctx.extra
         keep = lambda new, old: _keep_placeholders(new, old, ctx.prunable)  # noqa: E731
-        z = keep(_project(ctx.params, ctx.counts, ctx.prunable), e.z)
+        z = keep(_project(ctx.params, ctx.counts, ctx.prunable, structure), e.z)
         w = keep(ctx.params, e.w_prev)
         return e._replace(z=z, w_prev=w, z_prev=z, loss_prev=loss_value(ctx))
 
@@ -266,7 +279,7 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
         f = loss_value(ctx)
         w = keep(ctx.params, e.w_prev)
         w_lam = jax.tree.map(lambda ww, ll: ww + ll / rho, w, e.lam)
-        z = keep(_project(w_lam, ctx.counts, prunable_tree), e.z)
+        z = keep(_project(w_lam, ctx.counts, prunable_tree, structure), e.z)
         holds = (surrogate(f, w, z, e.lam, prunable_tree)
                  < surrogate(e.loss_prev, e.w_prev, e.z_prev, e.lam, prunable_tree)) | (e.k == 1)
         n_prev = distance(e.w_prev, e.z_prev, prunable_tree)
@@ -293,5 +306,6 @@ def slr(inner: optax.GradientTransformation, sparsity=0.9, rho=0.01, dense_steps
     return _phased(inner, sparsity=sparsity, distribution=distribution, filter_fn=filter_fn,
                    dense_steps=dense_steps, penalty_steps=penalty_steps,
                    update_every=update_every, init_extra=init_extra, start=start,
-                   multiplier_update=multiplier_update, penalty=penalty, name="slr")
+                   multiplier_update=multiplier_update, penalty=penalty, name="slr",
+                   structure=structure)
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from sparsegnn_jax.sparsity import distributions as distributions_lib
+from sparsegnn_jax.sparsity import structure as structure_lib
 from sparsegnn_jax.sparsity import transform
 from sparsegnn_jax.sparsity.trees import align_to
 from sparsegnn_jax.sparsity.validation import check_sparsity, check_step
@@ -52,6 +53,9 @@ class MaskContext(NamedTuple):
       prunable: Python bools, which leaves the method may sparsify (from ``filter_fn``).
       key: a typed PRNG key, ``jax.random.fold_in(method_key, step)``: a fresh key per step.
       extra_args: the extra keyword arguments of ``update`` (e.g. ``value``); ``{}`` at init.
+      structure: the method's N:M structure (:class:`~sparsegnn_jax.sparsity.structure.NM`)
+        or None; ``sg.masks.select_top(scores, ctx.keep_counts, ctx.prunable,
+        ctx.structure)`` honours it.
     """
 
     step: jax.Array
@@ -62,6 +66,7 @@ class MaskContext(NamedTuple):
     prunable: Any
     key: jax.Array
     extra_args: dict
+    structure: Any = None
 
 
 def _typed(raw_key, step) -> jax.Array:
@@ -82,7 +87,7 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
                   distribution="uniform", update_every: int = 1, end_step: Optional[int] = None,
                   dense_gradient: bool = False, filter_fn: Optional[Callable] = None,
                   seed: int = 0, key=None, init_from_grads: bool = False,
-                  own_counts: bool = False,
+                  own_counts: bool = False, structure=None,
                   name: str = "sparse_method") -> optax.GradientTransformationExtraArgs:
     """A sparsity method from two rules on pytrees.
 
@@ -130,6 +135,10 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
         ``k`` mini-batches.
       own_counts: the rules manage their own counts (e.g. a gradual schedule or a dense
         phase): masks keeping more than ``ctx.keep_counts`` are then not an error.
+      structure: None, or an N:M structure (``sg.structure.NM(2, 4)`` or ``"nm:2:4"``;
+        ``sparsity`` must be ``1 - n/m``): the weight matrices' keep counts are the
+        structure's and the rules see it as ``ctx.structure`` (they must honour it:
+        ``sg.masks.select_top(..., ctx.structure)``, ``sg.drop_grow(..., structure=...)``).
       name: the method's name in error messages.
 
     Returns:
@@ -146,12 +155,13 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
     distributions_lib.check_distribution(distribution)
     check_step(update_every, "update_every", positive=True)
     check_step(end_step, "end_step", allow_none=True)
+    structure = structure_lib.check_structure(structure, sparsity, distribution, name)
 
     def rule_init(raw_key, params, counts, prunable_tree):
         ctx = MaskContext(jnp.zeros((), jnp.int32), params,
                           jax.tree.map(jnp.zeros_like, params),
                           jax.tree.map(lambda x: jnp.ones(jnp.shape(x), bool), params), counts,
-                          prunable_tree, _typed(raw_key, 0), {})
+                          prunable_tree, _typed(raw_key, 0), {}, structure)
         return _bool_masks(name, init_masks(ctx), params)
 
     def is_update(t):
@@ -160,7 +170,7 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
 
     def call(user_rule, ctx: transform.StepContext):
         user = MaskContext(ctx.step, ctx.params, ctx.grads, ctx.masks, ctx.counts,
-                           ctx.prunable, _typed(ctx.key, ctx.step), ctx.extra_args)
+                           ctx.prunable, _typed(ctx.key, ctx.step), ctx.extra_args, structure)
         masks = _bool_masks(name, user_rule(user), ctx.params)
         return jax.tree.map(lambda m, p: m if p else jnp.ones_like(m), masks, ctx.prunable)
 
@@ -181,5 +191,6 @@ def sparse_method(inner: optax.GradientTransformation, *, init_masks: Callable,
                           may_grow=update_masks is not None, own_counts=own_counts,
                           starts_dense=init_from_grads)
     return transform.sparse_transform(
-        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        inner, rule,
+        counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn, structure),
         filter_fn=filter_fn, key=transform.make_key(seed, key), name=name)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsegnn_jax.sparsity import distributions
+from sparsegnn_jax.sparsity import structure as structure_lib
 from sparsegnn_jax.sparsity.topk import drop, grow, keep_count, topk_mask
 from sparsegnn_jax.sparsity.trees import (
     FilterFn,
@@ -86,7 +87,8 @@ def random_scores(key, tree: PyTree) -> PyTree:
         treedef, [jax.random.uniform(k, jnp.shape(x)) for k, x in zip(keys, leaves)])
 
 
-def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
+def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree,
+               structure=None) -> PyTree:
     """Per prunable leaf the mask of its ``count`` highest scores; all True elsewhere.
 
     Args:
@@ -94,6 +96,11 @@ def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
         boxes or an ``nnx.to_pure_dict`` form do not matter).
       counts: keep counts (ints, possibly traced) with the params' structure.
       prunable_tree: Python bools with the params' structure (:func:`prunable`).
+      structure: None, or an :class:`~sparsegnn_jax.sparsity.structure.NM`: the weight
+        matrices then keep the ``n`` highest scores of every ``m`` consecutive inputs
+        (:func:`~sparsegnn_jax.sparsity.structure.nm_mask`; ``counts`` must be the structure's,
+        :func:`~sparsegnn_jax.sparsity.structure.keep_counts`) and other prunable leaves
+        their top ``count``.
 
     Returns:
       A bool mask pytree with the structure of ``prunable_tree``.
@@ -106,12 +113,13 @@ def select_top(scores: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
     """
     scores = align_to(scores, prunable_tree, "scores")
     _warn_if_tied(scores, counts, prunable_tree)
-    return _select_top(scores, counts, prunable_tree)
+    return _select_top(scores, counts, prunable_tree, structure)
 
 
-def _select_top(scores, counts, prunable_tree):
+def _select_top(scores, counts, prunable_tree, structure=None):
     return jax.tree.map(
-        lambda s, k, p: topk_mask(s, k) if p else jnp.ones(jnp.shape(s), bool),
+        lambda s, k, p: (structure_lib.select(s, k, structure) if p
+                         else jnp.ones(jnp.shape(s), bool)),
         scores, counts, prunable_tree)
 
 
@@ -137,7 +145,8 @@ def _warn_if_tied(scores, counts, prunable_tree) -> None:
     warn_if(tied, message)
 
 
-def top_magnitude(params: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTree:
+def top_magnitude(params: PyTree, counts: PyTree, prunable_tree: PyTree,
+                  structure=None) -> PyTree:
     """Per prunable leaf the mask of its ``count`` largest ``|w|``; all True elsewhere.
 
     Arguments as in :func:`select_top`, with ``params`` in place of ``scores``. Unlike
@@ -145,11 +154,11 @@ def top_magnitude(params: PyTree, counts: PyTree, prunable_tree: PyTree) -> PyTr
     weights at every projection, where it adds no host callback.
     """
     return _select_top(align_to(jax.tree.map(jnp.abs, params), prunable_tree, "scores"),
-                       counts, prunable_tree)
+                       counts, prunable_tree, structure)
 
 
 def initial_masks(key, params: PyTree, counts: PyTree, prunable_tree: PyTree,
-                  scores="random") -> PyTree:
+                  scores="random", structure=None) -> PyTree:
     """Masks keeping exactly ``counts`` entries per prunable leaf, chosen by ``scores``.
 
     Args:
@@ -159,15 +168,16 @@ def initial_masks(key, params: PyTree, counts: PyTree, prunable_tree: PyTree,
       prunable_tree: Python bools with the params' structure (:func:`prunable`).
       scores: ``"random"`` (top-k of :func:`random_scores`), ``"magnitude"`` (top-k of
         ``|w|``) or a pytree of score arrays with the params' structure.
+      structure: None or an N:M structure (see :func:`select_top`).
 
     Returns:
       A bool mask pytree with the structure of ``params``; non-prunable leaves all True.
     """
     if isinstance(scores, str):
         if scores == "magnitude":
-            return top_magnitude(params, counts, prunable_tree)
+            return top_magnitude(params, counts, prunable_tree, structure)
         scores = random_scores(key, params)
-    return select_top(scores, counts, prunable_tree)
+    return select_top(scores, counts, prunable_tree, structure)
 
 
 def magnitude_masks(params: PyTree, counts, filter_fn: FilterFn | None = None) -> PyTree:
@@ -225,6 +235,7 @@ def init(
     distribution="uniform",
     scores="random",
     filter_fn: FilterFn | None = None,
+    structure=None,
 ) -> PyTree:
     """Initial masks with exact per-layer keep counts.
 
@@ -245,18 +256,25 @@ def init(
         structure of ``params`` (matched by layer path: an ``nnx.State``, its
         ``nnx.as_pure`` or ``nnx.to_pure_dict`` form are interchangeable).
       filter_fn: chooses prunable leaves (default :func:`default_filter`).
+      structure: None (unstructured), or N:M structured masks (an
+        :class:`~sparsegnn_jax.sparsity.structure.NM`, ``(n, m)`` or ``"nm:N:M"``): every
+        weight matrix keeps the ``n`` best scores of every ``m`` consecutive inputs (axis -2),
+        other prunable leaves their top-k; ``sparsity`` must then be ``1 - n/m`` (see
+        :mod:`~sparsegnn_jax.sparsity.structure`).
 
     Returns:
       A bool mask pytree with the structure of ``params``; non-prunable leaves all True.
 
     Raises:
       ValueError: on missing ``params``, ``scores="random"`` without a key, an invalid
-        sparsity or distribution (see ``distributions``), an unknown ``scores`` name, or a
-        scores pytree whose structure differs from ``params``.
+        sparsity or distribution (see ``distributions``), an unknown ``scores`` name, a
+        scores pytree whose structure differs from ``params``, or a structure the sparsity
+        or distribution contradicts.
     """
     if params is None:
         raise ValueError("masks.init: `params` is required")
-    counts = distributions.keep_counts(params, sparsity, distribution, filter_fn)
+    structure = structure_lib.check_structure(structure, sparsity, distribution, "masks.init")
+    counts = structure_lib.keep_counts(params, sparsity, distribution, filter_fn, structure)
     flags = tuple(jax.tree.leaves(prunable(params, filter_fn)))
     if isinstance(scores, str):
         if scores not in SCORES:
@@ -266,9 +284,11 @@ def init(
         if scores == "random" and key is None:
             raise ValueError("masks.init: scores='random' needs a `key` (a PRNG key or an int "
                              "seed); pass scores='magnitude' or a scores pytree to go without")
-        return _initial_masks(_as_key(key), params, counts, None, flags=flags, mode=scores)
+        return _initial_masks(_as_key(key), params, counts, None, flags=flags, mode=scores,
+                              structure=structure)
     scores = align_to(scores, params, "scores")
-    return _initial_masks(None, params, counts, scores, flags=flags, mode="given")
+    return _initial_masks(None, params, counts, scores, flags=flags, mode="given",
+                          structure=structure)
 
 
 def _as_key(key):
@@ -278,11 +298,11 @@ def _as_key(key):
 
 
 # One compiled function for all leaves (counts stay traced) instead of one per primitive.
-@functools.partial(jax.jit, static_argnames=("flags", "mode"))
-def _initial_masks(key, params, counts, given_scores, *, flags, mode):
+@functools.partial(jax.jit, static_argnames=("flags", "mode", "structure"))
+def _initial_masks(key, params, counts, given_scores, *, flags, mode, structure):
     prunable_tree = jax.tree.unflatten(jax.tree.structure(params), flags)
     scores = given_scores if mode == "given" else mode
-    return initial_masks(key, params, counts, prunable_tree, scores)
+    return initial_masks(key, params, counts, prunable_tree, scores, structure)
 
 
 def apply(params: PyTree, masks: PyTree) -> PyTree:

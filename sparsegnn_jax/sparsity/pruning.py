@@ -14,6 +14,7 @@ import optax
 from sparsegnn_jax.sparsity import distributions as distributions_lib
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity import schedules as schedules_lib
+from sparsegnn_jax.sparsity import structure as structure_lib
 from sparsegnn_jax.sparsity import transform
 from sparsegnn_jax.sparsity.topk import drop, keep_count
 from sparsegnn_jax.sparsity.trees import align_to, leaf_paths, prunable
@@ -52,7 +53,7 @@ def dense(inner: optax.GradientTransformation,
 
 def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distribution="uniform",
                   scores="random", filter_fn: Optional[Callable] = None, seed: int = 0,
-                  key=None, masks=None) -> optax.GradientTransformationExtraArgs:
+                  key=None, masks=None, structure=None) -> optax.GradientTransformationExtraArgs:
     """Static sparse training: a mask chosen at init, never changed.
 
     Args:
@@ -70,29 +71,35 @@ def static_sparse(inner: optax.GradientTransformation, sparsity=0.9, distributio
       masks: a bool mask pytree with the params' structure, used as given; ``sparsity``,
         ``distribution`` and ``scores`` are then not used, and the keep counts are the masks'
         True counts.
+      structure: None, or N:M structured masks (``sg.structure.NM(2, 4)`` or ``"nm:2:4"``;
+        ``sparsity`` must be ``1 - n/m``): every weight matrix keeps the ``n`` highest scores
+        of every ``m`` consecutive inputs (:mod:`~sparsegnn_jax.sparsity.structure`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
 
     Raises:
-      ValueError: for an invalid sparsity, distribution or scores name, or both ``masks`` and
-        a ``scores`` pytree; at ``init``, for masks or scores of another structure.
+      ValueError: for an invalid sparsity, distribution or scores name, both ``masks`` and
+        a ``scores`` pytree or a ``structure``, or a structure the sparsity contradicts; at
+        ``init``, for masks or scores of another structure.
     """
     check_sparsity(sparsity)
     distributions_lib.check_distribution(distribution)
+    structure = structure_lib.check_structure(structure, sparsity, distribution, "static_sparse")
     if masks is not None:
-        if not isinstance(scores, str):
-            raise ValueError("static_sparse: pass `masks` or `scores` other than a name, "
-                             "not both")
+        if not isinstance(scores, str) or structure is not None:
+            raise ValueError("static_sparse: pass `masks`, or `scores` other than a name or a "
+                             "`structure`, not both")
         return _given_masks(inner, masks, filter_fn)
     if isinstance(scores, str) or callable(scores):
-        init_masks = transform.init_masks_by(scores)
+        init_masks = transform.init_masks_by(scores, structure)
     else:
         def init_masks(key, params, counts, prunable_tree):
-            return masks_lib.select_top(scores, counts, prunable_tree)
+            return masks_lib.select_top(scores, counts, prunable_tree, structure)
     rule = transform.Rule(init_masks=init_masks)
     return transform.sparse_transform(
-        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        inner, rule,
+        counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn, structure),
         filter_fn=filter_fn, key=transform.make_key(seed, key), name="static_sparse")
 
 
@@ -115,8 +122,8 @@ def _given_masks(inner, masks, filter_fn):
 
 
 def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int = 0,
-             distribution="uniform", filter_fn: Optional[Callable] = None
-             ) -> optax.GradientTransformationExtraArgs:
+             distribution="uniform", filter_fn: Optional[Callable] = None,
+             structure=None) -> optax.GradientTransformationExtraArgs:
     """Dense training, a magnitude prune at ``prune_step``, masked training after.
 
     At the ``update`` call with step index ``prune_step`` (0-based) each prunable layer keeps its
@@ -128,6 +135,8 @@ def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int 
       prune_step: step index of the prune.
       distribution: as in :func:`static_sparse`.
       filter_fn: which leaves are prunable.
+      structure: None, or N:M: the prune keeps the ``n`` largest |w| of every ``m``
+        consecutive inputs of each weight matrix (as in :func:`static_sparse`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -135,18 +144,20 @@ def one_shot(inner: optax.GradientTransformation, sparsity=0.9, prune_step: int 
     check_sparsity(sparsity)
     distributions_lib.check_distribution(distribution)
     check_step(prune_step, "prune_step")
+    structure = structure_lib.check_structure(structure, sparsity, distribution, "one_shot")
 
     def step(ctx: transform.StepContext):
         new = jax.lax.cond(
             ctx.step == prune_step,
-            lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable),
+            lambda: masks_lib.top_magnitude(ctx.params, ctx.counts, ctx.prunable, structure),
             lambda: ctx.masks)
         return new, ctx.key, ctx.extra, jnp.zeros((), bool)
 
     # Dense until the prune: the masks keep more than the keep counts by design.
     rule = transform.Rule(init_masks=transform.init_dense, step=step, own_counts=True)
     return transform.sparse_transform(
-        inner, rule, counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn),
+        inner, rule,
+        counts_fn=transform.keep_counts_fn(sparsity, distribution, filter_fn, structure),
         filter_fn=filter_fn, key=transform.make_key(0), name="one_shot")
 
 

@@ -18,9 +18,11 @@ import optax
 # Function imports: the package re-exports ``admm`` (the function), which shadows the module.
 from sparsegnn_jax.sparsity.admm import admm, slr
 from sparsegnn_jax.sparsity.dst import rigl, sparse_evolutionary
+from sparsegnn_jax.sparsity.lottery import find_rewind_state, imp, imp_next_masks
 from sparsegnn_jax.sparsity.pruning import dense, gradual_magnitude, one_shot, static_sparse
 from sparsegnn_jax.sparsity.schedules import cosine_drop, paper_drop
 from sparsegnn_jax.sparsity.snip import snip
+from sparsegnn_jax.sparsity.ugs import ugs, ugs_next_masks
 
 #: A method's plan: ``plan(options, total_steps, steps_per_epoch) -> factory keyword arguments``.
 #: ``options`` maps every name in :attr:`MethodSpec.options` to the run's value (``None``: unset)
@@ -42,6 +44,36 @@ def _no_dense_gradients(kwargs, steps: int) -> float:
 
 def _no_check(kwargs, steps: int) -> None:
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundSpec:
+    """How a lottery method (rounds of training, pruning and rewinding) goes from one round to
+    the next; ``sparsegnn_jax.rounds`` runs the loop.
+
+    Attributes:
+      next_masks: ``next_masks(params, opt_state, masks, fractions) -> masks`` after a round
+        (``fractions``: ``{path: share of the kept entries to prune}``).
+      rewind_point: ``rewind_point(opt_state, initial_params) -> params`` of the first round's
+        final state: the values the kept weights of every later round restart from.
+      edge_prune_per_round: the default share of the kept edges each round prunes (None: the
+        edges are pruned only when asked).
+      needs_edges: the method learns a graph mask, the encoder's edge-weight leaf, which a
+        message-passing model then always gets.
+      ticket_training: each ticket is trained on its own at its fixed masks (UGS: the
+        authors' "fix mask" run; the search runs train scores, not the ticket); otherwise the
+        training at a round's masks is both that ticket's training and the next round's search.
+      masks_at_best: the next masks are chosen from the search's state at its best validation
+        epoch (UGS, as its authors: later the L1 term drives every score towards 0) rather
+        than at its end (runs without model selection: at its end).
+    """
+
+    next_masks: Callable
+    rewind_point: Callable
+    edge_prune_per_round: float | None = None
+    needs_edges: bool = False
+    ticket_training: bool = False
+    masks_at_best: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +110,9 @@ class MethodSpec:
       aliases: other names :func:`get`, :func:`sparsifier` and ``flops.training`` accept for
         the method (the built-in methods' factory names, e.g. ``gradual_magnitude`` for
         ``gmp``); records and tables always use :attr:`name`.
+      rounds: a :class:`RoundSpec` for a lottery method: its factory builds one round (a run
+        at fixed ``masks``) and a run is an outer loop of rounds (``sparsegnn_jax.rounds``);
+        the factory then takes ``masks`` and ``filter_fn``, not ``sparsity``.
     """
 
     name: str
@@ -94,6 +129,7 @@ class MethodSpec:
     needs_key: bool = False
     in_sweeps: bool = True
     aliases: tuple[str, ...] = ()
+    rounds: RoundSpec | None = None
 
     def accepted_kwargs(self) -> list[str]:
         """The factory's keyword arguments (everything but ``inner``)."""
@@ -112,6 +148,10 @@ class MethodSpec:
         """Whether the method starts from a mask chosen by ``scores`` (its factory takes them:
         static, SET, RigL), so a run can choose which edges that mask keeps."""
         return "scores" in self.accepted_kwargs()
+
+    def takes_structure(self) -> bool:
+        """Whether the method keeps an N:M structure (its factory takes ``structure``)."""
+        return "structure" in self.accepted_kwargs()
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -133,7 +173,8 @@ def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
             raise ValueError(f"sparsity method {spec.name!r}: the name {alias!r} already names "
                              f"method {owner!r}")
     accepted = set(spec.accepted_kwargs())
-    needed = ({"sparsity", "distribution", "filter_fn"} if spec.sparse else {"filter_fn"})
+    needed = ({"masks", "filter_fn"} if spec.rounds is not None
+              else {"sparsity", "distribution", "filter_fn"} if spec.sparse else {"filter_fn"})
     needed |= {"key"} if spec.needs_key else set()
     missing = sorted(needed - accepted)
     if missing:
@@ -365,6 +406,50 @@ register(MethodSpec("one_shot", one_shot, "One-shot", plan=_one_shot_plan,
 # SNIP prunes in the first update, from that step's (dense) gradients: step 0 runs dense.
 register(MethodSpec("snip", snip, "SNIP", sparsity_at=_pruned_after(lambda kw: 1),
                     in_sweeps=False))
+
+
+
+def round_sparsity_at(kwargs, steps, final):
+    """Sparsity in force at each step of a lottery run: ``rounds + 1`` trainings of
+    ``steps_per_round`` steps each, training ``r`` at the masks after ``r`` rounds of pruning,
+    a layer reaching ``final`` after the last round at a constant rate per round
+    (``1 - (1 - final)^(r / rounds)``; exact keep counts: ``lottery.round_keep_counts``)."""
+    rounds, per_round = kwargs["rounds"], kwargs["steps_per_round"]
+    done = np.minimum(np.asarray(steps) // max(per_round, 1), rounds)
+    density = (1.0 - np.asarray(final, np.float64)) ** (done / max(rounds, 1))
+    return 1.0 - density
+
+
+def _check_rounds(kwargs, steps: int) -> None:
+    rounds, per_round = kwargs.get("rounds", 0), kwargs.get("steps_per_round", 0)
+    if rounds < 0 or per_round < 1 or (rounds + 1) * per_round != steps:
+        raise ValueError(f"a lottery run of rounds={rounds} has rounds + 1 trainings of "
+                         f"steps_per_round={per_round} >= 1 steps: steps must be "
+                         f"{(rounds + 1) * per_round}, got {steps}")
+
+
+def _imp_plan(options, total_steps, steps_per_epoch) -> dict:
+    return dict(rewind_step=options.get("rewind_step") or 0)
+
+
+def _ugs_plan(options, total_steps, steps_per_epoch) -> dict:
+    return dict(l1_weights=options["l1_weights"], l1_edges=options["l1_edges"])
+
+
+_LOTTERY = dict(sparsity_at=round_sparsity_at, check=_check_rounds,
+                flops_requires=("rounds", "steps_per_round"), in_sweeps=False)
+# Lottery methods: rounds of training at fixed masks, pruning and rewinding.
+register(MethodSpec("imp", imp, "IMP", plan=_imp_plan,
+                    options=("prune_per_round", "edge_prune_per_round", "rewind_step"),
+                    rounds=RoundSpec(imp_next_masks,
+                                     lambda opt_state, init: find_rewind_state(opt_state).params),
+                    **_LOTTERY))
+register(MethodSpec("ugs", ugs, "UGS", plan=_ugs_plan,
+                    options=("prune_per_round", "edge_prune_per_round", "l1_weights", "l1_edges"),
+                    rounds=RoundSpec(ugs_next_masks, lambda opt_state, init: init,
+                                     edge_prune_per_round=0.05, needs_edges=True,
+                                     ticket_training=True, masks_at_best=True),
+                    **_LOTTERY))
 
 #: Name -> factory of the built-in methods (kept for existing callers; prefer :func:`get`).
 METHODS = {name: spec.factory for name, spec in _REGISTRY.items()}

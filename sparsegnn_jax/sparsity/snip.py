@@ -25,11 +25,12 @@ def connection_sensitivity(grads, params):
 
 def _snip_masks(ctx: MaskContext):
     return masks_lib.select_top(connection_sensitivity(ctx.grads, ctx.params), ctx.keep_counts,
-                                ctx.prunable)
+                                ctx.prunable, ctx.structure)
 
 
 def snip(inner: optax.GradientTransformation, sparsity=0.9, distribution="uniform",
-         filter_fn: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+         filter_fn: Optional[Callable] = None,
+         structure=None) -> optax.GradientTransformationExtraArgs:
     """SNIP: masks chosen once from the first batch's connection sensitivity, then fixed.
 
     At the first ``update`` (step 0) each prunable layer keeps its keep-count largest
@@ -47,6 +48,9 @@ def snip(inner: optax.GradientTransformation, sparsity=0.9, distribution="unifor
       distribution: ``"uniform"``, ``"uniform_dense_first"``, ``"erk"``, ``"er"`` or a
         ``{layer-path: sparsity}`` dict.
       filter_fn: which leaves are prunable (``masks.default_filter`` when None).
+      structure: None, or N:M structured masks (``sg.structure.NM(2, 4)`` or ``"nm:2:4"``;
+        ``sparsity`` must be ``1 - n/m``): each weight matrix keeps the ``n`` largest
+        ``|g * w|`` of every ``m`` consecutive inputs.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -57,4 +61,4 @@ def snip(inner: optax.GradientTransformation, sparsity=0.9, distribution="unifor
     """
     return sparse_method(inner, init_masks=_snip_masks, sparsity=sparsity,
                          distribution=distribution, filter_fn=filter_fn, init_from_grads=True,
-                         name="snip")
+                         structure=structure, name="snip")

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsegnn_jax.sparsity import checks, distributions
+from sparsegnn_jax.sparsity import checks
+from sparsegnn_jax.sparsity import structure as structure_lib
 from sparsegnn_jax.sparsity import masks as masks_lib
 from sparsegnn_jax.sparsity.trees import as_pure, leaf_paths, prunable
 from sparsegnn_jax.sparsity.validation import raise_first
@@ -171,7 +172,7 @@ def init_dense(key, params, counts, prunable_tree):
     return masks_lib.all_true(params)
 
 
-def init_masks_by(scores) -> Callable:
+def init_masks_by(scores, structure=None) -> Callable:
     """A ``Rule.init_masks``: per prunable leaf the top keep-count of ``scores``.
 
     Args:
@@ -179,20 +180,21 @@ def init_masks_by(scores) -> Callable:
         ``scores(key, params) -> score pytree`` with the params' structure (e.g. random scores
         for the weights and a structural score for an edge leaf), called at ``init`` with the
         method's key.
+      structure: None or an N:M structure (:func:`masks.select_top`).
 
     Raises:
       ValueError: for another ``scores``.
     """
     if callable(scores):
         def init_from_callable(key, params, counts, prunable_tree):
-            return masks_lib.select_top(scores(key, params), counts, prunable_tree)
+            return masks_lib.select_top(scores(key, params), counts, prunable_tree, structure)
 
         return init_from_callable
     if scores not in masks_lib.SCORES:
         raise ValueError(f"scores must be 'random', 'magnitude' or a callable, got {scores!r}")
 
     def init_masks(key, params, counts, prunable_tree):
-        return masks_lib.initial_masks(key, params, counts, prunable_tree, scores)
+        return masks_lib.initial_masks(key, params, counts, prunable_tree, scores, structure)
 
     return init_masks
 
@@ -202,7 +204,8 @@ class KeepCounts:
     """A ``counts_fn`` for :func:`sparse_transform`: ``distributions.keep_counts`` as int32.
 
     Calling it maps ``params`` to int32 keep counts (a pytree with the params' structure); the
-    sparsity may be traced. When the sparsity is a JAX array (an ``optax.inject_hyperparams``
+    sparsity may be traced. With an N:M ``structure`` the weight matrices' counts are the
+    structure's (:func:`structure.keep_counts`). When the sparsity is a JAX array (an ``optax.inject_hyperparams``
     hyperparameter), every ``update`` recomputes the counts and fails loudly when they differ
     from the state's: keep counts are fixed at ``init``.
     """
@@ -210,6 +213,7 @@ class KeepCounts:
     sparsity: Any
     distribution: Any
     filter_fn: Optional[Callable]
+    structure: Any = None
 
     @property
     def may_change(self) -> bool:
@@ -217,14 +221,15 @@ class KeepCounts:
         return isinstance(self.sparsity, jax.Array)
 
     def __call__(self, params):
-        counts = distributions.keep_counts(params, self.sparsity, self.distribution,
-                                           self.filter_fn)
+        counts = structure_lib.keep_counts(params, self.sparsity, self.distribution,
+                                           self.filter_fn, self.structure)
         return jax.tree.map(lambda c: jnp.asarray(c, jnp.int32), counts)
 
 
-def keep_counts_fn(sparsity, distribution, filter_fn) -> KeepCounts:
-    """The :class:`KeepCounts` of ``sparsity`` under ``distribution`` and ``filter_fn``."""
-    return KeepCounts(sparsity, distribution, filter_fn)
+def keep_counts_fn(sparsity, distribution, filter_fn, structure=None) -> KeepCounts:
+    """The :class:`KeepCounts` of ``sparsity`` under ``distribution`` and ``filter_fn`` (and
+    an N:M ``structure``, or None)."""
+    return KeepCounts(sparsity, distribution, filter_fn, structure)
 
 
 # ---------------------------------------------------------------------------------------------

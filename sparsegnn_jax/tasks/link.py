@@ -390,6 +390,10 @@ class LinkTask:
 
         return WithInputs(score, inputs)
 
+    def search_score(self, problem: Problem, bound) -> Callable:
+        """What a lottery search takes its next masks by: :meth:`validation_score`."""
+        return self.validation_score(problem, bound)
+
     def flops_inputs(self, problem: Problem) -> tuple[Any, Any]:
         """What one training step's and the test set's forward passes see.
 

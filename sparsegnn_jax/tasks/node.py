@@ -10,11 +10,11 @@ import numpy as np
 from flax import nnx
 
 from sparsegnn_jax import data as sg_data
-from sparsegnn_jax import graphs, models, sampled, train
+from sparsegnn_jax import graphs, metrics, models, sampled, train
 from sparsegnn_jax.config import RunConfig
 
-from .common import (Problem, block_source, dataset_of, edge_leaf_size, encoder, sampling_info,
-                     walk_features)
+from .common import (Problem, WithInputs, block_source, dataset_of, edge_leaf_size, encoder,
+                     sampling_info, walk_features)
 
 
 def edge_saliency(bound, params, graph, labels, train_index) -> jax.Array:
@@ -114,6 +114,18 @@ class NodeTask:
     def validation_score(self, problem: Problem, bound) -> None:
         """Node runs report their last epoch (the papers' protocol): no selection."""
         return None
+
+    def search_score(self, problem: Problem, bound) -> WithInputs:
+        """``score(params) -> validation accuracy``, a ``WithInputs``: the epoch a lottery
+        search takes its next masks from (UGS's best validation epoch); reported metrics
+        stay the last epoch's."""
+        inputs = (problem.graph, jnp.asarray(problem.labels), jnp.asarray(problem.split.val))
+
+        def score(params, inputs):
+            graph, labels, idx = inputs
+            return metrics.accuracy(bound(params, graph)[idx], labels[idx])
+
+        return WithInputs(score, inputs)
 
     def evaluate(self, problem: Problem, bound, params, which: str) -> dict:
         split = problem.split
