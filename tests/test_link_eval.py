@@ -77,7 +77,8 @@ def synthetic():
     task, problem, bound, param_list = _problem("synthetic-temporal")
     # The first 400 pairs of each part: 40k ranking pairs, scored at every call in seconds.
     pairs = {part: (pos[:400], neg[:400]) for part, (pos, neg) in problem.eval_pairs.items()}
-    return task, dataclasses.replace(problem, eval_pairs=pairs), bound, param_list
+    return (task, dataclasses.replace(problem, eval_pairs=pairs, eval_inputs={}), bound,
+            param_list)
 
 
 def test_runs_sharing_a_problem_get_the_metrics_of_the_evaluation_computing_every_input(

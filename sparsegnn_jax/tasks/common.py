@@ -52,7 +52,8 @@ class Problem:
     blocks: Any = None
     # Link prediction, per part: the evaluation's inputs that do not depend on the params
     # (link_eval.LinkEvalInputs), filled on first use. Copies made with dataclasses.replace
-    # (a sweep's runs) share the dict, so every run reads the same inputs.
+    # (a sweep's runs) share the dict, so every run reads the same inputs; a copy with other
+    # eval_pairs needs eval_inputs={} (evaluate_link refuses inputs of other pairs).
     eval_inputs: dict = dataclasses.field(default_factory=dict)
 
     @property
