@@ -226,7 +226,8 @@ def _checked(inputs: LinkEvalInputs | None, pos_pairs, neg_pairs, k: int,
                          f"positives and negatives {num_pairs}: inputs of other pairs")
     if inputs.negatives is not None and inputs.negatives.shape[:2] != (num_positives, k):
         raise ValueError(f"evaluate_link: inputs hold {inputs.negatives.shape[1]} ranking "
-                         f"negatives per positive, num_ranking_negatives is {k}")
+                         f"negatives for each of {inputs.negatives.shape[0]} positives, "
+                         f"expected num_ranking_negatives={k} for {num_positives}")
     if (inputs.features is None) != (history is None):
         raise ValueError("evaluate_link: inputs were computed "
                          f"{'without' if inputs.features is None else 'with'} a history, "
@@ -271,7 +272,8 @@ def evaluate_link(bound, params, graph, pos_pairs, neg_pairs, num_nodes: int,
       inputs: :func:`evaluation_inputs` of the same pairs, ``num_nodes``, ``key``, ``history``
         and ``num_ranking_negatives``, computed ahead (once for every run evaluated on these
         pairs); None derives every pair's features here, chunk by chunk. The metrics are the
-        same either way.
+        same either way, but for the tie of a corrupted pair equal to its positive, which
+        may fall either way when the two logits come from two programs.
 
     Returns:
       dict: roc_auc, ap, accuracy, mrr, hits@K (floats) and, with ``seen_nodes``, ``seen`` and

@@ -149,7 +149,7 @@ def test_inputs_of_other_pairs_are_refused(synthetic):
     with pytest.raises(ValueError, match="inputs hold 10 pairs"):
         train.evaluate_link(bound, param_list[0], problem.eval_graphs["val"], pos[:6], neg[:6],
                             problem.num_nodes, key, history=history, inputs=inputs)
-    with pytest.raises(ValueError, match="3 ranking negatives per positive"):
+    with pytest.raises(ValueError, match="3 ranking negatives for each of 5 positives, expected num_ranking_negatives=100"):
         train.evaluate_link(bound, param_list[0], problem.eval_graphs["val"], pos[:5], neg[:5],
                             problem.num_nodes, key, history=history, inputs=inputs)
     with pytest.raises(ValueError, match="computed with a history, history is None"):
