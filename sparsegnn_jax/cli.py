@@ -56,10 +56,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                    help="start from the parameters of a --method=dense run's checkpoint "
                         "folder (same task, dataset and model) instead of a fresh init")
     add_epochs_flag(p)
-    p.add_argument("--hidden", type=int, default=None)
+    add_width_and_step_flags(p)
     p.add_argument("--num-layers", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--optimizer", default=None, choices=("sgd", "adam"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dropout", type=float, default=None)
@@ -116,6 +114,14 @@ def add_model_flag(p: argparse.ArgumentParser, default: str) -> None:
 def add_epochs_flag(p: argparse.ArgumentParser) -> None:
     """``--epochs`` (default: the model's and task's, see ``config.resolve``)."""
     p.add_argument("--epochs", type=int, default=None)
+
+
+def add_width_and_step_flags(p: argparse.ArgumentParser) -> None:
+    """``--hidden``, ``--lr`` and ``--weight-decay`` (default: the model's and task's, see
+    ``config.resolve``); sweeps take them too, e.g. to train at another paper's setting."""
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:

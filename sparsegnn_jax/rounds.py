@@ -42,11 +42,14 @@ def _edge_filter(path: str, leaf) -> bool:
     return models.is_edge_weight(path)
 
 
-def round_optimizer(problem: tasks.Problem, masks=None):
-    """The method's transformation for one round at ``masks`` (None: all True)."""
+def round_optimizer(problem: tasks.Problem, masks=None, round_index: int = 0):
+    """The method's transformation for round ``round_index`` at ``masks`` (None: all True);
+    a method that draws (UGS's score jitter) gets a key of the run's seed and the round."""
     cfg = problem.cfg
     spec = registry.get(cfg.method)
     kw = dict(masks=masks, filter_fn=tasks.prunable_params)
+    if spec.needs_key:
+        kw["key"] = jax.random.fold_in(jax.random.key(cfg.seed), round_index)
     kw |= spec.plan(config.method_options(cfg), problem.total_steps, problem.steps_per_epoch)
     if "edge_filter" in spec.accepted_kwargs():
         kw["edge_filter"] = _edge_filter
@@ -159,7 +162,7 @@ def run_rounds(cfg: config.RunConfig, problem: tasks.Problem | None = None) -> l
     # round r + 1; with one (UGS), a search at masks r, then the ticket at masks r + 1.
     last = cfg.rounds if ticket_trainer is search else cfg.rounds - 1
     for r in range(done, last + 1):
-        result = train_at(search, r, masks, round_optimizer(problem, masks))
+        result = train_at(search, r, masks, round_optimizer(problem, masks, r))
         state = result[0]
         if r == 0:
             rewind_to = spec.rounds.rewind_point(state.opt_state, initial)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the learnable edge weights")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1")
     cli.add_epochs_flag(p)
+    cli.add_width_and_step_flags(p)
     cli.add_method_flags(p)
     cli.add_schedule_flags(p)
     cli.add_lottery_flags(p, "; a lottery method runs each seed once and writes a row per "
@@ -190,7 +191,8 @@ def _sweep(args, argv) -> int:
             # A lottery method's fields are set per method below; the base is of another.
             task=args.task, dataset=dataset, model=args.model,
             method=next((m for m in methods if registry.get(m).rounds is None), "dense"),
-            epochs=args.epochs, distribution=args.distribution, update_every=args.update_every,
+            epochs=args.epochs, hidden=args.hidden, lr=args.lr, weight_decay=args.weight_decay,
+            distribution=args.distribution, update_every=args.update_every,
             drop_fraction=args.drop_fraction,
             layer_sparsity=config.parse_layer_sparsity(args.layer_sparsity),
             penalty_epochs=args.penalty_epochs, retrain_epochs=args.retrain_epochs,

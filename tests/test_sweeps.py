@@ -207,3 +207,14 @@ def test_runs_of_a_seed_train_on_the_batches_of_a_single_run_with_that_seed():
         np.testing.assert_allclose(rec["final_train_loss"], float(loss), rtol=1e-5)
     by_seed = {r["config"]["seed"]: r["final_train_loss"] for r in records}
     assert abs(by_seed[0] - by_seed[1]) > 1e-4  # ten times the tolerance above
+
+
+def test_sweep_trains_at_the_width_and_steps_it_is_given(tmp_path):
+    """--hidden, --lr and --weight-decay reach every run of a sweep (and its record)."""
+    argv = ["--task=node", "--model=gcn", "--methods=dense", "--sparsities=0", "--seeds=1",
+            "--epochs=1", "--hidden=8", "--lr=0.05", "--weight-decay=0", f"--out={tmp_path}",
+            "--no-progress"]
+    assert sweep_script().main(argv) == 0
+    [path] = (tmp_path / "records").glob("*.json")
+    c = json.loads(path.read_text())["config"]
+    assert (c["hidden"], c["lr"], c["weight_decay"]) == (8, 0.05, 0.0)

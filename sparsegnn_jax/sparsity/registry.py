@@ -444,7 +444,7 @@ register(MethodSpec("imp", imp, "IMP", plan=_imp_plan,
                     rounds=RoundSpec(imp_next_masks,
                                      lambda opt_state, init: find_rewind_state(opt_state).params),
                     **_LOTTERY))
-register(MethodSpec("ugs", ugs, "UGS", plan=_ugs_plan,
+register(MethodSpec("ugs", ugs, "UGS", plan=_ugs_plan, needs_key=True,
                     options=("prune_per_round", "edge_prune_per_round", "l1_weights", "l1_edges"),
                     rounds=RoundSpec(ugs_next_masks, lambda opt_state, init: init,
                                      edge_prune_per_round=0.05, needs_edges=True,

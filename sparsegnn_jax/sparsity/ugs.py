@@ -25,13 +25,14 @@ elementwise product, no matrix product). So a UGS step costs ``3 f_S`` like a st
 (no dense gradient, unlike RigL's regrowth), and ``flops.training_from_trace`` counts it so.
 
 Differences from the authors' code (VITA-Group/Unified-LTH-GNN, ``NodeClassification``): the
-scores are reset to exactly 1 each round (theirs add noise of 1e-5 to break ties; exact top-k
-breaks ties by index here), and the weights are pruned per weight matrix (theirs: one threshold
+weights are pruned per weight matrix (theirs: one threshold
 over all weight matrices; the library's uniform per-layer convention). As theirs, the next
 masks come from the scores at the search's best validation epoch (``rounds`` selects it; the
 last epoch's scores rank little: under the L1 term they drift towards 0 and the search's own
 model collapses on Cora) and each ticket is then trained on its own at its fixed masks, from
-the initialisation.
+the initialisation. As theirs, every search starts its scores at 1 times a uniform jitter of
+1e-5 (the runs pass a key per round): otherwise the scores the L1 term dominates stay tied and
+the pruning among them follows their index.
 
 References:
   Chen, Sui, Chen, Zhang & Wang, "A Unified Lottery Ticket Hypothesis for Graph Neural
@@ -80,7 +81,8 @@ def _kinds(params, filter_fn, edge_filter):
 
 def mask_scores(inner: optax.GradientTransformation, l1_weights: float = 1e-2,
                 l1_edges: float = 1e-2, filter_fn: Optional[Callable] = None,
-                edge_filter: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+                edge_filter: Optional[Callable] = None, key: Optional[jax.Array] = None,
+                noise: float = 1e-5) -> optax.GradientTransformationExtraArgs:
     """``inner`` on ``(theta, m_theta)``, the model's weight matrices being ``theta * m_theta``.
 
     Args:
@@ -89,6 +91,11 @@ def mask_scores(inner: optax.GradientTransformation, l1_weights: float = 1e-2,
       l1_edges: lambda_g, the L1 weight of the edge leaves (the graph mask).
       filter_fn: which leaves are prunable (scored weight matrices, and edge leaves).
       edge_filter: ``(path, leaf) -> bool``: which prunable leaves are graph masks.
+      key: PRNG key of the scores' starting noise; None: scores start at exactly 1.
+      noise: with ``key``, the scores (and the edge leaves) start at ``x * (1 + u)``, ``u``
+        uniform in ``[-noise, noise)`` (the authors' ``all_one`` start, 1e-5). The L1 term
+        moves every score it dominates by the same step under Adam, so without it most
+        scores tie and the pruning among them follows their index, not chance.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`UgsState`; ``update`` needs
@@ -96,12 +103,25 @@ def mask_scores(inner: optax.GradientTransformation, l1_weights: float = 1e-2,
     """
     inner = optax.with_extra_args_support(inner)
 
+    def jitter(params):
+        """Per leaf, ``1 + u`` (ones without a key)."""
+        leaves, treedef = jax.tree.flatten(params)
+        if key is None:
+            return jax.tree.unflatten(treedef, [jnp.ones_like(x) for x in leaves])
+        keys = jax.random.split(key, len(leaves))
+        return jax.tree.unflatten(treedef, [
+            1 + jax.random.uniform(k, x.shape, x.dtype, -noise, noise)
+            for k, x in zip(keys, leaves)])
+
     def init_fn(params):
         params = as_pure(params)
         kinds = _kinds(params, filter_fn, edge_filter)
-        scores = jax.tree.map(lambda x, k: jnp.ones_like(x) if k == "weight"
-                              else jnp.zeros((0,), x.dtype), params, kinds)
-        theta = jax.tree.map(jnp.array, params)
+        start = jitter(params)
+        scores = jax.tree.map(lambda x, j, k: j if k == "weight" else jnp.zeros((0,), x.dtype),
+                              params, start, kinds)
+        # The edge leaves are the model's own params: their jitter is the first update's.
+        theta = jax.tree.map(lambda x, j, k: x * j if k == "edge" else jnp.array(x),
+                             params, start, kinds)
         return UgsState(theta, scores, inner.init((theta, scores)))
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -138,7 +158,8 @@ def mask_scores(inner: optax.GradientTransformation, l1_weights: float = 1e-2,
 
 def ugs(inner: optax.GradientTransformation, masks=None, l1_weights: float = 1e-2,
         l1_edges: float = 1e-2, filter_fn: Optional[Callable] = None,
-        edge_filter: Optional[Callable] = None) -> optax.GradientTransformationExtraArgs:
+        edge_filter: Optional[Callable] = None,
+        key: Optional[jax.Array] = None) -> optax.GradientTransformationExtraArgs:
     """One UGS round: training at fixed ``masks`` with learnt weight and edge scores.
 
     Args:
@@ -149,6 +170,8 @@ def ugs(inner: optax.GradientTransformation, masks=None, l1_weights: float = 1e-
       filter_fn: which leaves are prunable.
       edge_filter: ``(path, leaf) -> bool``: which prunable leaves are graph masks
         (the runs pass ``models.is_edge_weight``).
+      key: PRNG key of the scores' starting noise of 1e-5 (:func:`mask_scores`); None: they
+        start at exactly 1.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; the scores are read with
@@ -157,8 +180,8 @@ def ugs(inner: optax.GradientTransformation, masks=None, l1_weights: float = 1e-
     References:
       Chen et al., "A Unified Lottery Ticket Hypothesis for Graph Neural Networks", ICML 2021.
     """
-    return at_masks(mask_scores(inner, l1_weights, l1_edges, filter_fn, edge_filter), masks,
-                    filter_fn, "ugs")
+    return at_masks(mask_scores(inner, l1_weights, l1_edges, filter_fn, edge_filter, key),
+                    masks, filter_fn, "ugs")
 
 
 def find_ugs_state(opt_state) -> UgsState:

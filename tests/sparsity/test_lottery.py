@@ -172,3 +172,24 @@ def test_ugs_prunes_by_scores_not_weights():
     m = np.asarray(new["l1"]["kernel"]).ravel()
     assert m.sum() == 80
     assert not m[order[-20:]].any()  # the largest |w|, lowest scores, went
+
+
+def test_ugs_scores_start_at_one_with_the_authors_jitter():
+    """With a key the weight scores and the edge leaf start at ``x * (1 + u)``, |u| <= 1e-5
+    (float32 holds about 340 values in that band around 1, so most ties are broken at random);
+    without one, at exactly 1 and ``x``."""
+    params = model_params(0)
+    plain = find_ugs_state(mask_scores(optax.sgd(0.1), filter_fn=prunable,
+                                       edge_filter=is_edge).init(params))
+    jittered = find_ugs_state(mask_scores(optax.sgd(0.1), filter_fn=prunable, edge_filter=is_edge,
+                                          key=jax.random.key(3)).init(params))
+    for path, s in zip(sg.sparsity.trees.leaf_paths(params), jax.tree.leaves(jittered.scores)):
+        if path.endswith("kernel"):
+            s = np.asarray(s)
+            assert np.all(np.abs(s - 1) <= 1e-5 + 1.2e-7) and len(np.unique(s)) >= min(s.size, 100) * 0.7
+    assert all(np.all(np.asarray(s) == 1) for p, s in zip(
+        sg.sparsity.trees.leaf_paths(params), jax.tree.leaves(plain.scores)) if p.endswith("kernel"))
+    edge, plain_edge = jittered.theta["edge_weight"], plain.theta["edge_weight"]
+    np.testing.assert_array_equal(np.asarray(plain_edge), np.asarray(params["edge_weight"]))
+    ratio = np.asarray(edge) / np.asarray(params["edge_weight"])
+    assert np.all(np.abs(ratio - 1) <= 1e-5 + 3e-7) and len(np.unique(ratio)) >= 30
