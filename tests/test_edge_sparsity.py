@@ -116,7 +116,9 @@ def _train(method, jit=True, steps=STEPS):
     return g, graphdef, history
 
 
-@pytest.mark.parametrize("method", registry.names())
+# Lottery rounds train at masks their round loop prunes between rounds; tests/test_rounds.py
+# counts their edges round by round.
+@pytest.mark.parametrize("method", [m for m in registry.names() if registry.get(m).rounds is None])
 def test_every_method_keeps_exact_edge_counts_and_pruned_edges_carry_nothing(method):
     g = random_graph(symmetric=True, self_loops=True)
     senders, receivers = np.asarray(g.senders), np.asarray(g.receivers)

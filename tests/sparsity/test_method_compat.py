@@ -269,9 +269,9 @@ def test_update_needs_params():
 
 def test_registry_names():
     # Registration order is the order of tables: dense, the train-and-prune family, then
-    # sparse training, then the reference points.
+    # sparse training, then the reference points, then the lottery methods.
     assert list(sp.METHODS) == ["dense", "slr", "admm", "gmp", "set", "rigl", "static",
-                                "one_shot", "snip"]
+                                "one_shot", "snip", "imp", "ugs"]
     assert isinstance(sp.sparsifier("rigl", optax.sgd(0.1), sparsity=0.5),
                       optax.GradientTransformationExtraArgs)
 
