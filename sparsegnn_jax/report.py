@@ -129,12 +129,22 @@ def read_results(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}, line {line}: column 'sparsity' is empty")
         if row["method"] == "dense":
             row["sparsity"] = 0.0
-        if row.get("edge_sparsity") is not None and row["method"] != "dense":
+        if (row.get("edge_sparsity") is not None and row["method"] != "dense"
+                and not _prunes_in_rounds(row["method"])):
             # Runs with edge weights are columns of their own, one per edge sparsity. The dense
-            # method prunes no edge either: with the weights unpruned it is the dense model.
+            # method prunes no edge either: with the weights unpruned it is the dense model. A
+            # lottery method's rows are its rounds, each at the edge sparsity it reached.
             row["method"] = f"{row['method']} (edges {row['edge_sparsity']:g})"
         rows.append(row)
     return rows
+
+
+def _prunes_in_rounds(method: str) -> bool:
+    """Whether ``method`` is a registered lottery method (False for unknown names)."""
+    try:
+        return registry.get(method).rounds is not None
+    except ValueError:
+        return False
 
 
 def load_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:

@@ -372,3 +372,18 @@ def test_a_grid_that_prunes_only_edges_gets_a_sparsity_0_row_and_no_plots(tmp_pa
     assert flops[3] == ["0%", "0.900", "0.800"]
     pytest.importorskip("matplotlib")
     assert report.write_plots(summary, tmp_path) == []
+
+
+def test_lottery_rounds_are_one_column_beside_the_edge_grid(tmp_path):
+    """A lottery method's rows are its rounds (each at the edge sparsity it reached): one
+    column named by the method, while a method trained at a given edge sparsity gets its own."""
+    rows = [{"dataset": "d", "model": "gcn", "method": m, "sparsity": s, "seed": 0,
+             "test_accuracy": acc, "test_macro_f1": acc, "training_flops": 2.0,
+             "training_flops_relative": 1.0, "edge_sparsity": edge}
+            for m, s, edge, acc in (("dense", 0.0, "", 0.8), ("imp", 0.2, 0.0, 0.75),
+                                    ("imp", 0.36, 0.0, 0.7), ("rigl", 0.36, 0.0975, 0.65))]
+    summary = report.summarise(report.load_rows([_write(tmp_path / "r.csv", rows)]))
+    acc = [_cells(line) for line in _section(report.markdown_tables(summary),
+                                              "Test accuracy (%)")]
+    assert acc[0] == ["sparsity", "RigL (edges 0.0975)", "IMP"]
+    assert acc[-1] == ["36%", "65.00 ± 0.00", "70.00 ± 0.00"]
