@@ -15,7 +15,7 @@ import warnings
 
 import jax
 
-from sparsegnn_jax import config, distributed, files, plugins, runs, tasks, walks
+from sparsegnn_jax import config, distributed, files, method_settings, plugins, runs, tasks, walks
 from sparsegnn_jax.sparsity import registry
 from sparsegnn_jax.sparsity import structure as structure_lib
 
@@ -266,7 +266,7 @@ def run_name(task: str, cfg: config.RunConfig) -> str:
     edges = "" if cfg.edge_sparsity is None else f"_e{cfg.edge_sparsity:g}"
     level = f"s{cfg.sparsity:g}"
     if registry.get(cfg.method).rounds is not None:  # the sparsity follows from the rounds
-        level = f"r{cfg.rounds or config.LOTTERY_DEFAULTS['rounds']}"
+        level = f"r{cfg.rounds or method_settings.LOTTERY_DEFAULTS['rounds']}"
     return (f"{task}_{dataset}_{cfg.model}_{cfg.method}_{level}"
             f"{structure_suffix(cfg.structure)}{edges}_seed{cfg.seed}")
 
@@ -287,7 +287,7 @@ def config_from_args(task: str, args: argparse.Namespace) -> config.RunConfig:
               if k not in ("out", "no_progress", "no_compilation_cache", "imports")
               and k not in DISTRIBUTED_FLAGS}
     fields["layer_sparsity"] = config.parse_layer_sparsity(fields["layer_sparsity"])
-    fields["sparsity"] = config.structure_sparsity(fields["structure"], fields["sparsity"])
+    fields["sparsity"] = method_settings.structure_sparsity(fields["structure"], fields["sparsity"])
     # 0 (the default) means no edge weights at all, so such a run is the run it always was.
     fields["edge_sparsity"] = None if fields["edge_sparsity"] == 0 else fields["edge_sparsity"]
     cfg = config.RunConfig(task=task, progress=not args.no_progress, **fields)

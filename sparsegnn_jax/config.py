@@ -13,7 +13,7 @@ import math
 from sparsegnn_jax.data.dyglib import NEGATIVE_STRATEGIES as DYGLIB_NEGATIVES
 from sparsegnn_jax.data.splits import EVAL_PROTOCOLS, LINK_SPLITS
 from sparsegnn_jax.sparsity import distributions, registry
-from sparsegnn_jax.sparsity import structure as structure_lib
+from sparsegnn_jax.method_settings import DEFAULT_SPARSITY, flag, resolve_rounds, resolve_structure
 
 TASKS = ("link", "node")
 GNN_MODELS = ("gcn", "sage", "gat", "gin")
@@ -40,7 +40,7 @@ class RunConfig:
     dataset: str = "synthetic-temporal"
     model: str = "gcn"
     method: str = "rigl"
-    sparsity: float = 0.9
+    sparsity: float = DEFAULT_SPARSITY
     # "nm:N:M": N of every M consecutive inputs of each weight matrix kept (sparsity.structure);
     # the sparsity must then be 1 - N/M and the distribution uniform. None: unstructured.
     structure: str | None = None
@@ -182,11 +182,6 @@ def model_family(model: str) -> str:
     return "mlp" if model == "mlp" else "gnn"
 
 
-def flag(name: str) -> str:
-    """The command-line spelling of a config field."""
-    return "--" + name.replace("_", "-")
-
-
 def check_sparsity(value: float, flag: str = "--sparsity") -> float:
     """Returns ``value`` if it is a sparsity a run accepts: in [0, 1) (so neither NaN nor Inf).
 
@@ -216,8 +211,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown --model={cfg.model!r}; known models: {', '.join(MODELS)}")
     check_sparsity(cfg.sparsity)
-    cfg = _resolve_rounds(cfg)
-    cfg = _resolve_structure(cfg)
+    cfg = resolve_rounds(cfg)
+    cfg = resolve_structure(cfg)
     if cfg.compact_edges not in ("auto", "off"):
         raise ValueError(f"--compact-edges must be auto or off, got {cfg.compact_edges!r}")
     if cfg.edge_sparsity is not None:
@@ -273,118 +268,7 @@ def _check_fanout(cfg: RunConfig) -> None:
         raise ValueError("--fanout runs on one device; leave --devices unset")
 
 
-def structure_sparsity(text: str | None, sparsity: float | None, flag: str = "--sparsity"):
-    """The sparsity of a run with ``--structure=text``: ``1 - N/M`` when ``sparsity`` is None,
-    else ``sparsity`` checked against it; without a structure ``sparsity`` (0.9 when None).
-
-    Raises:
-      ValueError: naming ``--structure`` for a malformed value, or ``flag`` when it disagrees.
-    """
-    nm = structure_lib.parse(text, "--structure")
-    if nm is None:
-        return 0.9 if sparsity is None else sparsity
-    if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
-        raise ValueError(f"{flag}={sparsity:g} contradicts --structure={nm}, which keeps "
-                         f"{nm.n} of every {nm.m} weights (sparsity {nm.sparsity:g}); leave "
-                         f"{flag} unset")
-    return nm.sparsity
-
-
-def _resolve_structure(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with ``structure`` normalised (``"nm:N:M"`` or None) and checked against the
-    method, sparsity and distribution."""
-    nm = structure_lib.parse(cfg.structure, "--structure")
-    if nm is None:
-        return dataclasses.replace(cfg, structure=None)
-    spec = registry.get(cfg.method)
-    if not spec.takes_structure():
-        known = [n for n in registry.names() if registry.get(n).takes_structure()]
-        raise ValueError(f"--structure={nm} cannot be kept by --method={cfg.method}; methods "
-                         f"that keep an N:M structure: {', '.join(known)}")
-    structure_sparsity(str(nm), cfg.sparsity)
-    if cfg.distribution not in (None, "uniform"):
-        raise ValueError(f"--distribution={cfg.distribution} contradicts --structure={nm}, "
-                         f"which fixes every weight matrix at density {nm.n}/{nm.m}; leave "
-                         f"--distribution unset")
-    return dataclasses.replace(cfg, structure=str(nm), distribution="uniform")
-
-
 EDGE_SCORES = ("resistance", "random", "saliency")
-
-#: The fields of lottery methods and their defaults (UGS's from the authors' Cora GCN command;
-#: the edge share is the method's :attr:`~registry.RoundSpec.edge_prune_per_round`).
-LOTTERY_DEFAULTS = dict(rounds=5, prune_per_round=0.2, rewind_step=0, l1_weights=1e-2,
-                        l1_edges=1e-2)
-LOTTERY_FIELDS = ("rounds", "prune_per_round", "rewind_step", "edge_prune_per_round",
-                  "l1_weights", "l1_edges")
-
-
-def lottery_sparsity(prune_per_round: float, rounds: int) -> float:
-    """The nominal weight sparsity after ``rounds`` rounds: ``1 - (1 - p)^rounds``."""
-    return 1.0 - (1.0 - prune_per_round) ** rounds
-
-
-def _resolve_rounds(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with the lottery fields checked and filled, the sparsity derived from them and
-    the edge-weight leaf enabled where the method prunes edges; other methods refuse them."""
-    spec = registry.get(cfg.method)
-    given = [name for name in LOTTERY_FIELDS if getattr(cfg, name) is not None]
-    if spec.rounds is None:
-        if given:
-            lottery = [n for n in registry.names() if registry.get(n).rounds is not None]
-            raise ValueError(f"{flag(given[0])} applies to the lottery methods "
-                             f"({', '.join(lottery)}) only; leave it unset with "
-                             f"--method={cfg.method}")
-        return cfg
-    reads = ("rounds",) + spec.options
-    for name in given:
-        if name not in reads:
-            raise ValueError(f"{flag(name)} has no effect with --method={cfg.method}; "
-                             "leave it unset")
-    cfg = dataclasses.replace(cfg, **{name: LOTTERY_DEFAULTS[name] for name in reads
-                                      if getattr(cfg, name) is None and name in LOTTERY_DEFAULTS})
-    if cfg.edge_prune_per_round is None and "edge_prune_per_round" in reads:
-        cfg.edge_prune_per_round = spec.rounds.edge_prune_per_round
-    if isinstance(cfg.rounds, bool) or not isinstance(cfg.rounds, int) or cfg.rounds < 1:
-        raise ValueError(f"--rounds must be an integer >= 1, got {cfg.rounds!r}")
-    if not 0.0 < cfg.prune_per_round < 1.0:
-        raise ValueError(f"--prune-per-round must be in (0, 1), got {cfg.prune_per_round}")
-    if cfg.edge_prune_per_round is not None and not 0.0 <= cfg.edge_prune_per_round < 1.0:
-        raise ValueError(f"--edge-prune-per-round must be in [0, 1), got "
-                         f"{cfg.edge_prune_per_round}")
-    if cfg.rewind_step is not None and cfg.rewind_step < 0:
-        raise ValueError(f"--rewind-step must be >= 0, got {cfg.rewind_step}")
-    for name in ("l1_weights", "l1_edges"):
-        value = getattr(cfg, name)
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{flag(name)} must be a finite number >= 0, got {value}")
-    if cfg.distribution not in (None, "uniform"):
-        raise ValueError(f"--distribution={cfg.distribution} is not supported with "
-                         f"--method={cfg.method}: lottery methods prune the same share of every "
-                         "layer's kept weights each round (uniform); leave it unset")
-    if cfg.layer_sparsity:
-        raise ValueError(f"--layer-sparsity is not supported with --method={cfg.method}: "
-                         "every layer loses --prune-per-round of its weights each round")
-    derived = lottery_sparsity(cfg.prune_per_round, cfg.rounds)
-    if cfg.sparsity != RunConfig.sparsity and not math.isclose(cfg.sparsity, derived):
-        raise ValueError(f"--sparsity is derived with --method={cfg.method}: the final sparsity "
-                         f"is 1 - (1 - p)^rounds = {derived:.6g} (--prune-per-round="
-                         f"{cfg.prune_per_round}, --rounds={cfg.rounds}); leave it unset")
-    cfg.sparsity, cfg.distribution = derived, "uniform"
-    prunes_edges = spec.rounds.needs_edges or bool(cfg.edge_prune_per_round)
-    if cfg.model == "mlp" and prunes_edges:
-        what = ("learns a graph mask (the edges' scores)" if spec.rounds.needs_edges
-                else "prunes edges with --edge-prune-per-round")
-        raise ValueError(f"--method={cfg.method} {what}; --model=mlp passes no messages over "
-                         "edges: use a message-passing model (gcn, sage, gat, gin)")
-    if cfg.edge_sparsity:
-        raise ValueError(f"--edge-sparsity has no effect with --method={cfg.method}: rounds "
-                         "start from the whole graph and prune --edge-prune-per-round of its "
-                         "kept edges each round")
-    if prunes_edges:
-        cfg.edge_sparsity = 0.0  # the edge-weight leaf, every edge kept at first
-    return cfg
-
 
 def _resolve_edge_scores(cfg: RunConfig) -> RunConfig:
     """``cfg`` with ``edge_scores`` checked and its default filled in (see the field)."""

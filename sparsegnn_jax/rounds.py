@@ -31,7 +31,7 @@ import time
 
 import jax
 
-from sparsegnn_jax import checkpoint, config, models, runs, sparsity, tasks, train
+from sparsegnn_jax import checkpoint, config, method_settings, models, runs, sparsity, tasks, train
 from sparsegnn_jax import flops as sg_flops
 from sparsegnn_jax.sparsity import lottery, registry
 
@@ -237,7 +237,8 @@ def _round_record(problem, model, bound, state, loss, selected, masks, trace, pe
     cfg = problem.cfg
     task = tasks.get(cfg.task)
     round_cfg = dataclasses.replace(cfg, rounds=r,
-                                    sparsity=config.lottery_sparsity(cfg.prune_per_round, r))
+                                    sparsity=method_settings.lottery_sparsity(
+                                        cfg.prune_per_round, r))
     round_problem = dataclasses.replace(problem, cfg=round_cfg)
     params, extra = state.params, {}
     if selected is not None:

@@ -24,7 +24,7 @@ import time
 
 import jax
 
-from sparsegnn_jax import cli, config, distributed, files, sweeps, tasks
+from sparsegnn_jax import cli, config, distributed, files, method_settings, sweeps, tasks
 from sparsegnn_jax.sparsity import registry
 
 __all__ = ["build_parser", "main", "parse_edge_grid", "parse_grid", "parse_sparsities",
@@ -93,9 +93,9 @@ def _sparsities_flag(args) -> str:
     if args.sparsities is None:
         if args.structure is None:
             return ",".join(map(str, sweeps.PAPER_GRID))
-        return str(config.structure_sparsity(args.structure, None))
+        return str(method_settings.structure_sparsity(args.structure, None))
     for value in parse_sparsities(args.sparsities, "--sparsities"):
-        config.structure_sparsity(args.structure, value, "--sparsities")
+        method_settings.structure_sparsity(args.structure, value, "--sparsities")
     return args.sparsities
 
 
@@ -211,7 +211,7 @@ def _sweep(args, argv) -> int:
         # A method that prunes nothing runs once (with the unpruned edge weights of the grid).
         lottery = [m for m in methods if registry.get(m).rounds is not None]
         if not lottery:
-            given = [n for n in config.LOTTERY_FIELDS if getattr(args, n) is not None]
+            given = [n for n in method_settings.LOTTERY_FIELDS if getattr(args, n) is not None]
             if given:
                 raise ValueError(f"{config.flag(given[0])} applies to the lottery methods only; "
                                  "--methods names none")
@@ -221,9 +221,9 @@ def _sweep(args, argv) -> int:
             cfg = config.resolve(dataclasses.replace(
                 base, method=method, edge_sparsity=None, layer_sparsity=None,
                 distribution=args.distribution,
-                **{n: getattr(args, n) for n in config.LOTTERY_FIELDS}))
+                **{n: getattr(args, n) for n in method_settings.LOTTERY_FIELDS}))
             keys = {r: (dataset, args.model, method,
-                        config.lottery_sparsity(cfg.prune_per_round, r), cfg.edge_sparsity)
+                        method_settings.lottery_sparsity(cfg.prune_per_round, r), cfg.edge_sparsity)
                     for r in range(1, cfg.rounds + 1)}
             todo = [seed for seed in seeds
                     if any(k + (seed, None) not in done for k in keys.values())]

@@ -8,7 +8,7 @@ import re
 import pytest
 from helpers import cli_main, sweep_script
 
-from sparsegnn_jax import cli, config, runs, sweep_cli, sweeps, tasks
+from sparsegnn_jax import cli, config, method_settings, runs, sweep_cli, sweeps, tasks
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +48,8 @@ def test_structure_sets_sparsity_and_uniform_distribution():
     # A link GNN's default distribution is ERK; N:M fixes every matrix, so uniform.
     assert (cfg.structure, cfg.sparsity, cfg.distribution) == ("nm:1:4", 0.75, "uniform")
     assert config.resolve(config.RunConfig(structure="none")).structure is None
-    assert config.structure_sparsity("nm:2:4", None) == 0.5
-    assert config.structure_sparsity(None, None) == 0.9
+    assert method_settings.structure_sparsity("nm:2:4", None) == 0.5
+    assert method_settings.structure_sparsity(None, None) == 0.9
 
 
 def test_run_names_tell_structured_runs_apart():
