@@ -208,9 +208,8 @@ class _Trainer:
         state = train.init_state(params, tx, jax.random.key(cfg.seed), rescale=False)
         hooks = [train.finite_guard(cfg.method)]
         if self.score is not None:
-            hooks.append(train.BestOnValidation(self.score, train.no_selection(state.params)))
-        if self.score is not None:
-            hooks.append(_BestState(hooks[-1]))
+            selector = train.BestOnValidation(self.score, train.no_selection(state.params))
+            hooks += [selector, _BestState(selector)]
         state, loss = train.fit(self.epoch, state, self.problem.inputs, cfg.epochs, hooks=hooks,
                                 progress=description if cfg.progress else None)
         if self.score is None:
