@@ -93,13 +93,9 @@ def find_rewind_state(opt_state) -> RewindState:
     Raises:
       ValueError: when there is none.
     """
-    found = optax.tree_utils.tree_get_all_with_path(
-        opt_state, RewindState.__name__,
-        filtering=lambda path, value: isinstance(value, RewindState))
-    if not found:
-        raise ValueError("no rewind point in this optimizer state: was it built with "
-                         "sparsegnn_jax.sparsity.lottery.imp (or rewind_point)?")
-    return as_pure(found[0][1])
+    return transform.find_state_of(
+        opt_state, RewindState, "no rewind point in this optimizer state: was it built with "
+        "sparsegnn_jax.sparsity.lottery.imp (or rewind_point)?")
 
 
 def at_masks(inner: optax.GradientTransformation, masks=None, filter_fn=None,

@@ -249,12 +249,22 @@ def find_state(state) -> SparsityState:
     Raises:
       ValueError: when there is none.
     """
+    return find_state_of(
+        state, SparsityState, f"no sparsity method state found in the optimizer state of type "
+        f"{type(state).__name__}; was the optimizer built with a sparsity method?")
+
+
+def find_state_of(state, state_type: type, missing: str):
+    """The first (outermost) ``state_type`` inside a possibly nested optax state, NNX Variable
+    boxes removed.
+
+    Raises:
+      ValueError: ``missing``, when there is none.
+    """
     found = optax.tree_utils.tree_get_all_with_path(
-        state, SparsityState.__name__,
-        filtering=lambda path, value: isinstance(value, SparsityState))
+        state, state_type.__name__, filtering=lambda path, value: isinstance(value, state_type))
     if not found:
-        raise ValueError(f"no sparsity method state found in the optimizer state of type "
-                         f"{type(state).__name__}; was the optimizer built with a sparsity method?")
+        raise ValueError(missing)
     return as_pure(found[0][1])
 
 

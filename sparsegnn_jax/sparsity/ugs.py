@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import optax
 
 from sparsegnn_jax.sparsity.lottery import at_masks, prune_remaining
+from sparsegnn_jax.sparsity.transform import find_state_of
 from sparsegnn_jax.sparsity.trees import as_pure, flatten_with_paths, prunable_flags
 
 __all__ = ["UgsState", "find_ugs_state", "mask_scores", "ugs", "ugs_next_masks"]
@@ -190,12 +191,8 @@ def find_ugs_state(opt_state) -> UgsState:
     Raises:
       ValueError: when there is none.
     """
-    found = optax.tree_utils.tree_get_all_with_path(
-        opt_state, UgsState.__name__, filtering=lambda path, value: isinstance(value, UgsState))
-    if not found:
-        raise ValueError("no UGS scores in this optimizer state: was it built with "
-                         "sparsegnn_jax.sparsity.ugs.ugs?")
-    return as_pure(found[0][1])
+    return find_state_of(opt_state, UgsState, "no UGS scores in this optimizer state: was it "
+                         "built with sparsegnn_jax.sparsity.ugs.ugs?")
 
 
 def ugs_next_masks(params, opt_state, masks, fractions: Mapping[str, float]):
